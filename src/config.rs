@@ -1,0 +1,632 @@
+//! Typed settings: a TOML file overlaid by `ORDO_*` environment variables,
+//! validated once at start with errors that name the key and where it came from.
+//!
+//! Environment variables use `__` between levels: `ORDO_SINK__TABLE=events`,
+//! `ORDO_KAFKA__BOOTSTRAP_SERVERS=broker:9092` (under `kafka`, `_` becomes `.`
+//! because librdkafka property names never contain `_`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::order::BoundPolicy;
+
+/// Prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "ORDO";
+
+/// librdkafka properties that Ordo sets itself because its correctness depends on them.
+const MANAGED_KAFKA_PROPERTIES: &[(&str, &str)] = &[
+    (
+        "enable.auto.offset.store",
+        "Ordo stores offsets itself, only up to what the sink has committed",
+    ),
+    (
+        "enable.partition.eof",
+        "Ordo does not use partition EOF events",
+    ),
+];
+
+/// The whole configuration of one Ordo process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// librdkafka properties, passed through unchanged (`bootstrap.servers`, `group.id`, ...).
+    pub kafka: BTreeMap<String, String>,
+    pub source: SourceConfig,
+    pub ordering: OrderingConfig,
+    pub sink: SinkConfig,
+    pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// What to consume and how it is encoded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Topics consumed by this group.
+    pub topics: Vec<String>,
+    /// Payload format of the records.
+    #[serde(default)]
+    pub format: crate::decode::FormatKind,
+    /// Where to start a partition the sink has never seen.
+    #[serde(default)]
+    pub start_from: StartFrom,
+}
+
+/// Where a partition without a stored offset starts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// Where the key and the per-key sequence of an event come from, and the buffer's bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderingConfig {
+    /// `message_key` or `field:<dotted.path>`.
+    #[serde(default)]
+    pub key: KeySource,
+    /// `field:<dotted.path>` or `header:<name>`.
+    pub sequence: SequenceSource,
+    /// The sequence a key's first event carries.
+    #[serde(default = "default_first_sequence")]
+    pub first_sequence: i64,
+    /// Most events held out of order per partition.
+    #[serde(default = "default_max_buffered_events")]
+    pub max_buffered_events: usize,
+    /// Most payload bytes held out of order per partition.
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: usize,
+    /// How long the oldest held event may wait for its gap to fill.
+    #[serde(default = "default_gap_timeout_ms")]
+    pub gap_timeout_ms: u64,
+    /// What happens when a bound is reached: `wait` or `skip`.
+    #[serde(default)]
+    pub on_bound: BoundPolicy,
+    /// Most keys whose last applied sequence is cached per partition.
+    #[serde(default = "default_max_cached_keys")]
+    pub max_cached_keys: usize,
+}
+
+/// Where events are written, and how they are batched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// The sink; `postgres` is the one there is.
+    #[serde(default)]
+    pub kind: SinkKind,
+    /// `event_store` (append, unique (stream, version)) or `projection` (latest state per key).
+    pub mode: SinkMode,
+    /// Target table (created if missing).
+    pub table: String,
+    /// Schema of the target table and of Ordo's own state tables.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Most events per sink transaction.
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// Longest an event waits for its batch to fill.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+}
+
+/// The sink implementation.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    #[default]
+    Postgres,
+}
+
+/// How events land in the table.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkMode {
+    EventStore,
+    Projection,
+}
+
+/// Connection to PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq URL or key=value string, e.g. `postgres://ordo@db:5432/ordo`.
+    pub url: String,
+    /// Connections in the pool.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Timeout for establishing a connection.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// An `EnvFilter` directive such as `info` or `ordo=debug,rdkafka=warn`; `RUST_LOG` wins.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `json` or `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+fn default_first_sequence() -> i64 {
+    1
+}
+fn default_max_buffered_events() -> usize {
+    10_000
+}
+fn default_max_buffered_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_gap_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_cached_keys() -> usize {
+    100_000
+}
+fn default_schema() -> String {
+    "public".to_string()
+}
+fn default_batch_max_events() -> usize {
+    1000
+}
+fn default_batch_max_wait_ms() -> u64 {
+    100
+}
+fn default_pool_size() -> usize {
+    8
+}
+fn default_connect_timeout_ms() -> u64 {
+    5000
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+/// Where the key of an event comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KeySource {
+    /// The Kafka message key, as UTF-8.
+    #[default]
+    MessageKey,
+    /// A field of the decoded record.
+    Field(FieldPath),
+}
+
+/// Where the sequence of an event comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SequenceSource {
+    /// A field of the decoded record.
+    Field(FieldPath),
+    /// A Kafka header holding a decimal integer.
+    Header(String),
+}
+
+/// A dotted path into a record, such as `order.customer.id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath(pub Vec<String>);
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
+impl FromStr for FieldPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<String> = s.split('.').map(str::to_string).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(format!("`{s}` is not a field path (expected a.b.c)"));
+        }
+        Ok(FieldPath(parts))
+    }
+}
+
+impl FromStr for KeySource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None if s == "message_key" => Ok(KeySource::MessageKey),
+            Some(("field", path)) => Ok(KeySource::Field(path.parse()?)),
+            _ => Err(format!(
+                "`{s}` is not a key source (expected `message_key` or `field:<path>`)"
+            )),
+        }
+    }
+}
+
+impl FromStr for SequenceSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("field", path)) => Ok(SequenceSource::Field(path.parse()?)),
+            Some(("header", name)) if !name.is_empty() => Ok(SequenceSource::Header(name.into())),
+            _ => Err(format!(
+                "`{s}` is not a sequence source (expected `field:<path>` or `header:<name>`)"
+            )),
+        }
+    }
+}
+
+fn deserialize_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+impl<'de> Deserialize<'de> for KeySource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_from_str(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for SequenceSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_from_str(d)
+    }
+}
+
+/// A configuration that cannot be used, with the key and its origin.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {reason}")]
+    File { file: PathBuf, reason: String },
+    #[error("{origin}: key `{key}`: {reason}")]
+    Key {
+        origin: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Loads the file (if any), overlays `ORDO_*` environment variables and validates.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(file, &vars)
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        vars: &[(String, String)],
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    file: path.to_path_buf(),
+                    reason: "no such file".into(),
+                });
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let env: config::Map<String, String> = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
+            .cloned()
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("source.topics")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let origin_of = |key: &str| origin_of(key, file, vars);
+        let built = builder.build().map_err(|e| match file {
+            Some(path) => ConfigError::File {
+                file: path.to_path_buf(),
+                reason: e.to_string(),
+            },
+            None => ConfigError::Key {
+                origin: "environment".into(),
+                key: "?".into(),
+                reason: e.to_string(),
+            },
+        })?;
+        let mut settings: Settings = serde_path_to_error::deserialize(built).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Key {
+                origin: origin_of(&key),
+                key,
+                reason: strip_config_noise(&e.inner().to_string()),
+            }
+        })?;
+        settings.kafka = settings
+            .kafka
+            .into_iter()
+            .map(|(k, v)| (k.replace('_', "."), v))
+            .collect();
+        settings.validate().map_err(|(key, reason)| ConfigError::Key {
+            origin: origin_of(&key),
+            key,
+            reason,
+        })?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but cannot work; returns the offending key and why.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, r: String| Err((k.to_string(), r));
+        for required in ["bootstrap.servers", "group.id"] {
+            if self.kafka.get(required).is_none_or(|v| v.trim().is_empty()) {
+                return err(&format!("kafka.{required}"), "is required".into());
+            }
+        }
+        for (key, why) in MANAGED_KAFKA_PROPERTIES {
+            if self.kafka.contains_key(*key) {
+                return err(&format!("kafka.{key}"), format!("is set by Ordo ({why})"));
+            }
+        }
+        let mut client = rdkafka::ClientConfig::new();
+        for (k, v) in &self.kafka {
+            client.set(k, v);
+        }
+        if let Err(e) = client.create_native_config() {
+            let key = match &e {
+                rdkafka::error::KafkaError::ClientConfig(_, _, key, _) => format!("kafka.{key}"),
+                _ => "kafka".into(),
+            };
+            return err(&key, e.to_string());
+        }
+        if self.source.topics.is_empty() {
+            return err("source.topics", "must list at least one topic".into());
+        }
+        if let Some(t) = self.source.topics.iter().find(|t| !valid_topic(t)) {
+            return err(
+                "source.topics",
+                format!("`{t}` is not a valid topic name (1-249 of [a-zA-Z0-9._-])"),
+            );
+        }
+        for (key, ident) in [("sink.table", &self.sink.table), ("sink.schema", &self.sink.schema)] {
+            if ident.is_empty() || ident.len() > 63 {
+                return err(key, format!("`{ident}` must be 1 to 63 bytes"));
+            }
+        }
+        let positive = [
+            ("sink.batch_max_events", self.sink.batch_max_events as u64),
+            ("sink.batch_max_wait_ms", self.sink.batch_max_wait_ms),
+            ("postgres.pool_size", self.postgres.pool_size as u64),
+            ("postgres.connect_timeout_ms", self.postgres.connect_timeout_ms),
+            ("ordering.max_buffered_events", self.ordering.max_buffered_events as u64),
+            ("ordering.max_buffered_bytes", self.ordering.max_buffered_bytes as u64),
+            ("ordering.gap_timeout_ms", self.ordering.gap_timeout_ms),
+            ("ordering.max_cached_keys", self.ordering.max_cached_keys as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return err(key, "must be greater than 0".into());
+        }
+        if let Err(e) = self.postgres.url.parse::<tokio_postgres::Config>() {
+            return err("postgres.url", format!("is not a PostgreSQL connection string: {e}"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return err("log.level", format!("`{}`: {e}", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The consumer group id.
+    pub fn group_id(&self) -> &str {
+        self.kafka.get("group.id").map(String::as_str).unwrap_or("")
+    }
+
+    /// The bootstrap servers, for error messages.
+    pub fn bootstrap_servers(&self) -> &str {
+        self.kafka
+            .get("bootstrap.servers")
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// Says whether a key was set by an environment variable or by the file.
+fn origin_of(key: &str, file: Option<&Path>, vars: &[(String, String)]) -> String {
+    let mut segments: Vec<String> = key.split('.').map(|s| s.to_uppercase()).collect();
+    let candidates: Vec<String> = if segments.first().map(String::as_str) == Some("KAFKA") {
+        let rest = segments.split_off(1).join("_");
+        vec![format!("{ENV_PREFIX}_KAFKA__{rest}")]
+    } else {
+        vec![format!("{ENV_PREFIX}_{}", segments.join("__"))]
+    };
+    if let Some((name, _)) = vars
+        .iter()
+        .find(|(k, _)| candidates.iter().any(|c| c.eq_ignore_ascii_case(k)))
+    {
+        return format!("environment variable {name}");
+    }
+    match file {
+        Some(path) => format!("config file {}", path.display()),
+        None => "configuration (no config file given)".to_string(),
+    }
+}
+
+/// The config crate appends its own origin text; the key and file are reported by Ordo.
+fn strip_config_noise(reason: &str) -> String {
+    reason
+        .split(" for key")
+        .next()
+        .unwrap_or(reason)
+        .trim()
+        .to_string()
+}
+
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const GOOD: &str = r#"
+[kafka]
+"bootstrap.servers" = "127.0.0.1:9092"
+"group.id" = "ordo"
+
+[source]
+topics = ["orders"]
+
+[ordering]
+key = "field:order.id"
+sequence = "header:seq"
+
+[sink]
+mode = "event_store"
+table = "events"
+
+[postgres]
+url = "postgres://ordo@127.0.0.1:5432/ordo"
+"#;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let f = file(text);
+        let vars: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_with_env(Some(f.path()), &vars)
+    }
+
+    #[test]
+    fn good_file_loads_with_defaults() {
+        let s = load(GOOD, &[]).unwrap();
+        assert_eq!(s.group_id(), "ordo");
+        assert_eq!(
+            s.ordering.key,
+            KeySource::Field(FieldPath(vec!["order".into(), "id".into()]))
+        );
+        assert_eq!(s.ordering.sequence, SequenceSource::Header("seq".into()));
+        assert_eq!(s.sink.batch_max_events, 1000);
+        assert_eq!(s.sink.schema, "public");
+        assert_eq!(s.ordering.on_bound, BoundPolicy::Wait);
+    }
+
+    #[test]
+    fn env_overrides_file_and_maps_kafka_underscores() {
+        let s = load(
+            GOOD,
+            &[
+                ("ORDO_SINK__TABLE", "other"),
+                ("ORDO_KAFKA__SESSION_TIMEOUT_MS", "7000"),
+                ("ORDO_SOURCE__TOPICS", "a,b"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.sink.table, "other");
+        assert_eq!(s.kafka.get("session.timeout.ms").unwrap(), "7000");
+        assert_eq!(s.source.topics, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let text = GOOD.replace("table = \"events\"", "tabel = \"events\"");
+        let e = load(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains("sink.tabel"), "{e}");
+        assert!(e.contains(".toml"), "{e}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_named_with_the_variable() {
+        let e = load(GOOD, &[("ORDO_SINK__TABEL", "x")]).unwrap_err().to_string();
+        assert!(e.contains("sink.tabel"), "{e}");
+        assert!(e.contains("ORDO_SINK__TABEL"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_value_is_named() {
+        let text = GOOD.replace("mode = \"event_store\"", "");
+        let e = load(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains("sink.mode") || e.contains("`mode`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            (GOOD.replace("header:seq", "column:seq"), "ordering.sequence"),
+            (GOOD.replace("\"event_store\"", "\"ledger\""), "sink.mode"),
+            (
+                GOOD.replace("\"group.id\" = \"ordo\"", "\"group.id\" = \"ordo\"\n\"no.such.prop\" = \"1\""),
+                "kafka.no.such.prop",
+            ),
+            (GOOD.replace("\"group.id\" = \"ordo\"", ""), "kafka.group.id"),
+            (GOOD.replace("[\"orders\"]", "[\"bad topic\"]"), "source.topics"),
+            (
+                GOOD.replace("postgres://ordo@127.0.0.1:5432/ordo", "postgres://x:notaport/"),
+                "postgres.url",
+            ),
+            (
+                GOOD.replace("table = \"events\"", "table = \"events\"\nbatch_max_events = 0"),
+                "sink.batch_max_events",
+            ),
+            (
+                GOOD.replace(
+                    "\"group.id\" = \"ordo\"",
+                    "\"group.id\" = \"ordo\"\n\"enable.auto.offset.store\" = \"true\"",
+                ),
+                "kafka.enable.auto.offset.store",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = load(&text, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "expected `{key}` in: {e}");
+            assert!(e.contains("config file"), "expected the file in: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Settings::load_with_env(Some(Path::new("/nonexistent/ordo.toml")), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/ordo.toml"), "{e}");
+    }
+}

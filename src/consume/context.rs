@@ -1,0 +1,309 @@
+//! The consumer group's rebalance callbacks.
+//!
+//! librdkafka calls [`ConsumerContext::rebalance`] while the main queue is
+//! polled. On assign, before the partitions are added: each partition's lease
+//! is taken in the sink, its start offset is set to the sink's `next_offset`,
+//! its queue is split off and its worker started. On revoke, before the
+//! partitions are removed: each worker finishes and commits its batch, then the
+//! sink's offsets are committed to Kafka (advisory, for lag tools).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaResult;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use tokio::sync::{mpsc, oneshot};
+
+use super::worker::{Control, Worker};
+use super::{OrdoConsumer, Pipeline};
+use crate::config::StartFrom;
+use crate::sink::Lease;
+
+/// How long a revoked partition may take to finish its batch before it is abandoned
+/// (abandoning loses nothing: the next owner resumes from the sink's offset).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at taking a partition's lease before the process stops.
+const LEASE_ATTEMPTS: u32 = 5;
+
+type PartitionId = (Arc<str>, i32);
+
+struct WorkerHandle {
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Ordo's consumer context: owns the partition workers.
+pub struct OrdoContext {
+    pipeline: Arc<Pipeline>,
+    runtime: tokio::runtime::Handle,
+    consumer: OnceLock<Weak<OrdoConsumer>>,
+    workers: Mutex<HashMap<PartitionId, WorkerHandle>>,
+    closing: AtomicBool,
+}
+
+impl ClientContext for OrdoContext {}
+
+impl ConsumerContext for OrdoContext {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative =
+            matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.on_assign(tpl);
+                let result = if cooperative {
+                    base.incremental_assign(tpl)
+                } else {
+                    base.assign(tpl)
+                };
+                if let Err(e) = result {
+                    self.pipeline
+                        .fatal
+                        .set(format!("cannot assign partitions {}: {e}", list(tpl)));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = base.assignment_lost();
+                let offsets = self.on_revoke(tpl);
+                if !lost {
+                    commit_advisory(base, &offsets);
+                }
+                let result = if cooperative {
+                    base.incremental_unassign(tpl)
+                } else {
+                    base.unassign()
+                };
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                if !cooperative {
+                    let _ = base.unassign();
+                }
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // Kafka commits are a copy for lag tools; the sink holds the real offsets.
+            tracing::debug!(error = %e, offsets = %list(offsets), "advisory offset commit failed");
+        }
+    }
+}
+
+/// `topic/partition` pairs, for logs.
+fn list(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Commits the sink's offsets to Kafka so lag tools see them.
+pub(super) fn commit_advisory<C: Consumer<OrdoContext>>(
+    consumer: &C,
+    offsets: &[(PartitionId, i64)],
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(error = %e, topic = %topic, partition, "bad offset for commit");
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        tracing::debug!(error = %e, "advisory offset commit failed");
+    }
+}
+
+impl OrdoContext {
+    pub(super) fn new(pipeline: Arc<Pipeline>, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            pipeline,
+            runtime,
+            consumer: OnceLock::new(),
+            workers: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    /// Gives the context a handle on its consumer, to split partition queues.
+    pub(super) fn bind(&self, consumer: &Arc<OrdoConsumer>) {
+        let _ = self.consumer.set(Arc::downgrade(consumer));
+    }
+
+    /// From now on, assigned partitions get no worker (the process is stopping).
+    pub(super) fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<PartitionId, WorkerHandle>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a future to completion from the (synchronous) rebalance callback.
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(f)),
+            Err(_) => self.runtime.block_on(f),
+        }
+    }
+
+    fn on_assign(&self, tpl: &mut TopicPartitionList) {
+        if self.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            self.pipeline
+                .fatal
+                .set("partitions assigned before the consumer was ready".into());
+            return;
+        };
+        let partitions: Vec<PartitionId> = tpl
+            .elements()
+            .iter()
+            .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+            .collect();
+        let pipeline = self.pipeline.clone();
+        let leases = self.block_on(async move {
+            let mut leases = Vec::with_capacity(partitions.len());
+            for (topic, partition) in partitions {
+                leases.push(acquire(&pipeline, &topic, partition).await?);
+            }
+            Ok::<_, String>(leases)
+        });
+        let leases = match leases {
+            Ok(l) => l,
+            Err(e) => {
+                self.pipeline.fatal.set(e);
+                return;
+            }
+        };
+        let mut workers = self.workers();
+        for lease in leases {
+            let offset = match (lease.next_offset, self.pipeline.start_from) {
+                (Some(n), _) => Offset::Offset(n),
+                (None, StartFrom::Earliest) => Offset::Beginning,
+                (None, StartFrom::Latest) => Offset::End,
+            };
+            if let Err(e) = tpl.set_partition_offset(&lease.topic, lease.partition, offset) {
+                self.pipeline.fatal.set(format!(
+                    "topic {} partition {}: cannot set start offset: {e}",
+                    lease.topic, lease.partition
+                ));
+                return;
+            }
+            let Some(queue) = consumer.split_partition_queue(&lease.topic, lease.partition) else {
+                self.pipeline.fatal.set(format!(
+                    "topic {} partition {}: cannot split the partition queue",
+                    lease.topic, lease.partition
+                ));
+                return;
+            };
+            tracing::info!(
+                topic = %lease.topic,
+                partition = lease.partition,
+                next_offset = ?lease.next_offset,
+                epoch = lease.epoch,
+                "partition assigned"
+            );
+            let id: PartitionId = (lease.topic.as_str().into(), lease.partition);
+            let (control, rx) = mpsc::channel(1);
+            let worker = Worker::new(self.pipeline.clone(), consumer.clone(), lease);
+            let task = self.runtime.spawn(worker.run(queue, rx));
+            workers.insert(id, WorkerHandle { control, task });
+        }
+    }
+
+    /// Drains the workers of the revoked partitions; returns their committed offsets.
+    fn on_revoke(&self, tpl: &TopicPartitionList) -> Vec<(PartitionId, i64)> {
+        let handles: Vec<(PartitionId, WorkerHandle)> = {
+            let mut workers = self.workers();
+            tpl.elements()
+                .iter()
+                .filter_map(|e| {
+                    let id: PartitionId = (e.topic().into(), e.partition());
+                    workers.remove(&id).map(|h| (id, h))
+                })
+                .collect()
+        };
+        if handles.is_empty() {
+            return vec![];
+        }
+        tracing::info!(partitions = %list(tpl), "partitions revoked: draining");
+        self.block_on(drain(handles))
+    }
+
+    /// Drains every worker (shutdown) and commits their offsets to Kafka.
+    pub(super) async fn drain_all(&self, consumer: &OrdoConsumer) {
+        let handles: Vec<(PartitionId, WorkerHandle)> = self.workers().drain().collect();
+        let offsets = drain(handles).await;
+        commit_advisory(consumer, &offsets);
+    }
+}
+
+/// Asks each worker to finish its batch and waits (bounded) for its committed offset.
+async fn drain(handles: Vec<(PartitionId, WorkerHandle)>) -> Vec<(PartitionId, i64)> {
+    let waits = handles.into_iter().map(|(id, handle)| async move {
+        let (ack, done) = oneshot::channel();
+        let _ = handle.control.send(Control::Drain(ack)).await;
+        let result = tokio::time::timeout(DRAIN_TIMEOUT, done).await;
+        let mut task = handle.task;
+        match result {
+            Ok(Ok(next)) => {
+                let _ = (&mut task).await;
+                next.map(|n| (id, n))
+            }
+            Ok(Err(_)) => None, // the worker had already stopped
+            Err(_) => {
+                tracing::warn!(topic = %id.0, partition = id.1,
+                    "partition did not drain in time; abandoned (its next owner resumes from the sink)");
+                task.abort();
+                None
+            }
+        }
+    });
+    futures::future::join_all(waits)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Takes a partition's lease, retrying transient sink errors a few times.
+async fn acquire(pipeline: &Pipeline, topic: &str, partition: i32) -> Result<Lease, String> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match pipeline.sink.acquire(topic, partition, &pipeline.owner).await {
+            Ok(lease) => return Ok(lease),
+            Err(e) if e.is_transient() && attempt < LEASE_ATTEMPTS => {
+                tracing::warn!(error = %e, topic, partition, attempt, "cannot take partition lease; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "topic {topic} partition {partition}: cannot take the partition's lease: {e}"
+                ))
+            }
+        }
+    }
+}

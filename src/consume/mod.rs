@@ -1,0 +1,250 @@
+//! Consume: one consumer group, one ordered worker per assigned partition.
+//!
+//! The group's rebalance callbacks live in [`context`]: on assign, each
+//! partition's lease and resume offset are taken from the sink and a
+//! [`worker`] is started on the partition's own queue; on revoke, the workers
+//! finish their in-flight batch and commit before the revoke returns.
+
+mod context;
+mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+
+use crate::config::{Settings, StartFrom};
+use crate::decode::Decoder;
+use crate::order::BufferConfig;
+use crate::sink::postgres::{PostgresSink, SinkError};
+
+pub use context::OrdoContext;
+
+/// The consumer type Ordo runs.
+pub type OrdoConsumer = StreamConsumer<OrdoContext>;
+
+/// Why the consumer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("cannot create the Kafka consumer: {0}")]
+    Create(#[source] KafkaError),
+    #[error("cannot reach Kafka at {servers}: {reason}")]
+    Unreachable { servers: String, reason: String },
+    #[error("topic `{topic}` does not exist on the cluster at {servers}")]
+    NoSuchTopic { topic: String, servers: String },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: KafkaError,
+    },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// What every worker shares: how to decode, order and write, and where to report a fatal error.
+pub struct Pipeline {
+    pub decoder: Decoder,
+    pub sink: PostgresSink,
+    pub buffer: BufferConfig,
+    pub policy: crate::order::BoundPolicy,
+    pub max_cached_keys: usize,
+    pub batch_max_events: usize,
+    pub batch_max_wait: Duration,
+    pub start_from: StartFrom,
+    /// Who holds the leases: `host:pid`.
+    pub owner: String,
+    pub fatal: Fatal,
+}
+
+/// A process-wide fatal error: the first one set wins and stops the process.
+#[derive(Default)]
+pub struct Fatal {
+    error: std::sync::Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Fatal {
+    /// Records a fatal error and wakes the main loop.
+    pub fn set(&self, error: String) {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            tracing::error!(%error, "fatal error; Ordo stops");
+            *slot = Some(error);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Waits until a fatal error is set and returns it.
+    pub async fn wait(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(e) = self.error.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                return e;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// `host:pid` of this process, recorded as the owner of the partitions it leases.
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// The librdkafka configuration: the user's `[kafka]` table over Ordo's defaults.
+pub fn client_config(settings: &Settings) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set(
+            "auto.offset.reset",
+            match settings.source.start_from {
+                StartFrom::Earliest => "earliest",
+                StartFrom::Latest => "latest",
+            },
+        )
+        .set("client.id", format!("ordo-{}", owner_id()));
+    for (k, v) in &settings.kafka {
+        cfg.set(k, v);
+    }
+    cfg.set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    cfg
+}
+
+/// Fails fast, naming the servers or the topic, when Kafka is unreachable or a topic is missing.
+pub fn check_topics<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    settings: &Settings,
+    timeout: Duration,
+) -> Result<(), ConsumeError> {
+    let servers = settings.bootstrap_servers().to_string();
+    let meta = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| ConsumeError::Unreachable {
+            servers: servers.clone(),
+            reason: e.to_string(),
+        })?;
+    for topic in &settings.source.topics {
+        let found = meta
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !found {
+            return Err(ConsumeError::NoSuchTopic {
+                topic: topic.clone(),
+                servers: servers.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs the pipeline until `shutdown` resolves (then drains, commits and leaves
+/// the group) or a fatal error stops it.
+pub async fn run(
+    settings: &Settings,
+    sink: PostgresSink,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConsumeError> {
+    let pipeline = Arc::new(Pipeline {
+        decoder: Decoder::new(
+            settings.source.format,
+            settings.ordering.key.clone(),
+            settings.ordering.sequence.clone(),
+        ),
+        sink,
+        buffer: BufferConfig {
+            first_sequence: settings.ordering.first_sequence,
+            max_events: settings.ordering.max_buffered_events,
+            max_bytes: settings.ordering.max_buffered_bytes,
+            gap_timeout: Duration::from_millis(settings.ordering.gap_timeout_ms),
+        },
+        policy: settings.ordering.on_bound,
+        max_cached_keys: settings.ordering.max_cached_keys,
+        batch_max_events: settings.sink.batch_max_events,
+        batch_max_wait: Duration::from_millis(settings.sink.batch_max_wait_ms),
+        start_from: settings.source.start_from,
+        owner: owner_id(),
+        fatal: Fatal::default(),
+    });
+    let context = OrdoContext::new(pipeline.clone(), tokio::runtime::Handle::current());
+    let consumer: Arc<OrdoConsumer> = Arc::new(
+        client_config(settings)
+            .create_with_context(context)
+            .map_err(ConsumeError::Create)?,
+    );
+    consumer.context().bind(&consumer);
+    {
+        let c = consumer.clone();
+        let s = settings.clone();
+        tokio::task::spawn_blocking(move || check_topics(&*c, &s, Duration::from_secs(10)))
+            .await
+            .map_err(|e| ConsumeError::Fatal(e.to_string()))??;
+    }
+    let topics: Vec<&str> = settings.source.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| ConsumeError::Subscribe {
+            topics: settings.source.topics.clone(),
+            source,
+        })?;
+    tracing::info!(
+        group = settings.group_id(),
+        topics = ?settings.source.topics,
+        sink = pipeline.sink.target(),
+        owner = %pipeline.owner,
+        "consuming"
+    );
+
+    tokio::pin!(shutdown);
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            error = pipeline.fatal.wait() => break Err(ConsumeError::Fatal(error)),
+            msg = consumer.recv() => match msg {
+                // Every assigned partition has its own queue; a message here means
+                // a partition was not split. It is not processed (its offset is not
+                // stored), so stopping loses nothing.
+                Ok(m) => break Err(ConsumeError::Fatal(format!(
+                    "topic {} partition {} offset {} arrived without a partition worker",
+                    m.topic(), m.partition(), m.offset()
+                ))),
+                Err(e) => tracing::warn!(error = %e, "kafka client error"),
+            },
+        }
+    };
+
+    tracing::info!("stopping: draining partitions");
+    consumer.context().close();
+    consumer.context().drain_all(&consumer).await;
+    consumer.unsubscribe();
+    // Dropping the consumer leaves the group; it blocks while librdkafka closes.
+    tokio::task::spawn_blocking(move || drop(consumer))
+        .await
+        .map_err(|e| ConsumeError::Fatal(e.to_string()))?;
+    tracing::info!("stopped");
+    outcome
+}
+
+/// Connects to PostgreSQL and runs migrations; names the database on failure.
+pub async fn prepare_sink(settings: &Settings) -> Result<PostgresSink, SinkError> {
+    let sink =
+        PostgresSink::connect(&settings.postgres, &settings.sink, settings.group_id()).await?;
+    sink.migrate().await?;
+    Ok(sink)
+}

@@ -1,0 +1,413 @@
+//! The ordered worker of one partition: consume -> decode -> order -> sink -> commit.
+//!
+//! It reads its partition's own queue in offset order, decodes each record,
+//! passes it through the per-key sequence buffer and writes what the buffer
+//! releases in batches. Each batch's transaction also stores the partition's
+//! `next_offset`: one past the last consumed record, or the lowest offset still
+//! held by the buffer if that is lower. Nothing is acknowledged to Kafka before
+//! the sink has committed it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{OrdoConsumer, OrdoContext, Pipeline};
+use crate::decode::{Event, Record};
+use crate::order::{BoundPolicy, Offer, SequenceBuffer};
+use crate::sink::postgres::SinkError;
+use crate::sink::{Batch, Lease};
+
+/// How long a draining worker keeps retrying its last batch.
+const DRAIN_WRITE_BUDGET: Duration = Duration::from_secs(25);
+/// How often held events are checked against the gap timeout.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Messages from the rebalance callback to a worker.
+pub enum Control {
+    /// Finish the batch in flight, commit it, reply with the stored next offset, and stop.
+    Drain(oneshot::Sender<Option<i64>>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    /// The buffer is full and the policy is `wait`: the partition is paused.
+    Waiting,
+    /// A record or the sink failed in a way retrying cannot fix: the partition is paused.
+    Stopped,
+}
+
+/// Counts kept per partition and logged when the worker stops.
+#[derive(Debug, Default)]
+struct Counts {
+    consumed: u64,
+    released: u64,
+    applied: u64,
+    absorbed: u64,
+    duplicates: u64,
+    stale: u64,
+    gaps: u64,
+    batches: u64,
+}
+
+/// The worker of one partition.
+pub struct Worker {
+    pipeline: Arc<Pipeline>,
+    consumer: Arc<OrdoConsumer>,
+    topic: Arc<str>,
+    lease: Lease,
+    buffer: SequenceBuffer,
+    batch: Batch,
+    /// Offset of the last record taken from the queue and handled.
+    last_consumed: Option<i64>,
+    /// The next offset the sink holds for this partition.
+    committed: Option<i64>,
+    /// When the first change not yet written was made.
+    dirty_since: Option<Instant>,
+    state: State,
+    counts: Counts,
+    warned_timeout_at: Option<i64>,
+}
+
+impl Worker {
+    pub fn new(pipeline: Arc<Pipeline>, consumer: Arc<OrdoConsumer>, lease: Lease) -> Self {
+        Self {
+            buffer: SequenceBuffer::new(pipeline.buffer.clone()),
+            topic: lease.topic.as_str().into(),
+            committed: lease.next_offset,
+            pipeline,
+            consumer,
+            lease,
+            batch: Batch::default(),
+            last_consumed: None,
+            dirty_since: None,
+            state: State::Running,
+            counts: Counts::default(),
+            warned_timeout_at: None,
+        }
+    }
+
+    /// Runs until told to drain.
+    pub async fn run(
+        mut self,
+        queue: StreamPartitionQueue<OrdoContext>,
+        mut control: mpsc::Receiver<Control>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let flush_at = self
+                .dirty_since
+                .filter(|_| self.state != State::Stopped)
+                .map(|t| tokio::time::Instant::from_std(t + self.pipeline.batch_max_wait));
+            tokio::select! {
+                biased;
+                c = control.recv() => {
+                    let next = self.finish().await;
+                    if let Some(Control::Drain(ack)) = c {
+                        let _ = ack.send(next);
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if flush_at.is_some() => {
+                    self.flush_or_stop(None).await;
+                }
+                _ = tick.tick() => self.on_tick().await,
+                msg = queue.recv(), if self.state == State::Running => {
+                    let mut records = Vec::new();
+                    match msg {
+                        Ok(m) => records.push(self.record_of(&m)),
+                        Err(e) => {
+                            tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                                error = %e, "fetch error");
+                            continue;
+                        }
+                    }
+                    while records.len() < self.pipeline.batch_max_events {
+                        match queue.recv().now_or_never() {
+                            Some(Ok(m)) => records.push(self.record_of(&m)),
+                            _ => break,
+                        }
+                    }
+                    self.handle(records).await;
+                    if self.batch.events.len() >= self.pipeline.batch_max_events {
+                        self.flush_or_stop(None).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_of(&self, m: &BorrowedMessage<'_>) -> Record {
+        Record {
+            topic: self.topic.clone(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+
+    /// Decodes and orders a run of records taken from the queue.
+    async fn handle(&mut self, records: Vec<Record>) {
+        if let (None, Some(first)) = (self.last_consumed, records.first()) {
+            if let Some(expected) = self.lease.next_offset.filter(|&n| first.offset > n) {
+                tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                    expected, first = first.offset,
+                    "the partition resumed after its stored offset: offsets in between are no longer in Kafka (retention?)");
+            }
+        }
+        let mut events: Vec<Event> = Vec::with_capacity(records.len());
+        let mut failed = None;
+        for r in &records {
+            match self.pipeline.decoder.decode(r).await {
+                Ok(e) => events.push(e),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = self.learn_keys(&events).await {
+            self.stop(format!("cannot read per-key sequence state: {e}"));
+            return;
+        }
+        let now = Instant::now();
+        for event in events {
+            let offset = event.offset;
+            match self.buffer.offer(event, now, &mut self.batch.events) {
+                Ok(Offer::Released(n)) => self.counts.released += n as u64,
+                Ok(Offer::Held) => {}
+                Ok(Offer::Duplicate) => self.counts.duplicates += 1,
+                Ok(Offer::Stale) => self.counts.stale += 1,
+                Err(e) => {
+                    self.stop(e.to_string());
+                    return;
+                }
+            }
+            self.counts.consumed += 1;
+            self.last_consumed = Some(offset);
+            self.dirty_since.get_or_insert(now);
+            self.enforce_bounds(now);
+        }
+        if let Some(err) = failed {
+            // Save the progress made before the bad record, then stop in front of it.
+            self.flush_or_stop(None).await;
+            self.stop(format!(
+                "{err}. The record stays in Kafka and the partition's stored offset does not pass it; \
+                 the partition is paused until the record is dealt with and Ordo restarted"
+            ));
+        }
+    }
+
+    /// Loads the sink's last applied sequence for keys the buffer has not seen.
+    async fn learn_keys(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        let mut unknown: Vec<String> = events
+            .iter()
+            .filter(|e| !self.buffer.knows(&e.key))
+            .map(|e| e.key.clone())
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        unknown.sort_unstable();
+        unknown.dedup();
+        let sink = &self.pipeline.sink;
+        let topic = &self.topic;
+        let states = retry("reading key state", None, || sink.key_states(topic, &unknown)).await?;
+        for key in unknown {
+            let last = states.get(&key).copied();
+            self.buffer.learn(key, last);
+        }
+        Ok(())
+    }
+
+    /// Applies the bound policy after an event was offered.
+    fn enforce_bounds(&mut self, now: Instant) {
+        match self.pipeline.policy {
+            BoundPolicy::Skip => {
+                while let Some(bound) = self.buffer.exceeded(now) {
+                    let Some(gap) = self.buffer.skip_oldest(bound, &mut self.batch.events) else {
+                        break;
+                    };
+                    tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                        key = %gap.key, expected = gap.expected, released = gap.released,
+                        offset = gap.offset, bound = bound.as_str(),
+                        "sequence gap skipped (ordering.on_bound = skip)");
+                    self.counts.gaps += 1;
+                    self.batch.gaps.push(gap);
+                    self.dirty_since.get_or_insert(now);
+                }
+            }
+            BoundPolicy::Wait => {
+                if self.buffer.full() && self.state == State::Running {
+                    tracing::error!(topic = %self.topic, partition = self.lease.partition,
+                        held_events = self.buffer.held_events(), held_bytes = self.buffer.held_bytes(),
+                        oldest_offset = ?self.buffer.min_held_offset(),
+                        "ordering buffer full; partition paused until its gaps fill (ordering.on_bound = wait)");
+                    self.state = State::Waiting;
+                    self.pause();
+                }
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        match self.pipeline.policy {
+            BoundPolicy::Skip => {
+                if self.buffer.exceeded(now).is_some() {
+                    self.enforce_bounds(now);
+                }
+            }
+            BoundPolicy::Wait => {
+                let oldest = self.buffer.min_held_offset();
+                if self.buffer.exceeded(now).is_some() && oldest != self.warned_timeout_at {
+                    self.warned_timeout_at = oldest;
+                    tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                        oldest_offset = ?oldest, held_events = self.buffer.held_events(),
+                        "an event has waited longer than ordering.gap_timeout_ms for its gap to fill");
+                }
+            }
+        }
+    }
+
+    /// The lowest offset not yet durably handled, once the current batch commits.
+    fn next_offset(&self) -> Option<i64> {
+        let after_consumed = self.last_consumed.map(|o| o + 1).or(self.committed)?;
+        Some(match self.buffer.min_held_offset() {
+            Some(held) => held.min(after_consumed),
+            None => after_consumed,
+        })
+    }
+
+    /// Writes the batch and the partition's progress; retries transient failures
+    /// (until `deadline`, if given).
+    async fn flush(&mut self, deadline: Option<Instant>) -> Result<(), SinkError> {
+        let Some(next) = self.next_offset() else {
+            self.dirty_since = None;
+            return Ok(());
+        };
+        if self.batch.events.is_empty() && self.batch.gaps.is_empty() && Some(next) == self.committed
+        {
+            self.dirty_since = None;
+            return Ok(());
+        }
+        self.batch.next_offset = next;
+        let (sink, lease, batch) = (&self.pipeline.sink, &self.lease, &self.batch);
+        let written = retry("writing a batch", deadline, || sink.write(lease, batch)).await?;
+        self.counts.applied += written.applied;
+        self.counts.absorbed += written.absorbed;
+        self.counts.batches += 1;
+        if written.absorbed > 0 && matches!(self.pipeline.sink.mode(), crate::config::SinkMode::EventStore) {
+            tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                absorbed = written.absorbed,
+                "events already present in the event store were not written again");
+        }
+        self.committed = Some(next);
+        self.batch.events.clear();
+        self.batch.gaps.clear();
+        self.dirty_since = None;
+        self.buffer.evict_idle(self.pipeline.max_cached_keys);
+        self.store_advisory(next);
+        Ok(())
+    }
+
+    async fn flush_or_stop(&mut self, deadline: Option<Instant>) {
+        if let Err(e) = self.flush(deadline).await {
+            self.stop(e.to_string());
+        }
+    }
+
+    /// Hands the sink's offset to librdkafka for its next (advisory) commit.
+    fn store_advisory(&self, next: i64) {
+        let mut tpl = TopicPartitionList::new();
+        let stored = tpl
+            .add_partition_offset(&self.topic, self.lease.partition, Offset::Offset(next))
+            .and_then(|_| self.consumer.store_offsets(&tpl));
+        if let Err(e) = stored {
+            tracing::debug!(topic = %self.topic, partition = self.lease.partition, error = %e,
+                "cannot store advisory offset");
+        }
+    }
+
+    fn pause(&self) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.lease.partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(topic = %self.topic, partition = self.lease.partition, error = %e,
+                "cannot pause partition");
+        }
+    }
+
+    /// Stops handling this partition: it is paused and stays so until the process restarts.
+    fn stop(&mut self, reason: String) {
+        if self.state == State::Stopped {
+            return;
+        }
+        self.state = State::Stopped;
+        self.dirty_since = None;
+        self.pause();
+        tracing::error!(topic = %self.topic, partition = self.lease.partition,
+            stored_next_offset = ?self.committed, error = %reason, "partition stopped");
+    }
+
+    /// Finishes the batch in flight on drain; returns the stored next offset.
+    async fn finish(&mut self) -> Option<i64> {
+        if self.state != State::Stopped {
+            self.flush_or_stop(Some(Instant::now() + DRAIN_WRITE_BUDGET))
+                .await;
+        }
+        let c = &self.counts;
+        tracing::info!(topic = %self.topic, partition = self.lease.partition,
+            next_offset = ?self.committed, consumed = c.consumed, released = c.released,
+            applied = c.applied, absorbed = c.absorbed, duplicates = c.duplicates,
+            stale = c.stale, gaps = c.gaps, batches = c.batches,
+            held = self.buffer.held_events(), "partition drained");
+        self.committed
+    }
+}
+
+/// Retries transient sink errors with exponential backoff and full jitter.
+async fn retry<T, F, Fut>(what: &str, deadline: Option<Instant>, mut op: F) -> Result<T, SinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SinkError>>,
+{
+    const BASE: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_secs(10);
+    let mut attempt: u32 = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() => {
+                let ceiling = BASE.saturating_mul(1u32 << attempt.min(16)).min(CAP);
+                let delay = ceiling.mul_f64(rand::random::<f64>());
+                if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                    return Err(e);
+                }
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64,
+                    "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

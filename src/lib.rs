@@ -1,0 +1,44 @@
+//! Ordo consumes event streams from Kafka and lands them, in order and exactly
+//! once, in PostgreSQL.
+//!
+//! A record's path, one module per step:
+//!
+//! ```text
+//! consume  (consume/)  one consumer group; a worker per assigned partition
+//!   -> decode (decode/)  payload format -> Event { key, sequence, payload }
+//!   -> order  (order/)   per-key sequence buffer: release in order, hold early, drop duplicates
+//!   -> sink   (sink/)    one transaction per batch: events + per-key state + next offset
+//!   -> commit (consume/) the sink's offset copied to Kafka for lag tools
+//! ```
+//!
+//! The sink is the source of truth for progress: on assign a partition resumes
+//! from the `next_offset` stored with the data, never from Kafka's committed
+//! offset, so a crash or a rebalance neither loses nor doubles an effect.
+
+pub mod check;
+pub mod config;
+pub mod consume;
+pub mod decode;
+pub mod order;
+pub mod sink;
+pub mod telemetry;
+
+use std::future::Future;
+
+use config::Settings;
+
+/// Why `ordo run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Sink(#[from] sink::postgres::SinkError),
+    #[error(transparent)]
+    Consume(#[from] consume::ConsumeError),
+}
+
+/// Runs the pipeline until `shutdown` resolves or a fatal error occurs.
+pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let sink = consume::prepare_sink(settings).await?;
+    consume::run(settings, sink, shutdown).await?;
+    Ok(())
+}

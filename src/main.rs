@@ -1,0 +1,105 @@
+//! The `ordo` command line: run, check.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ordo::config::Settings;
+
+/// Ordo consumes event streams from Kafka and lands them, in order and exactly
+/// once, in PostgreSQL.
+///
+/// Configuration comes from a TOML file (--config) overlaid by ORDO_* environment
+/// variables (ORDO_SINK__TABLE=events, ORDO_KAFKA__BOOTSTRAP_SERVERS=host:9092).
+/// Start with `ordo check --config ordo.toml`, then `ordo run --config ordo.toml`.
+#[derive(Parser)]
+#[command(name = "ordo", version, about, long_about)]
+struct Cli {
+    /// The TOML configuration file (see config/ordo.example.toml).
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the configured topics into the sink until SIGTERM or SIGINT
+    /// (then finish in-flight batches, commit, leave the group and exit 0).
+    Run,
+    /// Validate the configuration and reach Kafka and PostgreSQL; exit non-zero
+    /// and say what is wrong if anything is.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ordo: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    ordo::telemetry::logging::init(&settings.log.level, settings.log.format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ordo: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run => run(&settings).await,
+            Command::Check => check(&settings).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ordo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
+    ordo::run(settings, shutdown_signal())
+        .await
+        .context("ordo run stopped")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let findings = ordo::check::run(settings).await;
+    let mut ok = true;
+    for f in &findings {
+        match &f.problem {
+            None => println!("ok    {}", f.what),
+            Some(p) => {
+                ok = false;
+                println!("FAIL  {}: {p}", f.what);
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,441 @@
+//! Order: the per-key sequence buffer of one partition.
+//!
+//! Each key's events are released in sequence order. An event whose sequence is
+//! the next expected one is released at once, with any held successors it
+//! unblocks; a later one is held until the gap fills; a duplicate or stale one
+//! is dropped and counted. The buffer is bounded in events, bytes and time; at a
+//! bound the configured [`BoundPolicy`] applies.
+//!
+//! Pure: no I/O and no clock (the caller passes `now`), so it is easy to test
+//! and to fuzz. The last applied sequence of a key must be [`learn`]ed from the
+//! sink before the key's first event is offered.
+//!
+//! [`learn`]: SequenceBuffer::learn
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::decode::Event;
+
+/// What happens when the buffer reaches a bound.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BoundPolicy {
+    /// Stop fetching the partition; nothing is skipped (the partition stalls
+    /// until the gap fills or an operator intervenes).
+    #[default]
+    Wait,
+    /// Release the oldest held key past its gap, recording the gap.
+    Skip,
+}
+
+/// The buffer's bounds and the first sequence of a new key.
+#[derive(Debug, Clone)]
+pub struct BufferConfig {
+    pub first_sequence: i64,
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub gap_timeout: Duration,
+}
+
+/// Which bound was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Events,
+    Bytes,
+    GapTimeout,
+}
+
+impl Bound {
+    /// Label for metrics and the gap table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bound::Events => "max_buffered_events",
+            Bound::Bytes => "max_buffered_bytes",
+            Bound::GapTimeout => "gap_timeout",
+        }
+    }
+}
+
+/// What became of an offered event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Released, with this many events in all (itself and the held ones it unblocked).
+    Released(usize),
+    /// Held until its gap fills.
+    Held,
+    /// Its sequence is already held or already applied: dropped.
+    Duplicate,
+    /// Its sequence was skipped over by a recorded gap: dropped.
+    Stale,
+}
+
+/// A gap the buffer skipped over (policy `skip`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub key: String,
+    /// The first missing sequence.
+    pub expected: i64,
+    /// The sequence released instead.
+    pub released: i64,
+    /// Offset of the released event.
+    pub offset: i64,
+    pub bound: Bound,
+}
+
+/// An offer for a key whose state was not learned first (a bug in the caller).
+#[derive(Debug, thiserror::Error)]
+#[error("key `{0}` was offered before its last applied sequence was loaded")]
+pub struct UnknownKey(pub String);
+
+/// Skipped ranges remembered per key (older ones then count as duplicates).
+const MAX_SKIPPED_RANGES: usize = 8;
+
+#[derive(Debug)]
+struct Held {
+    event: Event,
+    since: Instant,
+}
+
+#[derive(Debug)]
+struct KeyState {
+    last_applied: i64,
+    /// Recent ranges skipped over by gaps: late events in them are stale, not duplicates.
+    skipped: Vec<(i64, i64)>,
+    pending: BTreeMap<i64, Held>,
+}
+
+/// The per-key sequence buffer of one partition.
+#[derive(Debug)]
+pub struct SequenceBuffer {
+    cfg: BufferConfig,
+    keys: HashMap<String, KeyState>,
+    /// Held events by offset: the lowest is the oldest, and bounds `next_offset`.
+    held_by_offset: BTreeMap<i64, (String, i64)>,
+    held_bytes: usize,
+}
+
+impl SequenceBuffer {
+    pub fn new(cfg: BufferConfig) -> Self {
+        Self {
+            cfg,
+            keys: HashMap::new(),
+            held_by_offset: BTreeMap::new(),
+            held_bytes: 0,
+        }
+    }
+
+    /// True when the key's last applied sequence is known.
+    pub fn knows(&self, key: &str) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// Records a key's last applied sequence as stored by the sink (`None`: never applied).
+    pub fn learn(&mut self, key: String, last_applied: Option<i64>) {
+        let last_applied = last_applied.unwrap_or(self.cfg.first_sequence - 1);
+        self.keys.entry(key).or_insert(KeyState {
+            last_applied,
+            skipped: Vec::new(),
+            pending: BTreeMap::new(),
+        });
+    }
+
+    /// The last sequence released for a key, if the key is known.
+    pub fn last_applied(&self, key: &str) -> Option<i64> {
+        self.keys.get(key).map(|k| k.last_applied)
+    }
+
+    /// Offers an event; released events are appended to `out` in per-key order.
+    pub fn offer(
+        &mut self,
+        event: Event,
+        now: Instant,
+        out: &mut Vec<Event>,
+    ) -> Result<Offer, UnknownKey> {
+        let Some(state) = self.keys.get_mut(&event.key) else {
+            return Err(UnknownKey(event.key));
+        };
+        let seq = event.sequence;
+        if seq <= state.last_applied {
+            let skipped = state.skipped.iter().any(|&(lo, hi)| lo <= seq && seq <= hi);
+            return Ok(if skipped || seq < self.cfg.first_sequence {
+                Offer::Stale
+            } else {
+                Offer::Duplicate
+            });
+        }
+        if state.pending.contains_key(&seq) {
+            return Ok(Offer::Duplicate);
+        }
+        if seq == state.last_applied + 1 {
+            let key = event.key.clone();
+            state.last_applied = seq;
+            out.push(event);
+            let released = 1 + self.release_ready(&key, out);
+            return Ok(Offer::Released(released));
+        }
+        self.held_bytes += event.size;
+        self.held_by_offset
+            .insert(event.offset, (event.key.clone(), seq));
+        state.pending.insert(seq, Held { event, since: now });
+        Ok(Offer::Held)
+    }
+
+    /// Releases the held events of `key` that directly follow its last applied sequence.
+    fn release_ready(&mut self, key: &str, out: &mut Vec<Event>) -> usize {
+        let Some(state) = self.keys.get_mut(key) else {
+            return 0;
+        };
+        let mut n = 0;
+        while let Some(entry) = state.pending.first_entry() {
+            if *entry.key() != state.last_applied + 1 {
+                break;
+            }
+            let held = entry.remove();
+            state.last_applied = held.event.sequence;
+            self.held_bytes -= held.event.size;
+            self.held_by_offset.remove(&held.event.offset);
+            out.push(held.event);
+            n += 1;
+        }
+        n
+    }
+
+    /// The bound currently exceeded, if any (events and bytes are checked before time).
+    pub fn exceeded(&self, now: Instant) -> Option<Bound> {
+        if self.held_by_offset.len() > self.cfg.max_events {
+            return Some(Bound::Events);
+        }
+        if self.held_bytes > self.cfg.max_bytes {
+            return Some(Bound::Bytes);
+        }
+        let oldest = self.oldest_since()?;
+        (now.saturating_duration_since(oldest) >= self.cfg.gap_timeout).then_some(Bound::GapTimeout)
+    }
+
+    /// True when holding one more event would exceed the event or byte bound.
+    pub fn full(&self) -> bool {
+        self.held_by_offset.len() >= self.cfg.max_events || self.held_bytes >= self.cfg.max_bytes
+    }
+
+    /// When the oldest held event started waiting.
+    pub fn oldest_since(&self) -> Option<Instant> {
+        let (_, (key, seq)) = self.held_by_offset.first_key_value()?;
+        self.keys.get(key)?.pending.get(seq).map(|h| h.since)
+    }
+
+    /// Skips the gap in front of the oldest held event: that key's held events from
+    /// its lowest one up to the next gap are released, and the gap is returned.
+    pub fn skip_oldest(&mut self, bound: Bound, out: &mut Vec<Event>) -> Option<Gap> {
+        let (_, (key, _)) = self.held_by_offset.first_key_value()?;
+        let key = key.clone();
+        let state = self.keys.get_mut(&key)?;
+        let (&first, held) = state.pending.first_key_value()?;
+        let gap = Gap {
+            key: key.clone(),
+            expected: state.last_applied + 1,
+            released: first,
+            offset: held.event.offset,
+            bound,
+        };
+        if state.skipped.len() == MAX_SKIPPED_RANGES {
+            state.skipped.remove(0);
+        }
+        state.skipped.push((gap.expected, first - 1));
+        state.last_applied = first - 1;
+        self.release_ready(&key, out);
+        Some(gap)
+    }
+
+    /// Lowest offset among held events: the committed offset must not pass it.
+    pub fn min_held_offset(&self) -> Option<i64> {
+        self.held_by_offset.keys().next().copied()
+    }
+
+    /// Number of events held.
+    pub fn held_events(&self) -> usize {
+        self.held_by_offset.len()
+    }
+
+    /// Payload bytes held.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Number of keys whose state is cached.
+    pub fn cached_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Forgets keys holding nothing once more than `max_keys` are cached. Call only
+    /// when every released sequence is durable in the sink: forgotten keys are
+    /// learned again from it.
+    pub fn evict_idle(&mut self, max_keys: usize) {
+        if self.keys.len() > max_keys {
+            self.keys.retain(|_, s| !s.pending.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cfg() -> BufferConfig {
+        BufferConfig {
+            first_sequence: 1,
+            max_events: 100,
+            max_bytes: 1 << 20,
+            gap_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn ev(key: &str, seq: i64, offset: i64) -> Event {
+        Event::for_test(key, seq, offset)
+    }
+
+    fn seqs(out: &[Event]) -> Vec<i64> {
+        out.iter().map(|e| e.sequence).collect()
+    }
+
+    #[test]
+    fn in_order_events_are_released_at_once() {
+        let mut b = SequenceBuffer::new(cfg());
+        b.learn("a".into(), None);
+        let now = Instant::now();
+        let mut out = vec![];
+        assert_eq!(b.offer(ev("a", 1, 0), now, &mut out).unwrap(), Offer::Released(1));
+        assert_eq!(b.offer(ev("a", 2, 1), now, &mut out).unwrap(), Offer::Released(1));
+        assert_eq!(seqs(&out), vec![1, 2]);
+        assert_eq!(b.min_held_offset(), None);
+    }
+
+    #[test]
+    fn early_events_wait_for_the_gap_and_bound_the_offset() {
+        let mut b = SequenceBuffer::new(cfg());
+        b.learn("a".into(), Some(4));
+        let now = Instant::now();
+        let mut out = vec![];
+        assert_eq!(b.offer(ev("a", 7, 10), now, &mut out).unwrap(), Offer::Held);
+        assert_eq!(b.offer(ev("a", 6, 11), now, &mut out).unwrap(), Offer::Held);
+        assert_eq!(b.min_held_offset(), Some(10));
+        assert_eq!(b.offer(ev("a", 5, 12), now, &mut out).unwrap(), Offer::Released(3));
+        assert_eq!(seqs(&out), vec![5, 6, 7]);
+        assert_eq!(b.min_held_offset(), None);
+        assert_eq!(b.held_bytes(), 0);
+    }
+
+    #[test]
+    fn duplicates_and_applied_versions_are_dropped() {
+        let mut b = SequenceBuffer::new(cfg());
+        b.learn("a".into(), Some(3));
+        let now = Instant::now();
+        let mut out = vec![];
+        assert_eq!(b.offer(ev("a", 3, 0), now, &mut out).unwrap(), Offer::Duplicate);
+        assert_eq!(b.offer(ev("a", 5, 1), now, &mut out).unwrap(), Offer::Held);
+        assert_eq!(b.offer(ev("a", 5, 2), now, &mut out).unwrap(), Offer::Duplicate);
+        assert_eq!(b.held_events(), 1);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let mut b = SequenceBuffer::new(cfg());
+        let mut out = vec![];
+        assert!(b.offer(ev("a", 1, 0), Instant::now(), &mut out).is_err());
+    }
+
+    #[test]
+    fn bounds_are_reported_and_skip_records_the_gap() {
+        let mut b = SequenceBuffer::new(BufferConfig {
+            max_events: 2,
+            ..cfg()
+        });
+        b.learn("a".into(), None);
+        b.learn("b".into(), None);
+        let t0 = Instant::now();
+        let mut out = vec![];
+        b.offer(ev("a", 3, 0), t0, &mut out).unwrap();
+        b.offer(ev("b", 2, 1), t0, &mut out).unwrap();
+        assert!(b.full());
+        assert_eq!(b.exceeded(t0), None);
+        b.offer(ev("a", 4, 2), t0, &mut out).unwrap();
+        assert_eq!(b.exceeded(t0), Some(Bound::Events));
+        let gap = b.skip_oldest(Bound::Events, &mut out).unwrap();
+        assert_eq!(
+            gap,
+            Gap {
+                key: "a".into(),
+                expected: 1,
+                released: 3,
+                offset: 0,
+                bound: Bound::Events
+            }
+        );
+        assert_eq!(seqs(&out), vec![3, 4]);
+        assert_eq!(b.min_held_offset(), Some(1));
+        // The skipped sequences arriving late are stale, not applied.
+        assert_eq!(b.offer(ev("a", 2, 3), t0, &mut out).unwrap(), Offer::Stale);
+        assert_eq!(
+            b.exceeded(t0 + Duration::from_secs(10)),
+            Some(Bound::GapTimeout)
+        );
+    }
+
+    #[test]
+    fn idle_keys_are_evicted_but_holding_keys_stay() {
+        let mut b = SequenceBuffer::new(cfg());
+        b.learn("a".into(), None);
+        b.learn("b".into(), None);
+        let mut out = vec![];
+        b.offer(ev("b", 2, 0), Instant::now(), &mut out).unwrap();
+        b.evict_idle(1);
+        assert!(!b.knows("a"));
+        assert!(b.knows("b"));
+    }
+
+    proptest! {
+        /// Whatever the arrival order and duplication, each key's released
+        /// sequences are exactly 1..=n in order, and the held offsets bound
+        /// the committed offset.
+        #[test]
+        fn any_arrival_order_releases_each_key_in_order(
+            n_keys in 1usize..5,
+            per_key in 1i64..30,
+            swaps in proptest::collection::vec((0usize..200, 0usize..20), 0..100),
+            dups in proptest::collection::vec(0usize..200, 0..20),
+        ) {
+            let mut stream: Vec<(String, i64)> = (1..=per_key)
+                .flat_map(|s| (0..n_keys).map(move |k| (format!("k{k}"), s)))
+                .collect();
+            let len = stream.len();
+            for (i, d) in swaps {
+                let (i, j) = (i % len, (i + d) % len);
+                stream.swap(i, j);
+            }
+            for d in dups {
+                let e = stream[d % len].clone();
+                stream.push(e);
+            }
+            let mut b = SequenceBuffer::new(BufferConfig { max_events: 10_000, ..cfg() });
+            let mut out = vec![];
+            let now = Instant::now();
+            for (offset, (k, s)) in stream.into_iter().enumerate() {
+                if !b.knows(&k) { b.learn(k.clone(), None); }
+                b.offer(ev(&k, s, offset as i64), now, &mut out).unwrap();
+                if let Some(min) = b.min_held_offset() {
+                    prop_assert!(min <= offset as i64);
+                }
+            }
+            prop_assert_eq!(b.held_events(), 0);
+            for k in 0..n_keys {
+                let key = format!("k{k}");
+                let got: Vec<i64> = out.iter().filter(|e| e.key == key).map(|e| e.sequence).collect();
+                prop_assert_eq!(got, (1..=per_key).collect::<Vec<_>>());
+            }
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The PostgreSQL sink: a connection pool, migrations, leases and batch writes.
+
+mod migrate;
+mod write;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::{Batch, Lease, Written};
+use crate::config::{PostgresConfig, SinkConfig, SinkMode};
+
+/// A failure of the PostgreSQL sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("PostgreSQL at {target}: {what}: {source}")]
+    Query {
+        target: String,
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("table {table} does not fit sink mode {mode:?}: {reason}")]
+    Schema {
+        table: String,
+        mode: SinkMode,
+        reason: String,
+    },
+    #[error("topic {topic} partition {partition}: lease epoch {epoch} was taken over by another consumer; this worker stops")]
+    Fenced {
+        topic: String,
+        partition: i32,
+        epoch: i64,
+    },
+}
+
+impl SinkError {
+    /// True when trying again may succeed (connection lost, timeout, deadlock,
+    /// serialization failure); false for errors that repeat.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SinkError::Connect { .. } => true,
+            SinkError::Query { source, .. } => write::is_transient(source),
+            SinkError::Schema { .. } | SinkError::Fenced { .. } => false,
+        }
+    }
+}
+
+/// Quotes an SQL identifier (never a value: values are always bound parameters).
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Names of the tables the sink uses, quoted and schema-qualified.
+#[derive(Debug, Clone)]
+pub(crate) struct Tables {
+    pub schema: String,
+    pub target: String,
+    pub target_display: String,
+    pub offsets: String,
+    pub key_state: String,
+    pub gaps: String,
+    pub migrations: String,
+}
+
+impl Tables {
+    fn new(sink: &SinkConfig) -> Self {
+        let schema = quote_ident(&sink.schema);
+        let q = |t: &str| format!("{schema}.{}", quote_ident(t));
+        Tables {
+            target: q(&sink.table),
+            target_display: format!("{}.{}", sink.schema, sink.table),
+            offsets: q("ordo_offsets"),
+            key_state: q("ordo_key_state"),
+            gaps: q("ordo_gaps"),
+            migrations: q("ordo_schema_migrations"),
+            schema,
+        }
+    }
+}
+
+/// Writes batches to PostgreSQL and keeps Ordo's progress there.
+#[derive(Clone)]
+pub struct PostgresSink {
+    pool: Pool,
+    target: String,
+    group: String,
+    mode: SinkMode,
+    tables: Tables,
+}
+
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("target", &self.target)
+            .field("table", &self.tables.target_display)
+            .finish()
+    }
+}
+
+/// `host:port/dbname` of a connection string, without credentials.
+pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .zip(cfg.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(h, p)| match h {
+            tokio_postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
+            tokio_postgres::config::Host::Unix(path) => format!("{}:{p}", path.display()),
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "localhost:5432".to_string()
+    } else {
+        hosts.join(",")
+    };
+    format!("{hosts}/{}", cfg.get_dbname().unwrap_or("(default database)"))
+}
+
+impl PostgresSink {
+    /// Builds the pool and checks one connection, so a wrong address fails at start.
+    pub async fn connect(
+        pg: &PostgresConfig,
+        sink: &SinkConfig,
+        group: &str,
+    ) -> Result<Self, SinkError> {
+        let mut cfg: tokio_postgres::Config =
+            pg.url.parse().map_err(|e: tokio_postgres::Error| SinkError::Connect {
+                target: "postgres.url".into(),
+                reason: e.to_string(),
+            })?;
+        let timeout = Duration::from_millis(pg.connect_timeout_ms);
+        cfg.connect_timeout(timeout);
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("ordo");
+        }
+        let target = describe_target(&cfg);
+        let manager = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pg.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(timeout))
+            .wait_timeout(Some(timeout * 2))
+            .build()
+            .map_err(|e| SinkError::Connect {
+                target: target.clone(),
+                reason: e.to_string(),
+            })?;
+        let sink = PostgresSink {
+            pool,
+            target,
+            group: group.to_string(),
+            mode: sink.mode,
+            tables: Tables::new(sink),
+        };
+        drop(sink.client().await?);
+        Ok(sink)
+    }
+
+    /// How events land in the target table.
+    pub fn mode(&self) -> SinkMode {
+        self.mode
+    }
+
+    /// `host:port/dbname` this sink writes to.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, SinkError> {
+        self.pool.get().await.map_err(|e| SinkError::Connect {
+            target: self.target.clone(),
+            reason: match e {
+                deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+                other => other.to_string(),
+            },
+        })
+    }
+
+    fn query_error(&self, what: &str) -> impl Fn(tokio_postgres::Error) -> SinkError + '_ {
+        let what = what.to_string();
+        move |source| SinkError::Query {
+            target: self.target.clone(),
+            what: what.clone(),
+            source,
+        }
+    }
+
+    /// Creates Ordo's state tables and the target table if missing, and checks the target's shape.
+    pub async fn migrate(&self) -> Result<(), SinkError> {
+        let mut client = self.client().await?;
+        migrate::run(&mut client, &self.tables, self.mode, &self.target).await
+    }
+
+    /// Takes the lease of a partition: bumps its epoch and returns where it resumes.
+    pub async fn acquire(
+        &self,
+        topic: &str,
+        partition: i32,
+        owner: &str,
+    ) -> Result<Lease, SinkError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO {} AS o (consumer_group, topic, partition, next_offset, epoch, owner, updated_at) \
+             VALUES ($1, $2, $3, NULL, 1, $4, now()) \
+             ON CONFLICT (consumer_group, topic, partition) DO UPDATE \
+             SET epoch = o.epoch + 1, owner = EXCLUDED.owner, updated_at = now() \
+             RETURNING next_offset, epoch",
+            self.tables.offsets
+        );
+        let row = client
+            .query_one(&sql, &[&self.group, &topic, &partition, &owner])
+            .await
+            .map_err(self.query_error(&format!("taking the lease of {topic}/{partition}")))?;
+        Ok(Lease {
+            topic: topic.to_string(),
+            partition,
+            epoch: row.get(1),
+            next_offset: row.get(0),
+        })
+    }
+
+    /// The last applied sequence of each of `keys` that the sink has seen.
+    pub async fn key_states(
+        &self,
+        topic: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, i64>, SinkError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT key, last_sequence FROM {} WHERE consumer_group = $1 AND topic = $2 AND key = ANY($3)",
+            self.tables.key_state
+        );
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(self.query_error("preparing the key state lookup"))?;
+        let rows = client
+            .query(&stmt, &[&self.group, &topic, &keys])
+            .await
+            .map_err(self.query_error(&format!("reading key state of {topic}")))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Writes a batch and the partition's progress in one transaction.
+    pub async fn write(&self, lease: &Lease, batch: &Batch) -> Result<Written, SinkError> {
+        let mut client = self.client().await?;
+        write::batch(
+            &mut client,
+            &self.tables,
+            self.mode,
+            &self.group,
+            lease,
+            batch,
+        )
+        .await
+        .map_err(|e| match e {
+            write::WriteError::Fenced => SinkError::Fenced {
+                topic: lease.topic.clone(),
+                partition: lease.partition,
+                epoch: lease.epoch,
+            },
+            write::WriteError::Db(source) => SinkError::Query {
+                target: self.target.clone(),
+                what: format!(
+                    "writing a batch of {} events of {}/{} to {}",
+                    batch.events.len(),
+                    lease.topic,
+                    lease.partition,
+                    self.tables.target_display
+                ),
+                source,
+            },
+        })
+    }
+
+    /// The stored next offset of each partition of `topic` (for `ordo check` and tests).
+    pub async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT partition, next_offset FROM {} WHERE consumer_group = $1 AND topic = $2 AND next_offset IS NOT NULL",
+            self.tables.offsets
+        );
+        let rows = client
+            .query(&sql, &[&self.group, &topic])
+            .await
+            .map_err(self.query_error("reading stored offsets"))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("events"), "\"events\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn targets_hide_credentials() {
+        let cfg: tokio_postgres::Config = "postgres://u:secret@db.example:6543/app".parse().unwrap();
+        assert_eq!(describe_target(&cfg), "db.example:6543/app");
+    }
+}

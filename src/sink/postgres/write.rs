@@ -1,0 +1,246 @@
+//! One batch, one transaction: the partition's progress (guarded by the lease
+//! epoch), the events, the per-key sequence state and any skipped gaps.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::error::SqlState;
+use deadpool_postgres::{Object, Transaction};
+
+use super::Tables;
+use crate::config::SinkMode;
+use crate::sink::{Batch, Lease, Written};
+
+pub enum WriteError {
+    /// The lease epoch moved: another worker owns the partition now.
+    Fenced,
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for WriteError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        WriteError::Db(e)
+    }
+}
+
+/// Connection loss, timeouts, deadlocks and serialization failures are worth retrying.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => true, // I/O or protocol error: the connection broke
+        Some(code) => {
+            let transient = [
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::QUERY_CANCELED,
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::LOCK_NOT_AVAILABLE,
+            ];
+            transient.contains(code) || code.code().starts_with("08")
+        }
+    }
+}
+
+pub async fn batch(
+    client: &mut Object,
+    t: &Tables,
+    mode: SinkMode,
+    group: &str,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<Written, WriteError> {
+    let tx = client.transaction().await?;
+    // Progress first: it locks the partition's row until commit, and checks the lease.
+    let moved = tx
+        .execute(
+            &format!(
+                "UPDATE {} SET next_offset = $4, updated_at = now() \
+                 WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND epoch = $5",
+                t.offsets
+            ),
+            &[
+                &group,
+                &lease.topic,
+                &lease.partition,
+                &batch.next_offset,
+                &lease.epoch,
+            ],
+        )
+        .await?;
+    if moved != 1 {
+        return Err(WriteError::Fenced);
+    }
+    let mut written = Written::default();
+    if !batch.events.is_empty() {
+        written = match mode {
+            SinkMode::EventStore => append(&tx, t, lease, batch).await?,
+            SinkMode::Projection => upsert(&tx, t, lease, batch).await?,
+        };
+        // Highest sequence per key; sorted so concurrent batches lock rows in one order.
+        let latest: BTreeMap<&str, i64> = batch
+            .events
+            .iter()
+            .fold(BTreeMap::new(), |mut m, e| {
+                let s = m.entry(e.key.as_str()).or_insert(e.sequence);
+                *s = (*s).max(e.sequence);
+                m
+            });
+        let keys: Vec<&str> = latest.keys().copied().collect();
+        let seqs: Vec<i64> = latest.values().copied().collect();
+        let stmt = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {} (consumer_group, topic, key, last_sequence, updated_at) \
+                 SELECT $1, $2, k, s, now() FROM unnest($3::text[], $4::bigint[]) AS u(k, s) \
+                 ON CONFLICT (consumer_group, topic, key) DO UPDATE \
+                 SET last_sequence = EXCLUDED.last_sequence, updated_at = now()",
+                t.key_state
+            ))
+            .await?;
+        tx.execute(&stmt, &[&group, &lease.topic, &keys, &seqs])
+            .await?;
+    }
+    if !batch.gaps.is_empty() {
+        let keys: Vec<&str> = batch.gaps.iter().map(|g| g.key.as_str()).collect();
+        let expected: Vec<i64> = batch.gaps.iter().map(|g| g.expected).collect();
+        let released: Vec<i64> = batch.gaps.iter().map(|g| g.released).collect();
+        let offsets: Vec<i64> = batch.gaps.iter().map(|g| g.offset).collect();
+        let bounds: Vec<&str> = batch.gaps.iter().map(|g| g.bound.as_str()).collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (consumer_group, topic, partition, key, expected, released, \"offset\", bound) \
+                 SELECT $1, $2, $3, k, e, r, o, b \
+                 FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[]) AS u(k, e, r, o, b)",
+                t.gaps
+            ),
+            &[
+                &group,
+                &lease.topic,
+                &lease.partition,
+                &keys,
+                &expected,
+                &released,
+                &offsets,
+                &bounds,
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(written)
+}
+
+struct Columns<'a> {
+    keys: Vec<&'a str>,
+    versions: Vec<i64>,
+    payloads: Vec<&'a serde_json::Value>,
+    offsets: Vec<i64>,
+    timestamps: Vec<Option<i64>>,
+}
+
+fn columns<'a>(events: impl Iterator<Item = &'a crate::decode::Event>) -> Columns<'a> {
+    let mut c = Columns {
+        keys: vec![],
+        versions: vec![],
+        payloads: vec![],
+        offsets: vec![],
+        timestamps: vec![],
+    };
+    for e in events {
+        c.keys.push(&e.key);
+        c.versions.push(e.sequence);
+        c.payloads.push(&e.payload);
+        c.offsets.push(e.offset);
+        c.timestamps.push(e.timestamp_ms);
+    }
+    c
+}
+
+/// Event store: append; a (stream, version) already present is absorbed, not doubled.
+async fn append(
+    tx: &Transaction<'_>,
+    t: &Tables,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<Written, tokio_postgres::Error> {
+    let c = columns(batch.events.iter());
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {} (stream, version, payload, topic, partition, \"offset\", event_time) \
+             SELECT s, v, p, $4, $5, o, to_timestamp(ts / 1000.0) \
+             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]) AS u(s, v, p, o, ts) \
+             ON CONFLICT (stream, version) DO NOTHING",
+            t.target
+        ))
+        .await?;
+    let applied = tx
+        .execute(
+            &stmt,
+            &[
+                &c.keys,
+                &c.versions,
+                &c.payloads,
+                &lease.topic,
+                &lease.partition,
+                &c.offsets,
+                &c.timestamps,
+            ],
+        )
+        .await?;
+    Ok(Written {
+        applied,
+        absorbed: batch.events.len() as u64 - applied,
+    })
+}
+
+/// Projection: latest state per key, written only over an older version.
+/// Keys repeated in the batch are reduced to their newest event first, since
+/// one `INSERT ... ON CONFLICT` cannot touch a row twice.
+async fn upsert(
+    tx: &Transaction<'_>,
+    t: &Tables,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<Written, tokio_postgres::Error> {
+    let mut newest: BTreeMap<&str, &crate::decode::Event> = BTreeMap::new();
+    for e in &batch.events {
+        let slot = newest.entry(e.key.as_str()).or_insert(e);
+        if e.sequence > slot.sequence {
+            *slot = e;
+        }
+    }
+    let c = columns(newest.values().copied());
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {} AS cur (key, version, state, topic, partition, \"offset\", event_time, updated_at) \
+             SELECT k, v, s, $4, $5, o, to_timestamp(ts / 1000.0), now() \
+             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]) AS u(k, v, s, o, ts) \
+             ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state, \
+             topic = EXCLUDED.topic, partition = EXCLUDED.partition, \"offset\" = EXCLUDED.\"offset\", \
+             event_time = EXCLUDED.event_time, updated_at = now() \
+             WHERE cur.version < EXCLUDED.version",
+            t.target
+        ))
+        .await?;
+    let applied = tx
+        .execute(
+            &stmt,
+            &[
+                &c.keys,
+                &c.versions,
+                &c.payloads,
+                &lease.topic,
+                &lease.partition,
+                &c.offsets,
+                &c.timestamps,
+            ],
+        )
+        .await?;
+    Ok(Written {
+        applied,
+        absorbed: batch.events.len() as u64 - applied,
+    })
+}

@@ -1,0 +1,3 @@
+//! Telemetry: logging.
+
+pub mod logging;
