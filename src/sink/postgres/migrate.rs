@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i32, &str)] = &[(
 )];
 
 const EVENT_STORE: &str = "CREATE TABLE IF NOT EXISTS {target} (
+    position bigint GENERATED ALWAYS AS IDENTITY,
     stream text NOT NULL,
     version bigint NOT NULL,
     payload jsonb NOT NULL,

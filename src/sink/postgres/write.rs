@@ -171,7 +171,8 @@ async fn append(
         .prepare_cached(&format!(
             "INSERT INTO {} (stream, version, payload, topic, partition, \"offset\", event_time) \
              SELECT s, v, p, $4, $5, o, to_timestamp(ts / 1000.0) \
-             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]) AS u(s, v, p, o, ts) \
+             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]) \
+             WITH ORDINALITY AS u(s, v, p, o, ts, n) ORDER BY n \
              ON CONFLICT (stream, version) DO NOTHING",
             t.target
         ))

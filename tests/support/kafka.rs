@@ -1,0 +1,179 @@
+//! Kafka for tests: librdkafka's in-process mock cluster (with the group's
+//! initial rebalance delay set to 0), or an external broker when
+//! `TEST_KAFKA_BOOTSTRAP_SERVERS` is set.
+
+use std::ffi::{CStr, CString};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::bindings as rd;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+pub enum Kafka {
+    Mock(MockCluster),
+    External(String),
+}
+
+pub struct MockCluster {
+    rk: *mut rd::rd_kafka_t,
+    mc: *mut rd::rd_kafka_mock_cluster_t,
+    bootstrap: String,
+}
+
+// The mock cluster's handle is used from test threads one call at a time.
+unsafe impl Send for MockCluster {}
+unsafe impl Sync for MockCluster {}
+
+impl MockCluster {
+    fn start(brokers: i32) -> MockCluster {
+        unsafe {
+            let conf = rd::rd_kafka_conf_new();
+            let mut errstr = [0 as std::os::raw::c_char; 512];
+            let rk = rd::rd_kafka_new(
+                rd::rd_kafka_type_t::RD_KAFKA_PRODUCER,
+                conf,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            );
+            assert!(!rk.is_null(), "rd_kafka_new failed");
+            let mc = rd::rd_kafka_mock_cluster_new(rk, brokers);
+            assert!(!mc.is_null(), "mock cluster failed");
+            rd::rd_kafka_mock_group_initial_rebalance_delay_ms(mc, 0);
+            let bootstrap = CStr::from_ptr(rd::rd_kafka_mock_cluster_bootstraps(mc))
+                .to_string_lossy()
+                .into_owned();
+            MockCluster { rk, mc, bootstrap }
+        }
+    }
+}
+
+impl Drop for MockCluster {
+    fn drop(&mut self) {
+        unsafe {
+            rd::rd_kafka_mock_cluster_destroy(self.mc);
+            rd::rd_kafka_destroy(self.rk);
+        }
+    }
+}
+
+impl Kafka {
+    /// The mock cluster, or the external broker if the env var names one.
+    pub fn start() -> Kafka {
+        match std::env::var("TEST_KAFKA_BOOTSTRAP_SERVERS") {
+            Ok(s) if !s.trim().is_empty() => Kafka::External(s),
+            _ => Kafka::Mock(MockCluster::start(3)),
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Kafka::Mock(m) => m.bootstrap.clone(),
+            Kafka::External(s) => s.clone(),
+        }
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        match self {
+            Kafka::Mock(m) => unsafe {
+                let topic = CString::new(name).expect("topic name");
+                let err = rd::rd_kafka_mock_topic_create(m.mc, topic.as_ptr(), partitions, 1);
+                assert_eq!(err, rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+            },
+            Kafka::External(servers) => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", servers)
+                    .create()
+                    .expect("admin client");
+                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let res = rt
+                    .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+                    .expect("create topics");
+                for r in res {
+                    r.expect("topic created");
+                }
+            }
+        }
+    }
+
+    pub fn producer(&self) -> BaseProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .expect("producer")
+    }
+
+    /// Produces `(partition, key, payload, headers)` records in order and waits for all.
+    pub fn produce(&self, topic: &str, records: &[super::data::Produced]) {
+        let producer = self.producer();
+        for r in records {
+            let mut rec = BaseRecord::to(topic).partition(r.partition).payload(&r.payload);
+            if let Some(k) = &r.key {
+                rec = rec.key(k);
+            }
+            let mut rec = rec;
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((e, back)) => {
+                        assert!(
+                            matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                            "produce failed: {e}"
+                        );
+                        producer.poll(Duration::from_millis(10));
+                        rec = back;
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(60)).expect("flush");
+    }
+
+    /// High watermark of each partition.
+    pub fn high_watermarks(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("consumer");
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
+    }
+
+    /// The group's committed offsets (Kafka's advisory copy).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed");
+        (0..partitions)
+            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => o,
+                _ => -1,
+            })
+            .collect()
+    }
+}

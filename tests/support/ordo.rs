@@ -1,0 +1,167 @@
+//! The `ordo` binary as a child process, with a generated config file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// What a test's Ordo consumes and where it writes.
+#[derive(Clone)]
+pub struct Setup {
+    pub bootstrap: String,
+    pub group: String,
+    pub topic: String,
+    pub db_url: String,
+    pub mode: &'static str,
+    pub table: String,
+    /// Extra TOML lines appended to `[ordering]`.
+    pub ordering: String,
+}
+
+impl Setup {
+    pub fn toml(&self) -> String {
+        format!(
+            r#"[kafka]
+"bootstrap.servers" = "{bootstrap}"
+"group.id" = "{group}"
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+"topic.metadata.refresh.interval.ms" = "2000"
+
+[source]
+topics = ["{topic}"]
+
+[ordering]
+key = "message_key"
+sequence = "field:version"
+{ordering}
+
+[sink]
+mode = "{mode}"
+table = "{table}"
+batch_max_events = 500
+batch_max_wait_ms = 50
+
+[postgres]
+url = "{db}"
+pool_size = 8
+
+[log]
+level = "info,rdkafka=warn"
+format = "text"
+"#,
+            bootstrap = self.bootstrap,
+            group = self.group,
+            topic = self.topic,
+            ordering = self.ordering,
+            mode = self.mode,
+            table = self.table,
+            db = self.db_url,
+        )
+    }
+
+    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, self.toml()).expect("write config");
+        path
+    }
+}
+
+/// A running `ordo` process; killed when dropped.
+pub struct Ordo {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ordo")
+}
+
+/// Runs `ordo <args>` to completion: (status, stdout, stderr).
+pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ordo");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Ordo {
+    pub fn start(config: &Path, log: PathBuf) -> Ordo {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn ordo");
+        Ordo {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits for the exit (panics after `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let _ = kill(self.pid(), Signal::SIGTERM);
+        self.wait(timeout)
+    }
+
+    /// Kills the process at once, as a crash would.
+    pub fn crash(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGKILL);
+        self.wait(Duration::from_secs(10));
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                panic!("ordo did not exit within {timeout:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Ordo {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

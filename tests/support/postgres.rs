@@ -1,0 +1,157 @@
+//! A throw-away PostgreSQL cluster for the whole test binary; a database per test.
+//!
+//! The cluster lives in a temp dir on a free port. As root it runs as the
+//! `postgres` user (the server refuses root). A watchdog process stops it and
+//! removes the dir when the test binary exits.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use tokio_postgres::NoTls;
+
+pub struct PgCluster {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+
+fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("TEST_PG_BIN") {
+        return dir.into();
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    candidates.sort();
+    candidates
+        .into_iter()
+        .rev()
+        .find(|p| p.join("initdb").exists())
+        .expect("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql, or set TEST_PG_BIN)")
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+fn as_server_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn start() -> PgCluster {
+    let bin = bin_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("ordo-pg-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown of {} failed", dir.display());
+    }
+    let data = dir.join("data");
+    let out = as_server_user(&bin.join("initdb"))
+        .args(["-D"])
+        .arg(&data)
+        .args(["-A", "trust", "-U", "ordo", "--no-sync"])
+        .output()
+        .expect("initdb");
+    assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    let port = free_port();
+    let opts = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+        dir.display()
+    );
+    let out = as_server_user(&bin.join("pg_ctl"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-o", &opts, "-l"])
+        .arg(dir.join("log"))
+        .args(["-w", "start"])
+        .output()
+        .expect("pg_ctl start");
+    assert!(
+        out.status.success(),
+        "pg_ctl start failed: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+    );
+    // Stop the cluster and remove its dir once this test process is gone.
+    let pg_ctl = bin.join("pg_ctl");
+    let stop = if is_root() {
+        format!("runuser -u postgres -- {} -D {} -m immediate stop", pg_ctl.display(), data.display())
+    } else {
+        format!("{} -D {} -m immediate stop", pg_ctl.display(), data.display())
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("watchdog");
+    PgCluster { port, dir }
+}
+
+/// The cluster of this test run, started on first use.
+pub fn cluster() -> &'static PgCluster {
+    CLUSTER.get_or_init(start)
+}
+
+/// A fresh database in the test cluster.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let c = cluster();
+        let name = crate::support::unique("ordo_test");
+        let admin = connect(&format!("postgres://ordo@127.0.0.1:{}/postgres", c.port)).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        TestDb {
+            url: format!("postgres://ordo@127.0.0.1:{}/{name}", c.port),
+            name,
+        }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
