@@ -1,0 +1,157 @@
+//! Bad input gets a clear error naming the thing, and nothing consumed is lost:
+//! bad config, unreachable broker, unreachable database, malformed payloads.
+
+mod support;
+
+use std::time::Duration;
+
+use support::data::{self, Produced};
+use support::kafka::Kafka;
+use support::ordo::{run_to_end, Ordo, Setup};
+use support::postgres::{free_port, TestDb};
+use support::{unique, Deadline};
+
+fn setup(bootstrap: String, db_url: String) -> Setup {
+    Setup {
+        bootstrap,
+        group: unique("ordo"),
+        topic: unique("events"),
+        db_url,
+        mode: "event_store",
+        table: "events".into(),
+        ordering: String::new(),
+    }
+}
+
+#[test]
+fn bad_config_names_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = setup("127.0.0.1:9092".into(), "postgres://ordo@127.0.0.1:5432/x".into());
+    let cases = [
+        (good.toml().replace("table = \"events\"", "tabel = \"events\""), "sink.tabel"),
+        (good.toml().replace("mode = \"event_store\"", "mode = \"ledger\""), "sink.mode"),
+        (good.toml().replace("sequence = \"field:version\"", ""), "ordering.sequence"),
+        (good.toml().replace("batch_max_events = 500", "batch_max_events = -3"), "sink.batch_max_events"),
+        (good.toml().replace("\"session.timeout.ms\" = \"6000\"", "\"session.timeout.ms\" = \"soon\""), "kafka.session.timeout.ms"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (status, _, stderr) = run_to_end(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(2), "{key}: {stderr}");
+        assert!(stderr.contains(key), "expected `{key}` in: {stderr}");
+        assert!(stderr.contains(path.to_str().unwrap()), "expected the file in: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_and_database_are_named() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead_kafka = format!("127.0.0.1:{}", free_port());
+    let dead_pg_port = free_port();
+    let dead_pg = format!("postgres://ordo@127.0.0.1:{dead_pg_port}/ordo");
+
+    let s = setup(dead_kafka.clone(), db.url.clone());
+    let path = s.write(dir.path(), "no-kafka.toml");
+    let (status, stdout, _) = run_to_end(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.contains(&format!("FAIL  Kafka at {dead_kafka}")), "{stdout}");
+    assert!(stdout.contains("ok    PostgreSQL at 127.0.0.1:"), "{stdout}");
+    let (status, _, stderr) = run_to_end(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains(&format!("cannot reach Kafka at {dead_kafka}")), "{stderr}");
+
+    let kafka = Kafka::start();
+    let s = setup(kafka.bootstrap(), dead_pg);
+    kafka.create_topic(&s.topic, 2);
+    let path = s.write(dir.path(), "no-pg.toml");
+    let (status, stdout, _) = run_to_end(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.contains("ok    Kafka at"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{dead_pg_port}/ordo")),
+        "{stdout}"
+    );
+    let (status, _, stderr) = run_to_end(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{dead_pg_port}/ordo")),
+        "{stderr}"
+    );
+
+    // A topic that does not exist is named too.
+    let mut s = setup(kafka.bootstrap(), db.url.clone());
+    s.topic = "no-such-topic".into();
+    let path = s.write(dir.path(), "no-topic.toml");
+    let (status, stdout, _) = run_to_end(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.contains("topic `no-such-topic` does not exist"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payload_stops_only_its_partition_and_loses_nothing() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let s = setup(kafka.bootstrap(), db.url.clone());
+    kafka.create_topic(&s.topic, 2);
+    // Partition 0: versions 1..=50 of k0 with a malformed record at offset 20;
+    // partition 1: versions 1..=50 of k1, all good.
+    let mut records = vec![];
+    for v in 1..=50 {
+        for (p, key) in [(0, "k0"), (1, "k1")] {
+            if p == 0 && v == 21 {
+                records.push(Produced {
+                    partition: 0,
+                    key: Some(b"k0".to_vec()),
+                    payload: b"{\"id\": \"k0\", \"version\": ".to_vec(),
+                });
+            }
+            records.push(Produced {
+                partition: p,
+                key: Some(key.as_bytes().to_vec()),
+                payload: data::payload(key, v),
+            });
+        }
+    }
+    kafka.produce(&s.topic, &records);
+    let hw = kafka.high_watermarks(&s.topic, 2);
+    assert_eq!(hw, vec![51, 50]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = s.write(dir.path(), "ordo.toml");
+    let mut ordo = Ordo::start(&path, dir.path().join("ordo.log"));
+    let client = db.client().await;
+    let deadline = Deadline::new("partition 1 drained and partition 0 stopped at 20", Duration::from_secs(60));
+    loop {
+        assert!(ordo.running(), "{}", ordo.log_text());
+        if data::stored_offsets(&client, &s.group, &s.topic).await == vec![20, 50] {
+            break;
+        }
+        deadline.tick().await;
+    }
+    // The partition stays stopped in front of the bad record.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(data::stored_offsets(&client, &s.group, &s.topic).await, vec![20, 50]);
+    let per_key: Vec<(String, i64)> = client
+        .query("SELECT stream, max(version) FROM events GROUP BY stream ORDER BY stream", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(per_key, vec![("k0".to_string(), 20), ("k1".to_string(), 50)]);
+    let log = ordo.log_text();
+    assert!(
+        log.contains(&format!("topic {} partition 0 offset 20: payload is not valid JSON", s.topic)),
+        "{log}"
+    );
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
+    // After a restart the partition stops at the same place: nothing skipped.
+    let mut ordo = Ordo::start(&path, dir.path().join("ordo2.log"));
+    let deadline = Deadline::new("the restarted ordo to stop at the bad record", Duration::from_secs(60));
+    while !ordo.log_text().contains("partition 0 offset 20: payload is not valid JSON") {
+        deadline.tick().await;
+    }
+    assert_eq!(data::stored_offsets(&client, &s.group, &s.topic).await, vec![20, 50]);
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
+}
