@@ -208,7 +208,7 @@ fn default_connect_timeout_ms() -> u64 {
     5000
 }
 fn default_log_level() -> String {
-    "info".to_string()
+    "info,tokio_postgres=warn".to_string()
 }
 
 /// Where the key of an event comes from.
@@ -323,7 +323,23 @@ impl Settings {
         file: Option<&Path>,
         vars: &[(String, String)],
     ) -> Result<Settings, ConfigError> {
+        Self::build(file, None, vars)
+    }
+
+    /// Loads a configuration compiled into the binary, overlaid by `vars`.
+    pub fn load_embedded(text: &str, vars: &[(String, String)]) -> Result<Settings, ConfigError> {
+        Self::build(None, Some(text), vars)
+    }
+
+    fn build(
+        file: Option<&Path>,
+        embedded: Option<&str>,
+        vars: &[(String, String)],
+    ) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
+        if let Some(text) = embedded {
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
+        }
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError::File {

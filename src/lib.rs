@@ -18,6 +18,7 @@
 pub mod check;
 pub mod config;
 pub mod consume;
+pub mod demo;
 pub mod decode;
 pub mod order;
 pub mod sink;

@@ -2,61 +2,19 @@
 //! initial rebalance delay set to 0), or an external broker when
 //! `TEST_KAFKA_BOOTSTRAP_SERVERS` is set.
 
-use std::ffi::{CStr, CString};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::bindings as rd;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
+pub use ordo::demo::mock::MockCluster;
+
 pub enum Kafka {
     Mock(MockCluster),
     External(String),
-}
-
-pub struct MockCluster {
-    rk: *mut rd::rd_kafka_t,
-    mc: *mut rd::rd_kafka_mock_cluster_t,
-    bootstrap: String,
-}
-
-// The mock cluster's handle is used from test threads one call at a time.
-unsafe impl Send for MockCluster {}
-unsafe impl Sync for MockCluster {}
-
-impl MockCluster {
-    fn start(brokers: i32) -> MockCluster {
-        unsafe {
-            let conf = rd::rd_kafka_conf_new();
-            let mut errstr = [0 as std::os::raw::c_char; 512];
-            let rk = rd::rd_kafka_new(
-                rd::rd_kafka_type_t::RD_KAFKA_PRODUCER,
-                conf,
-                errstr.as_mut_ptr(),
-                errstr.len(),
-            );
-            assert!(!rk.is_null(), "rd_kafka_new failed");
-            let mc = rd::rd_kafka_mock_cluster_new(rk, brokers);
-            assert!(!mc.is_null(), "mock cluster failed");
-            rd::rd_kafka_mock_group_initial_rebalance_delay_ms(mc, 0);
-            let bootstrap = CStr::from_ptr(rd::rd_kafka_mock_cluster_bootstraps(mc))
-                .to_string_lossy()
-                .into_owned();
-            MockCluster { rk, mc, bootstrap }
-        }
-    }
-}
-
-impl Drop for MockCluster {
-    fn drop(&mut self) {
-        unsafe {
-            rd::rd_kafka_mock_cluster_destroy(self.mc);
-            rd::rd_kafka_destroy(self.rk);
-        }
-    }
 }
 
 impl Kafka {
@@ -70,18 +28,14 @@ impl Kafka {
 
     pub fn bootstrap(&self) -> String {
         match self {
-            Kafka::Mock(m) => m.bootstrap.clone(),
+            Kafka::Mock(m) => m.bootstrap_servers().to_string(),
             Kafka::External(s) => s.clone(),
         }
     }
 
     pub fn create_topic(&self, name: &str, partitions: i32) {
         match self {
-            Kafka::Mock(m) => unsafe {
-                let topic = CString::new(name).expect("topic name");
-                let err = rd::rd_kafka_mock_topic_create(m.mc, topic.as_ptr(), partitions, 1);
-                assert_eq!(err, rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
-            },
+            Kafka::Mock(m) => m.create_topic(name, partitions).expect("create topic"),
             Kafka::External(servers) => {
                 let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
                     .set("bootstrap.servers", servers)

@@ -1,0 +1,70 @@
+//! librdkafka's in-process mock cluster, for the demo and the tests.
+//!
+//! It speaks the Kafka protocol on 127.0.0.1 ports, so separate processes can
+//! use it. Transactions are not faithful there (see the README's testing notes).
+
+use std::ffi::{CStr, CString};
+
+use rdkafka::bindings as rd;
+
+pub struct MockCluster {
+    rk: *mut rd::rd_kafka_t,
+    mc: *mut rd::rd_kafka_mock_cluster_t,
+    bootstrap: String,
+}
+
+// The mock cluster's handle is used from test threads one call at a time.
+unsafe impl Send for MockCluster {}
+unsafe impl Sync for MockCluster {}
+
+impl MockCluster {
+    /// Starts `brokers` in-process brokers on 127.0.0.1 (other processes can connect).
+    pub fn start(brokers: i32) -> MockCluster {
+        unsafe {
+            let conf = rd::rd_kafka_conf_new();
+            let mut errstr = [0 as std::os::raw::c_char; 512];
+            let rk = rd::rd_kafka_new(
+                rd::rd_kafka_type_t::RD_KAFKA_PRODUCER,
+                conf,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            );
+            assert!(!rk.is_null(), "rd_kafka_new failed");
+            let mc = rd::rd_kafka_mock_cluster_new(rk, brokers);
+            assert!(!mc.is_null(), "mock cluster failed");
+            // Groups form at once instead of after librdkafka's default 3 s delay.
+            rd::rd_kafka_mock_group_initial_rebalance_delay_ms(mc, 0);
+            let bootstrap = CStr::from_ptr(rd::rd_kafka_mock_cluster_bootstraps(mc))
+                .to_string_lossy()
+                .into_owned();
+            MockCluster { rk, mc, bootstrap }
+        }
+    }
+}
+
+impl Drop for MockCluster {
+    fn drop(&mut self) {
+        unsafe {
+            rd::rd_kafka_mock_cluster_destroy(self.mc);
+            rd::rd_kafka_destroy(self.rk);
+        }
+    }
+}
+
+impl MockCluster {
+    /// `host:port,...` of the brokers.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Creates a topic (the admin API's CreateTopics is not served by the mock).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String> {
+        let topic = CString::new(name).map_err(|e| e.to_string())?;
+        let err = unsafe { rd::rd_kafka_mock_topic_create(self.mc, topic.as_ptr(), partitions, 1) };
+        if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Ok(())
+        } else {
+            Err(format!("cannot create topic {name}: {err:?}"))
+        }
+    }
+}
