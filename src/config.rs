@@ -367,7 +367,7 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let origin_of = |key: &str| origin_of(key, file, vars);
+        let origin_of = |key: &str| origin_of(key, file, embedded.is_some(), vars);
         let built = builder.build().map_err(|e| match file {
             Some(path) => ConfigError::File {
                 file: path.to_path_buf(),
@@ -392,11 +392,13 @@ impl Settings {
             .into_iter()
             .map(|(k, v)| (k.replace('_', "."), v))
             .collect();
-        settings.validate().map_err(|(key, reason)| ConfigError::Key {
-            origin: origin_of(&key),
-            key,
-            reason,
-        })?;
+        settings
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Key {
+                origin: origin_of(&key),
+                key,
+                reason,
+            })?;
         Ok(settings)
     }
 
@@ -433,7 +435,10 @@ impl Settings {
                 format!("`{t}` is not a valid topic name (1-249 of [a-zA-Z0-9._-])"),
             );
         }
-        for (key, ident) in [("sink.table", &self.sink.table), ("sink.schema", &self.sink.schema)] {
+        for (key, ident) in [
+            ("sink.table", &self.sink.table),
+            ("sink.schema", &self.sink.schema),
+        ] {
             if ident.is_empty() || ident.len() > 63 {
                 return err(key, format!("`{ident}` must be 1 to 63 bytes"));
             }
@@ -442,17 +447,32 @@ impl Settings {
             ("sink.batch_max_events", self.sink.batch_max_events as u64),
             ("sink.batch_max_wait_ms", self.sink.batch_max_wait_ms),
             ("postgres.pool_size", self.postgres.pool_size as u64),
-            ("postgres.connect_timeout_ms", self.postgres.connect_timeout_ms),
-            ("ordering.max_buffered_events", self.ordering.max_buffered_events as u64),
-            ("ordering.max_buffered_bytes", self.ordering.max_buffered_bytes as u64),
+            (
+                "postgres.connect_timeout_ms",
+                self.postgres.connect_timeout_ms,
+            ),
+            (
+                "ordering.max_buffered_events",
+                self.ordering.max_buffered_events as u64,
+            ),
+            (
+                "ordering.max_buffered_bytes",
+                self.ordering.max_buffered_bytes as u64,
+            ),
             ("ordering.gap_timeout_ms", self.ordering.gap_timeout_ms),
-            ("ordering.max_cached_keys", self.ordering.max_cached_keys as u64),
+            (
+                "ordering.max_cached_keys",
+                self.ordering.max_cached_keys as u64,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return err(key, "must be greater than 0".into());
         }
         if let Err(e) = self.postgres.url.parse::<tokio_postgres::Config>() {
-            return err("postgres.url", format!("is not a PostgreSQL connection string: {e}"));
+            return err(
+                "postgres.url",
+                format!("is not a PostgreSQL connection string: {e}"),
+            );
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", format!("`{}`: {e}", self.log.level));
@@ -475,7 +495,7 @@ impl Settings {
 }
 
 /// Says whether a key was set by an environment variable or by the file.
-fn origin_of(key: &str, file: Option<&Path>, vars: &[(String, String)]) -> String {
+fn origin_of(key: &str, file: Option<&Path>, embedded: bool, vars: &[(String, String)]) -> String {
     let mut segments: Vec<String> = key.split('.').map(|s| s.to_uppercase()).collect();
     let candidates: Vec<String> = if segments.first().map(String::as_str) == Some("KAFKA") {
         let rest = segments.split_off(1).join("_");
@@ -491,6 +511,7 @@ fn origin_of(key: &str, file: Option<&Path>, vars: &[(String, String)]) -> Strin
     }
     match file {
         Some(path) => format!("config file {}", path.display()),
+        None if embedded => "embedded configuration".to_string(),
         None => "configuration (no config file given)".to_string(),
     }
 }
@@ -592,7 +613,9 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
 
     #[test]
     fn unknown_env_key_is_named_with_the_variable() {
-        let e = load(GOOD, &[("ORDO_SINK__TABEL", "x")]).unwrap_err().to_string();
+        let e = load(GOOD, &[("ORDO_SINK__TABEL", "x")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sink.tabel"), "{e}");
         assert!(e.contains("ORDO_SINK__TABEL"), "{e}");
     }
@@ -607,20 +630,38 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
     #[test]
     fn bad_values_are_named() {
         let cases = [
-            (GOOD.replace("header:seq", "column:seq"), "ordering.sequence"),
+            (
+                GOOD.replace("header:seq", "column:seq"),
+                "ordering.sequence",
+            ),
             (GOOD.replace("\"event_store\"", "\"ledger\""), "sink.mode"),
             (
-                GOOD.replace("\"group.id\" = \"ordo\"", "\"group.id\" = \"ordo\"\n\"no.such.prop\" = \"1\""),
+                GOOD.replace(
+                    "\"group.id\" = \"ordo\"",
+                    "\"group.id\" = \"ordo\"\n\"no.such.prop\" = \"1\"",
+                ),
                 "kafka.no.such.prop",
             ),
-            (GOOD.replace("\"group.id\" = \"ordo\"", ""), "kafka.group.id"),
-            (GOOD.replace("[\"orders\"]", "[\"bad topic\"]"), "source.topics"),
             (
-                GOOD.replace("postgres://ordo@127.0.0.1:5432/ordo", "postgres://x:notaport/"),
+                GOOD.replace("\"group.id\" = \"ordo\"", ""),
+                "kafka.group.id",
+            ),
+            (
+                GOOD.replace("[\"orders\"]", "[\"bad topic\"]"),
+                "source.topics",
+            ),
+            (
+                GOOD.replace(
+                    "postgres://ordo@127.0.0.1:5432/ordo",
+                    "postgres://x:notaport/",
+                ),
                 "postgres.url",
             ),
             (
-                GOOD.replace("table = \"events\"", "table = \"events\"\nbatch_max_events = 0"),
+                GOOD.replace(
+                    "table = \"events\"",
+                    "table = \"events\"\nbatch_max_events = 0",
+                ),
                 "sink.batch_max_events",
             ),
             (
@@ -636,6 +677,19 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
             assert!(e.contains(key), "expected `{key}` in: {e}");
             assert!(e.contains("config file"), "expected the file in: {e}");
         }
+    }
+
+    #[test]
+    fn shipped_configurations_load() {
+        let example = include_str!("../config/ordo.example.toml");
+        let s = Settings::load_embedded(example, &[]).unwrap();
+        assert_eq!(s.sink.mode, SinkMode::EventStore);
+        let vars = [(
+            "ORDO_POSTGRES__URL".to_string(),
+            "postgres://ordo@db/ordo".to_string(),
+        )];
+        let demo = Settings::load_embedded(crate::demo::CONFIG, &vars).unwrap();
+        assert_eq!(demo.source.topics, vec!["demo.accounts".to_string()]);
     }
 
     #[test]

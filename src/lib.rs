@@ -18,8 +18,8 @@
 pub mod check;
 pub mod config;
 pub mod consume;
-pub mod demo;
 pub mod decode;
+pub mod demo;
 pub mod order;
 pub mod sink;
 pub mod telemetry;

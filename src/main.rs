@@ -65,7 +65,10 @@ fn main() -> ExitCode {
         }
     };
     ordo::telemetry::logging::init(&settings.log.level, settings.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ordo: cannot start the runtime: {e}");
@@ -107,13 +110,20 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -128,7 +138,10 @@ async fn shutdown_signal() {
 }
 
 fn demo(postgres: &str, events: usize, keys: usize) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ordo: cannot start the runtime: {e}");
@@ -141,7 +154,10 @@ fn demo(postgres: &str, events: usize, keys: usize) -> ExitCode {
                 "produced {} records ({} delivered late, {} duplicates) of {} distinct events",
                 r.produced, r.late, r.duplicates, r.distinct
             );
-            println!("stored offsets reached the high watermarks {:?}", r.high_watermarks);
+            println!(
+                "stored offsets reached the high watermarks {:?}",
+                r.high_watermarks
+            );
             println!(
                 "see them: psql {postgres} -c 'SELECT stream, version, payload FROM {} ORDER BY position LIMIT 10'",
                 r.table

@@ -46,8 +46,16 @@ async fn world(mode: &'static str) -> World {
 
 fn dataset() -> Dataset {
     let ds = data::generate(100_000, PARTITIONS, 1000, 0.05, 20, 0.02, 7);
-    assert!(ds.inversions > 1000, "the data must reorder keys: {}", ds.inversions);
-    assert!(ds.duplicates > 1000, "the data must hold duplicates: {}", ds.duplicates);
+    assert!(
+        ds.inversions > 1000,
+        "the data must reorder keys: {}",
+        ds.inversions
+    );
+    assert!(
+        ds.duplicates > 1000,
+        "the data must hold duplicates: {}",
+        ds.duplicates
+    );
     ds
 }
 
@@ -84,13 +92,21 @@ async fn out_of_order_and_duplicated_events_land_exactly_once_in_order() {
     let mut ordo = Ordo::start(&config, w.dir.path().join("ordo.log"));
     drained(&w, &hw, &mut ordo).await;
     let status = ordo.terminate(Duration::from_secs(30));
-    assert!(status.success(), "exit status {status:?}; log:\n{}", ordo.log_text());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        ordo.log_text()
+    );
 
     let client = w.db.client().await;
     data::assert_event_store_exact(&client, "events", &ds, &w.setup.group, &w.setup.topic, &hw)
         .await;
     // Kafka's committed offsets are the sink's, copied for lag tools.
-    assert_eq!(w.kafka.committed(&w.setup.group, &w.setup.topic, PARTITIONS), hw);
+    assert_eq!(
+        w.kafka
+            .committed(&w.setup.group, &w.setup.topic, PARTITIONS),
+        hw
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,13 +26,37 @@ fn setup(bootstrap: String, db_url: String) -> Setup {
 #[test]
 fn bad_config_names_the_key_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let good = setup("127.0.0.1:9092".into(), "postgres://ordo@127.0.0.1:5432/x".into());
+    let good = setup(
+        "127.0.0.1:9092".into(),
+        "postgres://ordo@127.0.0.1:5432/x".into(),
+    );
     let cases = [
-        (good.toml().replace("table = \"events\"", "tabel = \"events\""), "sink.tabel"),
-        (good.toml().replace("mode = \"event_store\"", "mode = \"ledger\""), "sink.mode"),
-        (good.toml().replace("sequence = \"field:version\"", ""), "ordering.sequence"),
-        (good.toml().replace("batch_max_events = 500", "batch_max_events = -3"), "sink.batch_max_events"),
-        (good.toml().replace("\"session.timeout.ms\" = \"6000\"", "\"session.timeout.ms\" = \"soon\""), "kafka.session.timeout.ms"),
+        (
+            good.toml()
+                .replace("table = \"events\"", "tabel = \"events\""),
+            "sink.tabel",
+        ),
+        (
+            good.toml()
+                .replace("mode = \"event_store\"", "mode = \"ledger\""),
+            "sink.mode",
+        ),
+        (
+            good.toml().replace("sequence = \"field:version\"", ""),
+            "ordering.sequence",
+        ),
+        (
+            good.toml()
+                .replace("batch_max_events = 500", "batch_max_events = -3"),
+            "sink.batch_max_events",
+        ),
+        (
+            good.toml().replace(
+                "\"session.timeout.ms\" = \"6000\"",
+                "\"session.timeout.ms\" = \"soon\"",
+            ),
+            "kafka.session.timeout.ms",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad-{i}.toml"));
@@ -40,7 +64,10 @@ fn bad_config_names_the_key_and_the_file() {
         let (status, _, stderr) = run_to_end(&["check", "--config", path.to_str().unwrap()]);
         assert_eq!(status.code(), Some(2), "{key}: {stderr}");
         assert!(stderr.contains(key), "expected `{key}` in: {stderr}");
-        assert!(stderr.contains(path.to_str().unwrap()), "expected the file in: {stderr}");
+        assert!(
+            stderr.contains(path.to_str().unwrap()),
+            "expected the file in: {stderr}"
+        );
     }
 }
 
@@ -56,11 +83,20 @@ async fn unreachable_broker_and_database_are_named() {
     let path = s.write(dir.path(), "no-kafka.toml");
     let (status, stdout, _) = run_to_end(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1));
-    assert!(stdout.contains(&format!("FAIL  Kafka at {dead_kafka}")), "{stdout}");
-    assert!(stdout.contains("ok    PostgreSQL at 127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("FAIL  Kafka at {dead_kafka}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok    PostgreSQL at 127.0.0.1:"),
+        "{stdout}"
+    );
     let (status, _, stderr) = run_to_end(&["run", "--config", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1));
-    assert!(stderr.contains(&format!("cannot reach Kafka at {dead_kafka}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach Kafka at {dead_kafka}")),
+        "{stderr}"
+    );
 
     let kafka = Kafka::start();
     let s = setup(kafka.bootstrap(), dead_pg);
@@ -70,13 +106,17 @@ async fn unreachable_broker_and_database_are_named() {
     assert_eq!(status.code(), Some(1));
     assert!(stdout.contains("ok    Kafka at"), "{stdout}");
     assert!(
-        stdout.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{dead_pg_port}/ordo")),
+        stdout.contains(&format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{dead_pg_port}/ordo"
+        )),
         "{stdout}"
     );
     let (status, _, stderr) = run_to_end(&["run", "--config", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1));
     assert!(
-        stderr.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{dead_pg_port}/ordo")),
+        stderr.contains(&format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{dead_pg_port}/ordo"
+        )),
         "{stderr}"
     );
 
@@ -86,7 +126,10 @@ async fn unreachable_broker_and_database_are_named() {
     let path = s.write(dir.path(), "no-topic.toml");
     let (status, stdout, _) = run_to_end(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1));
-    assert!(stdout.contains("topic `no-such-topic` does not exist"), "{stdout}");
+    assert!(
+        stdout.contains("topic `no-such-topic` does not exist"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +164,10 @@ async fn malformed_payload_stops_only_its_partition_and_loses_nothing() {
     let path = s.write(dir.path(), "ordo.toml");
     let mut ordo = Ordo::start(&path, dir.path().join("ordo.log"));
     let client = db.client().await;
-    let deadline = Deadline::new("partition 1 drained and partition 0 stopped at 20", Duration::from_secs(60));
+    let deadline = Deadline::new(
+        "partition 1 drained and partition 0 stopped at 20",
+        Duration::from_secs(60),
+    );
     loop {
         assert!(ordo.running(), "{}", ordo.log_text());
         if data::stored_offsets(&client, &s.group, &s.topic).await == vec![20, 50] {
@@ -131,27 +177,48 @@ async fn malformed_payload_stops_only_its_partition_and_loses_nothing() {
     }
     // The partition stays stopped in front of the bad record.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(data::stored_offsets(&client, &s.group, &s.topic).await, vec![20, 50]);
+    assert_eq!(
+        data::stored_offsets(&client, &s.group, &s.topic).await,
+        vec![20, 50]
+    );
     let per_key: Vec<(String, i64)> = client
-        .query("SELECT stream, max(version) FROM events GROUP BY stream ORDER BY stream", &[])
+        .query(
+            "SELECT stream, max(version) FROM events GROUP BY stream ORDER BY stream",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(per_key, vec![("k0".to_string(), 20), ("k1".to_string(), 50)]);
+    assert_eq!(
+        per_key,
+        vec![("k0".to_string(), 20), ("k1".to_string(), 50)]
+    );
     let log = ordo.log_text();
     assert!(
-        log.contains(&format!("topic {} partition 0 offset 20: payload is not valid JSON", s.topic)),
+        log.contains(&format!(
+            "topic {} partition 0 offset 20: payload is not valid JSON",
+            s.topic
+        )),
         "{log}"
     );
     assert!(ordo.terminate(Duration::from_secs(30)).success());
     // After a restart the partition stops at the same place: nothing skipped.
     let mut ordo = Ordo::start(&path, dir.path().join("ordo2.log"));
-    let deadline = Deadline::new("the restarted ordo to stop at the bad record", Duration::from_secs(60));
-    while !ordo.log_text().contains("partition 0 offset 20: payload is not valid JSON") {
+    let deadline = Deadline::new(
+        "the restarted ordo to stop at the bad record",
+        Duration::from_secs(60),
+    );
+    while !ordo
+        .log_text()
+        .contains("partition 0 offset 20: payload is not valid JSON")
+    {
         deadline.tick().await;
     }
-    assert_eq!(data::stored_offsets(&client, &s.group, &s.topic).await, vec![20, 50]);
+    assert_eq!(
+        data::stored_offsets(&client, &s.group, &s.topic).await,
+        vec![20, 50]
+    );
     assert!(ordo.terminate(Duration::from_secs(30)).success());
 }

@@ -82,7 +82,10 @@ async fn projection_holds_the_newest_state_of_every_key() {
         let version: i64 = row.get(1);
         let state: serde_json::Value = row.get(2);
         assert_eq!(version, ds.versions, "{key}");
-        assert_eq!(state, serde_json::from_slice::<serde_json::Value>(&data::payload(&key, ds.versions)).unwrap());
+        assert_eq!(
+            state,
+            serde_json::from_slice::<serde_json::Value>(&data::payload(&key, ds.versions)).unwrap()
+        );
     }
 }
 
@@ -116,7 +119,10 @@ async fn wait_policy_holds_the_offset_at_an_unfilled_gap() {
         deadline.tick().await;
     }
     let k1: Vec<i64> = client
-        .query("SELECT version FROM state WHERE stream = 'k1' ORDER BY version", &[])
+        .query(
+            "SELECT version FROM state WHERE stream = 'k1' ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -131,7 +137,10 @@ async fn wait_policy_holds_the_offset_at_an_unfilled_gap() {
     wait_offsets(&r, &mut ordo, &[10]).await;
     assert!(ordo.terminate(Duration::from_secs(30)).success());
     let k1: Vec<i64> = client
-        .query("SELECT version FROM state WHERE stream = 'k1' ORDER BY position", &[])
+        .query(
+            "SELECT version FROM state WHERE stream = 'k1' ORDER BY position",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -142,7 +151,12 @@ async fn wait_policy_holds_the_offset_at_an_unfilled_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_policy_records_the_gap_and_drops_the_late_event_as_stale() {
-    let r = start("event_store", 1, "gap_timeout_ms = 300\non_bound = \"skip\"").await;
+    let r = start(
+        "event_store",
+        1,
+        "gap_timeout_ms = 300\non_bound = \"skip\"",
+    )
+    .await;
     let records: Vec<Produced> = [1, 2, 4, 5].iter().map(|&v| record(0, "k1", v)).collect();
     r.kafka.produce(&r.setup.topic, &records);
     let path = r.setup.write(r.dir.path(), "ordo.toml");
@@ -162,7 +176,10 @@ async fn skip_policy_records_the_gap_and_drops_the_late_event_as_stale() {
         .collect();
     assert_eq!(k1, vec![1, 2, 4, 5]);
     let gap = client
-        .query_one("SELECT key, expected, released, \"offset\", bound FROM ordo_gaps", &[])
+        .query_one(
+            "SELECT key, expected, released, \"offset\", bound FROM ordo_gaps",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(gap.get::<_, String>(0), "k1");

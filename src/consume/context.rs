@@ -56,8 +56,7 @@ impl ConsumerContext for OrdoContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative =
-            matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.on_assign(tpl);
@@ -291,7 +290,11 @@ async fn acquire(pipeline: &Pipeline, topic: &str, partition: i32) -> Result<Lea
     let mut delay = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
-        match pipeline.sink.acquire(topic, partition, &pipeline.owner).await {
+        match pipeline
+            .sink
+            .acquire(topic, partition, &pipeline.owner)
+            .await
+        {
             Ok(lease) => return Ok(lease),
             Err(e) if e.is_transient() && attempt < LEASE_ATTEMPTS => {
                 tracing::warn!(error = %e, topic, partition, attempt, "cannot take partition lease; retrying");

@@ -230,7 +230,10 @@ impl Worker {
         unknown.dedup();
         let sink = &self.pipeline.sink;
         let topic = &self.topic;
-        let states = retry("reading key state", None, || sink.key_states(topic, &unknown)).await?;
+        let states = retry("reading key state", None, || {
+            sink.key_states(topic, &unknown)
+        })
+        .await?;
         for key in unknown {
             let last = states.get(&key).copied();
             self.buffer.learn(key, last);
@@ -304,7 +307,9 @@ impl Worker {
             self.dirty_since = None;
             return Ok(());
         };
-        if self.batch.events.is_empty() && self.batch.gaps.is_empty() && Some(next) == self.committed
+        if self.batch.events.is_empty()
+            && self.batch.gaps.is_empty()
+            && Some(next) == self.committed
         {
             self.dirty_since = None;
             return Ok(());
@@ -315,7 +320,12 @@ impl Worker {
         self.counts.applied += written.applied;
         self.counts.absorbed += written.absorbed;
         self.counts.batches += 1;
-        if written.absorbed > 0 && matches!(self.pipeline.sink.mode(), crate::config::SinkMode::EventStore) {
+        if written.absorbed > 0
+            && matches!(
+                self.pipeline.sink.mode(),
+                crate::config::SinkMode::EventStore
+            )
+        {
             tracing::warn!(topic = %self.topic, partition = self.lease.partition,
                 absorbed = written.absorbed,
                 "events already present in the event store were not written again");

@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn keys_from_message_key_and_nested_fields() {
         let v = json!({"order": {"id": "o-1", "n": 42}});
-        assert_eq!(key(&KeySource::MessageKey, &record(Some("k"), &[]), &v).unwrap(), "k");
+        assert_eq!(
+            key(&KeySource::MessageKey, &record(Some("k"), &[]), &v).unwrap(),
+            "k"
+        );
         assert_eq!(
             key(&KeySource::MessageKey, &record(None, &[]), &v),
             Err(ExtractError::NoMessageKey)
@@ -159,10 +162,19 @@ mod tests {
     fn sequences_from_fields_and_headers() {
         let v = json!({"v": 3, "s": "4", "f": 1.5});
         let r = record(None, &[("seq", "9"), ("bad", "x")]);
-        assert_eq!(sequence(&SequenceSource::Field(path("v")), &r, &v).unwrap(), 3);
-        assert_eq!(sequence(&SequenceSource::Field(path("s")), &r, &v).unwrap(), 4);
+        assert_eq!(
+            sequence(&SequenceSource::Field(path("v")), &r, &v).unwrap(),
+            3
+        );
+        assert_eq!(
+            sequence(&SequenceSource::Field(path("s")), &r, &v).unwrap(),
+            4
+        );
         assert!(sequence(&SequenceSource::Field(path("f")), &r, &v).is_err());
-        assert_eq!(sequence(&SequenceSource::Header("seq".into()), &r, &v).unwrap(), 9);
+        assert_eq!(
+            sequence(&SequenceSource::Header("seq".into()), &r, &v).unwrap(),
+            9
+        );
         assert!(matches!(
             sequence(&SequenceSource::Header("bad".into()), &r, &v),
             Err(ExtractError::BadHeader { .. })

@@ -58,7 +58,9 @@ pub fn generate(
     let mut inversions = 0;
     let mut duplicates = 0;
     for p in 0..partitions {
-        let mine: Vec<usize> = (0..keys).filter(|k| (*k as i32) % partitions == p).collect();
+        let mine: Vec<usize> = (0..keys)
+            .filter(|k| (*k as i32) % partitions == p)
+            .collect();
         let mut next: HashMap<usize, i64> = mine.iter().map(|&k| (k, 1)).collect();
         let mut live = mine.clone();
         let mut seq: Vec<(usize, i64)> = Vec::new();
@@ -131,4 +133,3 @@ pub fn generate(
         duplicates,
     }
 }
-

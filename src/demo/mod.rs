@@ -52,7 +52,10 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
         .map_err(DemoError::Setup)?;
     let bootstrap = cluster.bootstrap_servers().to_string();
     let vars = vec![
-        ("ORDO_KAFKA__BOOTSTRAP_SERVERS".to_string(), bootstrap.clone()),
+        (
+            "ORDO_KAFKA__BOOTSTRAP_SERVERS".to_string(),
+            bootstrap.clone(),
+        ),
         ("ORDO_POSTGRES__URL".to_string(), postgres_url.to_string()),
     ];
     let settings = Settings::load_embedded(CONFIG, &vars)?;
@@ -75,8 +78,7 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
     let drained = async move {
         loop {
             if let Ok(stored) = watcher.stored_offsets(TOPIC).await {
-                let all = (0..PARTITIONS)
-                    .all(|p| stored.get(&p) == target.get(p as usize));
+                let all = (0..PARTITIONS).all(|p| stored.get(&p) == target.get(p as usize));
                 if all {
                     return;
                 }
@@ -113,14 +115,19 @@ fn produce(bootstrap: &str, records: &[data::Produced]) -> Result<Vec<i64>, Stri
         .create()
         .map_err(|e| e.to_string())?;
     for r in records {
-        let mut rec = BaseRecord::to(TOPIC).partition(r.partition).payload(&r.payload);
+        let mut rec = BaseRecord::to(TOPIC)
+            .partition(r.partition)
+            .payload(&r.payload);
         if let Some(k) = &r.key {
             rec = rec.key(k);
         }
         loop {
             match producer.send(rec) {
                 Ok(()) => break,
-                Err((e, back)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                Err((e, back))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
                     producer.poll(Duration::from_millis(10));
                     rec = back;
                 }

@@ -307,8 +307,14 @@ mod tests {
         b.learn("a".into(), None);
         let now = Instant::now();
         let mut out = vec![];
-        assert_eq!(b.offer(ev("a", 1, 0), now, &mut out).unwrap(), Offer::Released(1));
-        assert_eq!(b.offer(ev("a", 2, 1), now, &mut out).unwrap(), Offer::Released(1));
+        assert_eq!(
+            b.offer(ev("a", 1, 0), now, &mut out).unwrap(),
+            Offer::Released(1)
+        );
+        assert_eq!(
+            b.offer(ev("a", 2, 1), now, &mut out).unwrap(),
+            Offer::Released(1)
+        );
         assert_eq!(seqs(&out), vec![1, 2]);
         assert_eq!(b.min_held_offset(), None);
     }
@@ -322,7 +328,10 @@ mod tests {
         assert_eq!(b.offer(ev("a", 7, 10), now, &mut out).unwrap(), Offer::Held);
         assert_eq!(b.offer(ev("a", 6, 11), now, &mut out).unwrap(), Offer::Held);
         assert_eq!(b.min_held_offset(), Some(10));
-        assert_eq!(b.offer(ev("a", 5, 12), now, &mut out).unwrap(), Offer::Released(3));
+        assert_eq!(
+            b.offer(ev("a", 5, 12), now, &mut out).unwrap(),
+            Offer::Released(3)
+        );
         assert_eq!(seqs(&out), vec![5, 6, 7]);
         assert_eq!(b.min_held_offset(), None);
         assert_eq!(b.held_bytes(), 0);
@@ -334,9 +343,15 @@ mod tests {
         b.learn("a".into(), Some(3));
         let now = Instant::now();
         let mut out = vec![];
-        assert_eq!(b.offer(ev("a", 3, 0), now, &mut out).unwrap(), Offer::Duplicate);
+        assert_eq!(
+            b.offer(ev("a", 3, 0), now, &mut out).unwrap(),
+            Offer::Duplicate
+        );
         assert_eq!(b.offer(ev("a", 5, 1), now, &mut out).unwrap(), Offer::Held);
-        assert_eq!(b.offer(ev("a", 5, 2), now, &mut out).unwrap(), Offer::Duplicate);
+        assert_eq!(
+            b.offer(ev("a", 5, 2), now, &mut out).unwrap(),
+            Offer::Duplicate
+        );
         assert_eq!(b.held_events(), 1);
         assert!(out.is_empty());
     }

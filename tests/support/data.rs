@@ -23,7 +23,9 @@ pub async fn assert_event_store_exact(
     assert_eq!(total, ds.keys as i64 * ds.versions, "rows in {table}");
     let rows = db
         .query(
-            &format!("SELECT stream, array_agg(version ORDER BY position) FROM {table} GROUP BY stream"),
+            &format!(
+                "SELECT stream, array_agg(version ORDER BY position) FROM {table} GROUP BY stream"
+            ),
             &[],
         )
         .await
@@ -46,7 +48,10 @@ pub async fn assert_event_store_exact(
         .await
         .unwrap()
         .get(0);
-    assert_eq!(wrong, 0, "rows whose payload does not match (stream, version)");
+    assert_eq!(
+        wrong, 0,
+        "rows whose payload does not match (stream, version)"
+    );
     assert_offsets(db, group, topic, high_watermarks).await;
     let states: i64 = db
         .query_one(
@@ -56,7 +61,10 @@ pub async fn assert_event_store_exact(
         .await
         .unwrap()
         .get(0);
-    assert_eq!(states, ds.keys as i64, "keys whose stored last sequence is the last version");
+    assert_eq!(
+        states, ds.keys as i64,
+        "keys whose stored last sequence is the last version"
+    );
 }
 
 /// The stored next offset of every partition.
@@ -67,7 +75,6 @@ pub async fn stored_offsets(db: &tokio_postgres::Client, group: &str, topic: &st
             &[&group, &topic],
         )
         .await
-        .map(|rows| rows)
         .unwrap_or_default();
     let mut out = vec![];
     for r in rows {

@@ -70,7 +70,9 @@ impl Kafka {
     pub fn produce(&self, topic: &str, records: &[super::data::Produced]) {
         let producer = self.producer();
         for r in records {
-            let mut rec = BaseRecord::to(topic).partition(r.partition).payload(&r.payload);
+            let mut rec = BaseRecord::to(topic)
+                .partition(r.partition)
+                .payload(&r.payload);
             if let Some(k) = &r.key {
                 rec = rec.key(k);
             }
@@ -80,7 +82,10 @@ impl Kafka {
                     Ok(()) => break,
                     Err((e, back)) => {
                         assert!(
-                            matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                            matches!(
+                                e.rdkafka_error_code(),
+                                Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                            ),
                             "produce failed: {e}"
                         );
                         producer.poll(Duration::from_millis(10));

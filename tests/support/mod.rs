@@ -29,7 +29,10 @@ impl Deadline {
 
     pub async fn tick(&self) {
         if self.start.elapsed() > self.timeout {
-            panic!("timed out after {:?} waiting for {}", self.timeout, self.what);
+            panic!(
+                "timed out after {:?} waiting for {}",
+                self.timeout, self.what
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -150,7 +150,10 @@ impl Ordo {
             }
             if start.elapsed() > timeout {
                 let _ = child.kill();
-                panic!("ordo did not exit within {timeout:?}; log:\n{}", self.log_text());
+                panic!(
+                    "ordo did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -118,7 +118,10 @@ pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
     } else {
         hosts.join(",")
     };
-    format!("{hosts}/{}", cfg.get_dbname().unwrap_or("(default database)"))
+    format!(
+        "{hosts}/{}",
+        cfg.get_dbname().unwrap_or("(default database)")
+    )
 }
 
 impl PostgresSink {
@@ -129,10 +132,12 @@ impl PostgresSink {
         group: &str,
     ) -> Result<Self, SinkError> {
         let mut cfg: tokio_postgres::Config =
-            pg.url.parse().map_err(|e: tokio_postgres::Error| SinkError::Connect {
-                target: "postgres.url".into(),
-                reason: e.to_string(),
-            })?;
+            pg.url
+                .parse()
+                .map_err(|e: tokio_postgres::Error| SinkError::Connect {
+                    target: "postgres.url".into(),
+                    reason: e.to_string(),
+                })?;
         let timeout = Duration::from_millis(pg.connect_timeout_ms);
         cfg.connect_timeout(timeout);
         if cfg.get_application_name().is_none() {
@@ -311,7 +316,8 @@ mod tests {
 
     #[test]
     fn targets_hide_credentials() {
-        let cfg: tokio_postgres::Config = "postgres://u:secret@db.example:6543/app".parse().unwrap();
+        let cfg: tokio_postgres::Config =
+            "postgres://u:secret@db.example:6543/app".parse().unwrap();
         assert_eq!(describe_target(&cfg), "db.example:6543/app");
     }
 }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::error::SqlState;
 use deadpool_postgres::{Object, Transaction};
+use tokio_postgres::error::SqlState;
 
 use super::Tables;
 use crate::config::SinkMode;
@@ -81,14 +81,11 @@ pub async fn batch(
             SinkMode::Projection => upsert(&tx, t, lease, batch).await?,
         };
         // Highest sequence per key; sorted so concurrent batches lock rows in one order.
-        let latest: BTreeMap<&str, i64> = batch
-            .events
-            .iter()
-            .fold(BTreeMap::new(), |mut m, e| {
-                let s = m.entry(e.key.as_str()).or_insert(e.sequence);
-                *s = (*s).max(e.sequence);
-                m
-            });
+        let latest: BTreeMap<&str, i64> = batch.events.iter().fold(BTreeMap::new(), |mut m, e| {
+            let s = m.entry(e.key.as_str()).or_insert(e.sequence);
+            *s = (*s).max(e.sequence);
+            m
+        });
         let keys: Vec<&str> = latest.keys().copied().collect();
         let seqs: Vec<i64> = latest.values().copied().collect();
         let stmt = tx

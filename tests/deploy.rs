@@ -1,0 +1,137 @@
+//! The docker-compose stack cannot run here, so its wiring is checked by
+//! reading it: files it mounts exist, Ordo's config in it loads and points at
+//! services and ports the stack defines, and the image builds from files that exist.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ordo::config::Settings;
+use serde_yaml::Value;
+
+fn compose() -> Value {
+    let text = std::fs::read_to_string("docker-compose.yml").expect("docker-compose.yml");
+    serde_yaml::from_str(&text).expect("docker-compose.yml is YAML")
+}
+
+fn service<'a>(c: &'a Value, name: &str) -> &'a Value {
+    c["services"]
+        .get(name)
+        .unwrap_or_else(|| panic!("service {name} missing"))
+}
+
+fn env_of(svc: &Value) -> Vec<(String, String)> {
+    match svc.get("environment") {
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other).unwrap().trim().to_string(),
+                };
+                (k.as_str().unwrap().to_string(), v)
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Container ports a service listens on, from its Kafka listeners or published ports.
+fn listens(svc: &Value, port: u16) -> bool {
+    let env: BTreeMap<String, String> = env_of(svc).into_iter().collect();
+    let in_listeners = env
+        .get("KAFKA_LISTENERS")
+        .is_some_and(|l| l.split(',').any(|x| x.ends_with(&format!(":{port}"))));
+    let published = svc
+        .get("ports")
+        .and_then(Value::as_sequence)
+        .is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p.as_str().is_some_and(|p| p.ends_with(&format!(":{port}"))))
+        });
+    in_listeners || published
+}
+
+#[test]
+fn mounted_files_exist_and_the_image_builds_from_this_tree() {
+    let c = compose();
+    for (name, svc) in c["services"].as_mapping().unwrap() {
+        for vol in svc
+            .get("volumes")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let host = vol.as_str().unwrap().split(':').next().unwrap();
+            if host.starts_with("./") {
+                assert!(Path::new(host).exists(), "{name:?} mounts missing {host}");
+            }
+        }
+    }
+    let ordo = service(&c, "ordo");
+    assert_eq!(ordo["build"].as_str(), Some("."));
+    let dockerfile = std::fs::read_to_string("Dockerfile").unwrap();
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            assert!(Path::new(src).exists(), "Dockerfile copies missing {src}");
+        }
+    }
+}
+
+#[test]
+fn ordo_config_in_the_stack_loads_and_points_at_its_services() {
+    let c = compose();
+    let ordo = service(&c, "ordo");
+    let volumes = ordo["volumes"].as_sequence().unwrap();
+    let command: Vec<&str> = ordo["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let in_container = command[command.iter().position(|a| *a == "--config").unwrap() + 1];
+    let host = volumes
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|v| {
+            let parts: Vec<&str> = v.split(':').collect();
+            (parts.get(1) == Some(&in_container)).then(|| parts[0].to_string())
+        })
+        .expect("the config file ordo runs with is mounted");
+    let settings = Settings::load_with_env(Some(Path::new(&host)), &env_of(ordo))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    for server in settings.bootstrap_servers().split(',') {
+        let (svc, port) = server.rsplit_once(':').unwrap();
+        assert!(
+            listens(service(&c, svc), port.parse().unwrap()),
+            "{server} is not a listener"
+        );
+    }
+    let pg: tokio_postgres::Config = settings.postgres.url.parse().unwrap();
+    let tokio_postgres::config::Host::Tcp(pg_host) = &pg.get_hosts()[0] else {
+        panic!("expected a TCP host")
+    };
+    let postgres = service(&c, pg_host);
+    assert!(listens(postgres, pg.get_ports()[0]));
+    let env: BTreeMap<String, String> = env_of(postgres).into_iter().collect();
+    assert_eq!(env.get("POSTGRES_USER").map(String::as_str), pg.get_user());
+    assert_eq!(env.get("POSTGRES_DB").map(String::as_str), pg.get_dbname());
+    assert_eq!(
+        env.get("POSTGRES_PASSWORD").map(|p| p.as_bytes()),
+        pg.get_password()
+    );
+    // The topic Ordo consumes is the one the init job creates.
+    let init = serde_yaml::to_string(&service(&c, "kafka-init")["command"]).unwrap();
+    for topic in &settings.source.topics {
+        assert!(
+            init.contains(&format!("--topic {topic} ")),
+            "topic {topic} is not created"
+        );
+    }
+    // Ordo's grace period covers its drain timeout.
+    assert_eq!(ordo["stop_grace_period"].as_str(), Some("45s"));
+}
