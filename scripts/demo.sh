@@ -18,3 +18,6 @@ as_pg "$bin/initdb" -D "$dir/data" -A trust -U ordo --no-sync >/dev/null
 as_pg "$bin/pg_ctl" -D "$dir/data" -o "-p $port -k $dir -c listen_addresses=127.0.0.1" -l "$dir/log" -w start >/dev/null
 as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U ordo ordo
 ./target/release/ordo demo --postgres "postgres://ordo@127.0.0.1:$port/ordo" "$@"
+if command -v psql >/dev/null; then
+  psql "postgres://ordo@127.0.0.1:$port/ordo" -c 'SELECT stream, count(*) AS events, min(version), max(version) FROM demo_events GROUP BY stream ORDER BY stream LIMIT 5'
+fi

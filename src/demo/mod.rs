@@ -65,7 +65,7 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
     let produced = ds.records.len();
     let hw = {
         let bootstrap = bootstrap.clone();
-        tokio::task::spawn_blocking(move || produce(&bootstrap, &ds.records))
+        tokio::task::spawn_blocking(move || produce_all(&bootstrap, &ds.records))
             .await
             .map_err(|e| DemoError::Setup(e.to_string()))?
             .map_err(DemoError::Setup)?
@@ -107,15 +107,33 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
 }
 
 /// Produces the records in order; returns each partition's high watermark.
-fn produce(bootstrap: &str, records: &[data::Produced]) -> Result<Vec<i64>, String> {
+fn produce_all(bootstrap: &str, records: &[data::Produced]) -> Result<Vec<i64>, String> {
+    produce(bootstrap, TOPIC, records)?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    (0..PARTITIONS)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
+                .map(|(_, high)| high)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Produces records to their partitions in order (idempotently) and waits for all.
+pub fn produce(bootstrap: &str, topic: &str, records: &[data::Produced]) -> Result<(), String> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
         .create()
         .map_err(|e| e.to_string())?;
     for r in records {
-        let mut rec = BaseRecord::to(TOPIC)
+        let mut rec = BaseRecord::to(topic)
             .partition(r.partition)
             .payload(&r.payload);
         if let Some(k) = &r.key {
@@ -131,23 +149,12 @@ fn produce(bootstrap: &str, records: &[data::Produced]) -> Result<Vec<i64>, Stri
                     producer.poll(Duration::from_millis(10));
                     rec = back;
                 }
-                Err((e, _)) => return Err(format!("cannot produce to {TOPIC}: {e}")),
+                Err((e, _)) => return Err(format!("cannot produce to {topic}: {e}")),
             }
         }
+        producer.poll(Duration::ZERO);
     }
     producer
         .flush(Duration::from_secs(60))
-        .map_err(|e| e.to_string())?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(|e| e.to_string())?;
-    (0..PARTITIONS)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-                .map(|(_, high)| high)
-                .map_err(|e| e.to_string())
-        })
-        .collect()
+        .map_err(|e| format!("cannot flush records to {topic}: {e}"))
 }

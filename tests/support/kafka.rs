@@ -7,7 +7,6 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
 pub use ordo::demo::mock::MockCluster;
@@ -56,46 +55,9 @@ impl Kafka {
         }
     }
 
-    pub fn producer(&self) -> BaseProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "1000000")
-            .create()
-            .expect("producer")
-    }
-
-    /// Produces `(partition, key, payload, headers)` records in order and waits for all.
+    /// Produces records to their partitions in order and waits for all.
     pub fn produce(&self, topic: &str, records: &[super::data::Produced]) {
-        let producer = self.producer();
-        for r in records {
-            let mut rec = BaseRecord::to(topic)
-                .partition(r.partition)
-                .payload(&r.payload);
-            if let Some(k) = &r.key {
-                rec = rec.key(k);
-            }
-            let mut rec = rec;
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((e, back)) => {
-                        assert!(
-                            matches!(
-                                e.rdkafka_error_code(),
-                                Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                            ),
-                            "produce failed: {e}"
-                        );
-                        producer.poll(Duration::from_millis(10));
-                        rec = back;
-                    }
-                }
-            }
-            producer.poll(Duration::ZERO);
-        }
-        producer.flush(Duration::from_secs(60)).expect("flush");
+        ordo::demo::produce(&self.bootstrap(), topic, records).expect("produce");
     }
 
     /// High watermark of each partition.
