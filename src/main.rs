@@ -65,15 +65,8 @@ fn main() -> ExitCode {
         }
     };
     ordo::telemetry::logging::init(&settings.log.level, settings.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ordo: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -137,16 +130,23 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-fn demo(postgres: &str, events: usize, keys: usize) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded runtime (the rebalance callbacks block in place on it).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(r) => r,
+        Ok(r) => Some(r),
         Err(e) => {
             eprintln!("ordo: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn demo(postgres: &str, events: usize, keys: usize) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(ordo::demo::run(postgres, events, keys)) {
         Ok(r) => {

@@ -118,16 +118,7 @@ async fn wait_policy_holds_the_offset_at_an_unfilled_gap() {
         }
         deadline.tick().await;
     }
-    let k1: Vec<i64> = client
-        .query(
-            "SELECT version FROM state WHERE stream = 'k1' ORDER BY version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let k1 = versions_of(&client, "k1").await;
     assert_eq!(k1, vec![1, 2]);
     assert!(ordo.terminate(Duration::from_secs(30)).success());
 
@@ -136,16 +127,7 @@ async fn wait_policy_holds_the_offset_at_an_unfilled_gap() {
     let mut ordo = Ordo::start(&path, r.dir.path().join("ordo2.log"));
     wait_offsets(&r, &mut ordo, &[10]).await;
     assert!(ordo.terminate(Duration::from_secs(30)).success());
-    let k1: Vec<i64> = client
-        .query(
-            "SELECT version FROM state WHERE stream = 'k1' ORDER BY position",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let k1 = versions_of(&client, "k1").await;
     assert_eq!(k1, vec![1, 2, 3, 4, 5]);
 }
 
@@ -187,4 +169,18 @@ async fn skip_policy_records_the_gap_and_drops_the_late_event_as_stale() {
     assert_eq!(gap.get::<_, i64>(2), 4);
     assert_eq!(gap.get::<_, i64>(3), 2);
     assert_eq!(gap.get::<_, String>(4), "gap_timeout");
+}
+
+/// A stream's versions in the order they were applied.
+async fn versions_of(client: &tokio_postgres::Client, stream: &str) -> Vec<i64> {
+    client
+        .query(
+            "SELECT version FROM state WHERE stream = $1 ORDER BY position",
+            &[&stream],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
