@@ -19,7 +19,7 @@ unsafe impl Sync for MockCluster {}
 
 impl MockCluster {
     /// Starts `brokers` in-process brokers on 127.0.0.1 (other processes can connect).
-    pub fn start(brokers: i32) -> MockCluster {
+    pub fn start(brokers: i32) -> Result<MockCluster, String> {
         unsafe {
             let conf = rd::rd_kafka_conf_new();
             let mut errstr = [0 as std::os::raw::c_char; 512];
@@ -29,15 +29,23 @@ impl MockCluster {
                 errstr.as_mut_ptr(),
                 errstr.len(),
             );
-            assert!(!rk.is_null(), "rd_kafka_new failed");
+            if rk.is_null() {
+                let reason = CStr::from_ptr(errstr.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
+                return Err(format!("cannot create the mock cluster's client: {reason}"));
+            }
             let mc = rd::rd_kafka_mock_cluster_new(rk, brokers);
-            assert!(!mc.is_null(), "mock cluster failed");
+            if mc.is_null() {
+                rd::rd_kafka_destroy(rk);
+                return Err(format!("cannot start a mock cluster of {brokers} brokers"));
+            }
             // Groups form at once instead of after librdkafka's default 3 s delay.
             rd::rd_kafka_mock_group_initial_rebalance_delay_ms(mc, 0);
             let bootstrap = CStr::from_ptr(rd::rd_kafka_mock_cluster_bootstraps(mc))
                 .to_string_lossy()
                 .into_owned();
-            MockCluster { rk, mc, bootstrap }
+            Ok(MockCluster { rk, mc, bootstrap })
         }
     }
 }

@@ -46,7 +46,7 @@ pub struct Report {
 
 /// Runs the demo with `events` events over `keys` keys into `postgres_url`.
 pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Report, DemoError> {
-    let cluster = mock::MockCluster::start(3);
+    let cluster = mock::MockCluster::start(3).map_err(DemoError::Setup)?;
     cluster
         .create_topic(TOPIC, PARTITIONS)
         .map_err(DemoError::Setup)?;

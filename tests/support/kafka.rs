@@ -21,7 +21,7 @@ impl Kafka {
     pub fn start() -> Kafka {
         match std::env::var("TEST_KAFKA_BOOTSTRAP_SERVERS") {
             Ok(s) if !s.trim().is_empty() => Kafka::External(s),
-            _ => Kafka::Mock(MockCluster::start(3)),
+            _ => Kafka::Mock(MockCluster::start(3).expect("mock cluster")),
         }
     }
 
