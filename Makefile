@@ -7,11 +7,11 @@ build:
 	cargo build --release
 
 test:
-	cargo test
+	cargo test --workspace
 
 lint:
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	cargo fmt
