@@ -39,6 +39,9 @@ pub struct Settings {
     pub ordering: OrderingConfig,
     pub sink: SinkConfig,
     pub postgres: PostgresConfig,
+    /// The Schema Registry, for Avro.
+    #[serde(default)]
+    pub schema_registry: Option<crate::decode::avro::RegistryConfig>,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -52,6 +55,12 @@ pub struct SourceConfig {
     /// Payload format of the records.
     #[serde(default)]
     pub format: crate::decode::FormatKind,
+    /// Encoding of the Kafka message key: `string` or `avro`.
+    #[serde(default)]
+    pub key_format: crate::decode::avro::KeyFormat,
+    /// Avro reader schema of each topic (`[[source.reader_schemas]]`).
+    #[serde(default)]
+    pub reader_schemas: Vec<crate::decode::avro::ReaderSchemaConfig>,
     /// Where to start a partition the sink has never seen.
     #[serde(default)]
     pub start_from: StartFrom,
@@ -392,6 +401,9 @@ impl Settings {
             .into_iter()
             .map(|(k, v)| (k.replace('_', "."), v))
             .collect();
+        if let Some(base) = file.and_then(Path::parent) {
+            settings.resolve_paths(base);
+        }
         settings
             .validate()
             .map_err(|(key, reason)| ConfigError::Key {
@@ -400,6 +412,71 @@ impl Settings {
                 reason,
             })?;
         Ok(settings)
+    }
+
+    /// Makes relative file paths relative to the configuration file's directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for r in &mut self.source.reader_schemas {
+            resolve(&mut r.file);
+        }
+        if let Some(registry) = &mut self.schema_registry {
+            registry.ca_file.as_mut().map(resolve);
+            registry.client_identity_file.as_mut().map(resolve);
+        }
+    }
+
+    /// Checks the Avro settings: registry, and one loadable reader schema per topic.
+    fn validate_avro(&self) -> Result<(), (String, String)> {
+        use crate::decode::avro::{KeyFormat, ReaderSchema};
+        let source = &self.source;
+        let avro_values = source.format == crate::decode::FormatKind::Avro;
+        if let Some(registry) = &self.schema_registry {
+            registry
+                .client()
+                .map_err(|e| (format!("schema_registry.{}", e.key), e.reason))?;
+        } else if avro_values || source.key_format == KeyFormat::Avro {
+            return Err((
+                "schema_registry.urls".into(),
+                "is required when source.format or source.key_format is `avro`".into(),
+            ));
+        }
+        for (i, r) in source.reader_schemas.iter().enumerate() {
+            let key = format!("source.reader_schemas[{i}]");
+            if !source.topics.contains(&r.topic) {
+                return Err((
+                    format!("{key}.topic"),
+                    format!("`{}` is not one of source.topics", r.topic),
+                ));
+            }
+            if source.reader_schemas[..i]
+                .iter()
+                .any(|o| o.topic == r.topic)
+            {
+                return Err((
+                    format!("{key}.topic"),
+                    format!("`{}` has more than one reader schema", r.topic),
+                ));
+            }
+            ReaderSchema::load(&r.file).map_err(|reason| (format!("{key}.file"), reason))?;
+        }
+        if avro_values {
+            if let Some(t) = source
+                .topics
+                .iter()
+                .find(|t| !source.reader_schemas.iter().any(|r| &r.topic == *t))
+            {
+                return Err((
+                    "source.reader_schemas".into(),
+                    format!("topic `{t}` has no reader schema (source.format = \"avro\")"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks values that parse but cannot work; returns the offending key and why.
@@ -477,7 +554,7 @@ impl Settings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", format!("`{}`: {e}", self.log.level));
         }
-        Ok(())
+        self.validate_avro()
     }
 
     /// The consumer group id.

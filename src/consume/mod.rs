@@ -162,11 +162,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConsumeError> {
     let pipeline = Arc::new(Pipeline {
-        decoder: Decoder::new(
-            settings.source.format,
-            settings.ordering.key.clone(),
-            settings.ordering.sequence.clone(),
-        ),
+        decoder: Decoder::from_settings(settings)
+            .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?,
         sink,
         buffer: BufferConfig {
             first_sequence: settings.ordering.first_sequence,

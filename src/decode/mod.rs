@@ -5,6 +5,7 @@
 //! way for every format. A new format is a new [`Format`] variant: the consumer
 //! only ever calls [`Decoder::decode`].
 
+pub mod avro;
 mod extract;
 mod json;
 
@@ -13,7 +14,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::{KeySource, SequenceSource};
+use crate::config::{KeySource, SequenceSource, Settings};
+use avro::{AvroError, AvroFormat, KeyFormat, ReaderSchema};
 
 pub use extract::ExtractError;
 
@@ -99,6 +101,8 @@ impl Event {
 pub enum FormatKind {
     #[default]
     Json,
+    /// Confluent-framed Avro, through the Schema Registry.
+    Avro,
 }
 
 /// Why a record could not be decoded; it names where the record is.
@@ -118,48 +122,125 @@ pub enum DecodeReason {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Avro(#[from] AvroError),
+    #[error("message key: {0}")]
+    AvroKey(AvroError),
+}
+
+impl DecodeError {
+    /// Whether the same record may decode if tried again later (the schema
+    /// registry was unreachable); every other decode error is permanent.
+    pub fn is_transient(&self) -> bool {
+        match &self.reason {
+            DecodeReason::Avro(e) | DecodeReason::AvroKey(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// The decoder cannot be set up from the configuration; names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct SetupError {
+    pub key: String,
+    pub reason: String,
 }
 
 /// A payload format: bytes in, a JSON-shaped value out.
 #[derive(Debug)]
 enum Format {
     Json(json::JsonFormat),
+    Avro(Arc<AvroFormat>),
 }
 
 /// Decodes records and extracts their key and sequence.
 #[derive(Debug)]
 pub struct Decoder {
     format: Format,
+    /// Set when message keys are Avro.
+    avro_keys: Option<Arc<AvroFormat>>,
     key: KeySource,
     sequence: SequenceSource,
 }
 
 impl Decoder {
-    pub fn new(kind: FormatKind, key: KeySource, sequence: SequenceSource) -> Self {
-        let format = match kind {
-            FormatKind::Json => Format::Json(json::JsonFormat),
-        };
+    /// A decoder for JSON payloads with UTF-8 keys.
+    pub fn json(key: KeySource, sequence: SequenceSource) -> Self {
         Self {
-            format,
+            format: Format::Json(json::JsonFormat),
+            avro_keys: None,
             key,
             sequence,
         }
     }
 
-    /// Decodes one record into an event.
-    pub async fn decode(&self, record: &Record) -> Result<Event, DecodeError> {
-        self.decode_inner(record).map_err(|reason| DecodeError {
-            location: record.location(),
-            reason,
+    /// The decoder the settings describe; loads the reader schemas.
+    pub fn from_settings(settings: &Settings) -> Result<Self, SetupError> {
+        let source = &settings.source;
+        let avro_needed = source.format == FormatKind::Avro || source.key_format == KeyFormat::Avro;
+        let avro = if avro_needed {
+            let registry = settings
+                .schema_registry
+                .as_ref()
+                .ok_or_else(|| SetupError {
+                    key: "schema_registry.urls".into(),
+                    reason: "is required when source.format or source.key_format is `avro`".into(),
+                })?;
+            let mut readers = std::collections::HashMap::new();
+            for (i, r) in source.reader_schemas.iter().enumerate() {
+                let reader = ReaderSchema::load(&r.file).map_err(|reason| SetupError {
+                    key: format!("source.reader_schemas[{i}].file"),
+                    reason,
+                })?;
+                readers.insert(r.topic.clone(), reader);
+            }
+            let format = AvroFormat::new(registry, readers).map_err(|e| SetupError {
+                key: format!("schema_registry.{}", e.key),
+                reason: e.reason,
+            })?;
+            Some(Arc::new(format))
+        } else {
+            None
+        };
+        let format = match (source.format, &avro) {
+            (FormatKind::Avro, Some(a)) => Format::Avro(a.clone()),
+            _ => Format::Json(json::JsonFormat),
+        };
+        let avro_keys = avro.filter(|_| source.key_format == KeyFormat::Avro);
+        Ok(Self {
+            format,
+            avro_keys,
+            key: settings.ordering.key.clone(),
+            sequence: settings.ordering.sequence.clone(),
         })
     }
 
-    fn decode_inner(&self, record: &Record) -> Result<Event, DecodeReason> {
+    /// Decodes one record into an event.
+    pub async fn decode(&self, record: &Record) -> Result<Event, DecodeError> {
+        self.decode_inner(record)
+            .await
+            .map_err(|reason| DecodeError {
+                location: record.location(),
+                reason,
+            })
+    }
+
+    async fn decode_inner(&self, record: &Record) -> Result<Event, DecodeReason> {
         let bytes = record.payload.as_deref().ok_or(DecodeReason::NoPayload)?;
         let payload = match &self.format {
             Format::Json(f) => f.decode(bytes)?,
+            Format::Avro(f) => f.decode(&record.topic, bytes).await?,
         };
-        let key = extract::key(&self.key, record, &payload)?;
+        let key = match (&self.key, &self.avro_keys) {
+            (KeySource::MessageKey, Some(avro)) => {
+                let bytes = record.key.as_deref().ok_or(ExtractError::NoMessageKey)?;
+                avro.decode_key(bytes)
+                    .await
+                    .map_err(DecodeReason::AvroKey)?
+            }
+            (source, _) => extract::key(source, record, &payload)?,
+        };
         let sequence = extract::sequence(&self.sequence, record, &payload)?;
         Ok(Event {
             offset: record.offset,

@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod mock;
+pub mod orders;
 
 use std::time::Duration;
 
