@@ -21,6 +21,7 @@ pub mod consume;
 pub mod decode;
 pub mod demo;
 pub mod order;
+pub mod schema_check;
 pub mod sink;
 pub mod telemetry;
 

@@ -1,4 +1,4 @@
-//! The `ordo` command line: run, check.
+//! The `ordo` command line: run, check, schema check, demo.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,11 @@ enum Command {
     /// Validate the configuration and reach Kafka and PostgreSQL; exit non-zero
     /// and say what is wrong if anything is.
     Check,
+    /// Schema Registry tasks.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Run the whole pipeline on an embedded default: an in-process Kafka
     /// cluster with sample events (some late, some duplicated) into the given
     /// PostgreSQL, until drained; then report what landed.
@@ -44,6 +49,18 @@ enum Command {
         /// Distinct keys.
         #[arg(long, default_value_t = 200)]
         keys: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// For each configured topic, fetch every registered version of its value
+    /// subject and report whether the local reader schema can read it; exit 1
+    /// if any cannot (gate a deploy on it).
+    Check {
+        /// Print the verdicts as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -72,6 +89,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run => run(&settings).await,
             Command::Check => check(&settings).await,
+            Command::Schema {
+                command: SchemaCommand::Check { json },
+            } => schema_check(&settings, json).await,
             Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -101,6 +121,35 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
                 ok = false;
                 println!("FAIL  {}: {p}", f.what);
             }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn schema_check(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let verdicts = ordo::schema_check::run(settings)
+        .await
+        .context("ordo schema check")?;
+    let mut ok = true;
+    for v in &verdicts {
+        ok &= v.problem.is_none();
+        if json {
+            println!("{}", serde_json::to_string(v)?);
+            continue;
+        }
+        let version = v.version.map_or("-".into(), |n| format!("v{n}"));
+        let id = v.schema_id.map_or("-".into(), |n| n.to_string());
+        let head = format!(
+            "topic {} subject {} {version} (schema id {id}) with reader {}",
+            v.topic, v.subject, v.reader
+        );
+        match &v.problem {
+            None => println!("ok    {head}"),
+            Some(p) => println!("FAIL  {head}: {p}"),
         }
     }
     Ok(if ok {

@@ -35,6 +35,7 @@ async fn world(mode: &'static str) -> World {
         mode,
         table: "events".into(),
         ordering: String::new(),
+        ..Setup::default()
     };
     World {
         kafka,

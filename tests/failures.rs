@@ -20,6 +20,7 @@ fn setup(bootstrap: String, db_url: String) -> Setup {
         mode: "event_store",
         table: "events".into(),
         ordering: String::new(),
+        ..Setup::default()
     }
 }
 

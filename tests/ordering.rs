@@ -30,6 +30,7 @@ async fn start(mode: &'static str, partitions: i32, ordering: &str) -> Run {
         mode,
         table: "state".into(),
         ordering: ordering.to_string(),
+        ..Setup::default()
     };
     kafka.create_topic(&setup.topic, partitions);
     Run {

@@ -39,6 +39,10 @@ enum State {
     Running,
     /// The buffer is full and the policy is `wait`: the partition is paused.
     Waiting,
+    /// A record could not be decoded for a reason that may pass (the schema
+    /// registry is unreachable): the partition is paused and the record is
+    /// tried again after a backoff.
+    Retrying,
     /// A record or the sink failed in a way retrying cannot fix: the partition is paused.
     Stopped,
 }
@@ -73,6 +77,11 @@ pub struct Worker {
     state: State,
     counts: Counts,
     warned_timeout_at: Option<i64>,
+    /// Records taken from the queue but not yet decoded (state `Retrying`).
+    pending: Vec<Record>,
+    /// Failed decode attempts of `pending`'s first record, and when to try again.
+    decode_attempts: u32,
+    retry_at: Option<tokio::time::Instant>,
 }
 
 impl Worker {
@@ -90,6 +99,9 @@ impl Worker {
             state: State::Running,
             counts: Counts::default(),
             warned_timeout_at: None,
+            pending: Vec::new(),
+            decode_attempts: 0,
+            retry_at: None,
         }
     }
 
@@ -118,6 +130,10 @@ impl Worker {
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)),
                     if flush_at.is_some() => {
                     self.flush_or_stop(None).await;
+                }
+                _ = tokio::time::sleep_until(self.retry_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if self.state == State::Retrying && self.retry_at.is_some() => {
+                    self.retry_decode().await;
                 }
                 _ = tick.tick() => self.on_tick().await,
                 msg = queue.recv(), if self.state == State::Running => {
@@ -175,11 +191,11 @@ impl Worker {
         }
         let mut events: Vec<Event> = Vec::with_capacity(records.len());
         let mut failed = None;
-        for r in &records {
+        for (i, r) in records.iter().enumerate() {
             match self.pipeline.decoder.decode(r).await {
                 Ok(e) => events.push(e),
                 Err(e) => {
-                    failed = Some(e);
+                    failed = Some((i, e));
                     break;
                 }
             }
@@ -206,13 +222,48 @@ impl Worker {
             self.dirty_since.get_or_insert(now);
             self.enforce_bounds(now);
         }
-        if let Some(err) = failed {
-            // Save the progress made before the bad record, then stop in front of it.
-            self.flush_or_stop(None).await;
-            self.stop(format!(
-                "{err}. The record stays in Kafka and the partition's stored offset does not pass it; \
-                 the partition is paused until the record is dealt with and Ordo restarted"
-            ));
+        match failed {
+            None => self.decode_attempts = 0,
+            Some((i, err)) if err.is_transient() => {
+                // Save the progress made before the record, then try it again later.
+                self.flush_or_stop(None).await;
+                if self.state == State::Stopped {
+                    return;
+                }
+                self.pending = records.into_iter().skip(i).collect();
+                self.decode_attempts += 1;
+                let delay = backoff(self.decode_attempts - 1);
+                tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                    attempt = self.decode_attempts, retry_in_ms = delay.as_millis() as u64,
+                    error = %err, "cannot decode the record yet; the partition is paused and the record will be tried again");
+                if self.state == State::Running {
+                    self.pause();
+                }
+                self.state = State::Retrying;
+                self.retry_at = Some(tokio::time::Instant::now() + delay);
+            }
+            Some((_, err)) => {
+                // Save the progress made before the bad record, then stop in front of it.
+                self.flush_or_stop(None).await;
+                self.stop(format!(
+                    "{err}. The record stays in Kafka and the partition's stored offset does not pass it; \
+                     the partition is paused until the record is dealt with and Ordo restarted"
+                ));
+            }
+        }
+    }
+
+    /// Tries the records held back by a transient decode error again; resumes
+    /// the partition once they all went through.
+    async fn retry_decode(&mut self) {
+        self.retry_at = None;
+        self.state = State::Running;
+        let records = std::mem::take(&mut self.pending);
+        self.handle(records).await;
+        if self.state == State::Running {
+            tracing::info!(topic = %self.topic, partition = self.lease.partition,
+                "records decode again; the partition resumes");
+            self.resume();
         }
     }
 
@@ -357,6 +408,15 @@ impl Worker {
         }
     }
 
+    fn resume(&self) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.lease.partition);
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::warn!(topic = %self.topic, partition = self.lease.partition, error = %e,
+                "cannot resume partition");
+        }
+    }
+
     fn pause(&self) {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topic, self.lease.partition);
@@ -394,21 +454,27 @@ impl Worker {
     }
 }
 
+/// Exponential backoff with full jitter: a random delay up to
+/// `100 ms * 2^attempt`, capped at 10 s.
+fn backoff(attempt: u32) -> Duration {
+    const BASE: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_secs(10);
+    let ceiling = BASE.saturating_mul(1u32 << attempt.min(16)).min(CAP);
+    ceiling.mul_f64(rand::random::<f64>())
+}
+
 /// Retries transient sink errors with exponential backoff and full jitter.
 async fn retry<T, F, Fut>(what: &str, deadline: Option<Instant>, mut op: F) -> Result<T, SinkError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, SinkError>>,
 {
-    const BASE: Duration = Duration::from_millis(100);
-    const CAP: Duration = Duration::from_secs(10);
     let mut attempt: u32 = 0;
     loop {
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if e.is_transient() => {
-                let ceiling = BASE.saturating_mul(1u32 << attempt.min(16)).min(CAP);
-                let delay = ceiling.mul_f64(rand::random::<f64>());
+                let delay = backoff(attempt);
                 if deadline.is_some_and(|d| Instant::now() + delay > d) {
                     return Err(e);
                 }

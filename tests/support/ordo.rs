@@ -8,7 +8,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// What a test's Ordo consumes and where it writes.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Setup {
     pub bootstrap: String,
     pub group: String,
@@ -18,6 +18,14 @@ pub struct Setup {
     pub table: String,
     /// Extra TOML lines appended to `[ordering]`.
     pub ordering: String,
+    /// Extra TOML lines appended to `[source]`.
+    pub source: String,
+    /// `ordering.sequence`; `field:version` when empty.
+    pub sequence: String,
+    /// `ordering.key`; `message_key` when empty.
+    pub key: String,
+    /// Extra TOML (whole sections) appended at the end.
+    pub tail: String,
 }
 
 impl Setup {
@@ -32,10 +40,11 @@ impl Setup {
 
 [source]
 topics = ["{topic}"]
+{source}
 
 [ordering]
-key = "message_key"
-sequence = "field:version"
+key = "{key}"
+sequence = "{sequence}"
 {ordering}
 
 [sink]
@@ -51,11 +60,25 @@ pool_size = 8
 [log]
 level = "info,rdkafka=warn"
 format = "text"
+
+{tail}
 "#,
             bootstrap = self.bootstrap,
             group = self.group,
             topic = self.topic,
             ordering = self.ordering,
+            source = self.source,
+            tail = self.tail,
+            key = if self.key.is_empty() {
+                "message_key"
+            } else {
+                &self.key
+            },
+            sequence = if self.sequence.is_empty() {
+                "field:version"
+            } else {
+                &self.sequence
+            },
             mode = self.mode,
             table = self.table,
             db = self.db_url,
