@@ -505,3 +505,93 @@ fn avro_config_errors_name_the_key_and_the_file() {
     // Loads (the registry at :8081 is not there, so the check itself fails with exit 1, not 2).
     assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
 }
+
+/// Runs the Confluent-client producer (`tests/producers/confluent_avro.py`) with `lines` on stdin.
+fn produce_with_confluent_client(bootstrap: &str, registry: &str, topic: &str, lines: &str) {
+    use std::io::Write;
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/producers/confluent_avro.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&script).args([
+        "--bootstrap",
+        bootstrap,
+        "--registry",
+        registry,
+        "--topic",
+        topic,
+    ]);
+    for v in 1..=3 {
+        cmd.arg("--schema").arg(reader(v));
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is required for this test");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Confluent-client producer failed (needs `pip install -r tests/producers/requirements.txt`):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_confluents_own_serializer_land() {
+    let r = start(2).await;
+    // An empty registry: Confluent's serializer registers v1, v2 and v3 itself.
+    let registry = Registry::new();
+    let server = registry.spawn("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (streams, seqs) = (12usize, 15i64);
+    let mut lines = String::new();
+    for seq in 1..=seqs {
+        for i in 0..streams {
+            let stream = format!("s-{i:03}");
+            let writer = writer_of(i, seq);
+            let line = serde_json::json!({
+                "writer": writer,
+                "key": stream,
+                "partition": i % 2,
+                "value": orders::expected(writer, writer, &stream, seq),
+            });
+            lines.push_str(&format!("{line}\n"));
+        }
+    }
+    produce_with_confluent_client(&r.kafka.bootstrap(), &server.url(), &r.setup.topic, &lines);
+    let subject = format!("{}-value", r.setup.topic);
+    let http = reqwest::Client::new();
+    let versions: Vec<u32> = http
+        .get(format!("{}/subjects/{subject}/versions", server.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        versions,
+        vec![1, 2, 3],
+        "the serializer registered each writer schema"
+    );
+
+    let hw = r.kafka.high_watermarks(&r.setup.topic, 2);
+    let config = avro(&r.setup, 3, "string", &server.url()).write(r.dir.path(), "v3.toml");
+    let mut ordo = Ordo::start(&config, r.dir.path().join("ordo.log"));
+    wait_offsets(&r, &mut ordo, &hw).await;
+    let landed = rows(&r).await;
+    assert_eq!(landed.len(), streams * seqs as usize);
+    for (stream, version, payload, _) in &landed {
+        let i: usize = stream[2..].parse().unwrap();
+        let expected = orders::expected(writer_of(i, *version), 3, stream, *version);
+        assert_eq!(payload, &expected, "{stream} v{version}");
+    }
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+}
