@@ -20,4 +20,5 @@ as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U ordo ordo
 ./target/release/ordo demo --postgres "postgres://ordo@127.0.0.1:$port/ordo" "$@"
 if command -v psql >/dev/null; then
   psql "postgres://ordo@127.0.0.1:$port/ordo" -c 'SELECT stream, count(*) AS events, min(version), max(version) FROM demo_events GROUP BY stream ORDER BY stream LIMIT 5'
+  psql "postgres://ordo@127.0.0.1:$port/ordo" -c "SELECT stream, version, payload->>'buyer' AS buyer, payload->>'amount' AS amount, payload->>'placed_at' AS placed_at, payload->>'note' AS note FROM demo_events WHERE stream = 'acct-0000' ORDER BY version LIMIT 5"
 fi

@@ -373,6 +373,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("source.topics")
+                .with_list_parse_key("schema_registry.urls")
                 .try_parsing(true)
                 .source(Some(env)),
         );
@@ -422,7 +423,7 @@ impl Settings {
             }
         };
         for r in &mut self.source.reader_schemas {
-            resolve(&mut r.file);
+            r.file.as_mut().map(resolve);
         }
         if let Some(registry) = &mut self.schema_registry {
             registry.ca_file.as_mut().map(resolve);
@@ -432,7 +433,7 @@ impl Settings {
 
     /// Checks the Avro settings: registry, and one loadable reader schema per topic.
     fn validate_avro(&self) -> Result<(), (String, String)> {
-        use crate::decode::avro::{KeyFormat, ReaderSchema};
+        use crate::decode::avro::KeyFormat;
         let source = &self.source;
         let avro_values = source.format == crate::decode::FormatKind::Avro;
         if let Some(registry) = &self.schema_registry {
@@ -462,7 +463,8 @@ impl Settings {
                     format!("`{}` has more than one reader schema", r.topic),
                 ));
             }
-            ReaderSchema::load(&r.file).map_err(|reason| (format!("{key}.file"), reason))?;
+            r.load()
+                .map_err(|(field, reason)| (format!("{key}.{field}"), reason))?;
         }
         if avro_values {
             if let Some(t) = source
@@ -765,8 +767,9 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
             "ORDO_POSTGRES__URL".to_string(),
             "postgres://ordo@db/ordo".to_string(),
         )];
-        let demo = Settings::load_embedded(crate::demo::CONFIG, &vars).unwrap();
-        assert_eq!(demo.source.topics, vec!["demo.accounts".to_string()]);
+        let demo = crate::demo::settings(&vars).unwrap();
+        assert_eq!(demo.source.topics, vec!["demo.orders".to_string()]);
+        assert_eq!(demo.source.format, crate::decode::FormatKind::Avro);
     }
 
     #[test]

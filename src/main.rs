@@ -204,6 +204,10 @@ fn demo(postgres: &str, events: usize, keys: usize) -> ExitCode {
                 r.produced, r.late, r.duplicates, r.distinct
             );
             println!(
+                "written with schema v1/v2/v3: {}/{}/{}; read with reader schema v3 (schemas/orders-v3.avsc)",
+                r.writers[0], r.writers[1], r.writers[2]
+            );
+            println!(
                 "stored offsets reached the high watermarks {:?}",
                 r.high_watermarks
             );

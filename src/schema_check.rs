@@ -52,8 +52,10 @@ pub async fn run(settings: &Settings) -> Result<Vec<Verdict>, SchemaCheckError> 
     })?;
     let mut verdicts = Vec::new();
     for r in &settings.source.reader_schemas {
-        let reader = ReaderSchema::load(&r.file).map_err(SchemaCheckError::Reader)?;
-        let reader_name = r.file.display().to_string();
+        let reader = r
+            .load()
+            .map_err(|(_, reason)| SchemaCheckError::Reader(reason))?;
+        let reader_name = reader.file.display().to_string();
         let verdict = |subject: &str, version, schema_id, problem| Verdict {
             topic: r.topic.clone(),
             subject: subject.to_string(),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::config::{KeySource, SequenceSource, Settings};
-use avro::{AvroError, AvroFormat, KeyFormat, ReaderSchema};
+use avro::{AvroError, AvroFormat, KeyFormat};
 
 pub use extract::ExtractError;
 
@@ -189,8 +189,8 @@ impl Decoder {
                 })?;
             let mut readers = std::collections::HashMap::new();
             for (i, r) in source.reader_schemas.iter().enumerate() {
-                let reader = ReaderSchema::load(&r.file).map_err(|reason| SetupError {
-                    key: format!("source.reader_schemas[{i}].file"),
+                let reader = r.load().map_err(|(field, reason)| SetupError {
+                    key: format!("source.reader_schemas[{i}].{field}"),
                     reason,
                 })?;
                 readers.insert(r.topic.clone(), reader);

@@ -1,8 +1,10 @@
 //! `ordo demo`: the whole pipeline on an embedded default configuration.
 //!
-//! Starts an in-process Kafka cluster, produces sample events (some out of
-//! order, some duplicated), runs Ordo into the given PostgreSQL until every
-//! partition is drained, and reports what landed.
+//! Starts an in-process Kafka cluster and an in-process Schema Registry,
+//! produces sample Avro order events written with three schema versions
+//! (interleaved; some out of order, some duplicated), runs Ordo with reader
+//! schema v3 into the given PostgreSQL until every partition is drained, and
+//! reports what landed.
 
 pub mod data;
 pub mod mock;
@@ -18,7 +20,7 @@ use crate::config::Settings;
 
 /// The embedded configuration.
 pub const CONFIG: &str = include_str!("../../config/demo.toml");
-const TOPIC: &str = "demo.accounts";
+const TOPIC: &str = "demo.orders";
 const PARTITIONS: i32 = 3;
 
 /// A failure of the demo.
@@ -43,6 +45,8 @@ pub struct Report {
     pub distinct: usize,
     pub high_watermarks: Vec<i64>,
     pub table: String,
+    /// Records written with schema v1, v2 and v3.
+    pub writers: [usize; 3],
 }
 
 /// Runs the demo with `events` events over `keys` keys into `postgres_url`.
@@ -52,17 +56,32 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
         .create_topic(TOPIC, PARTITIONS)
         .map_err(DemoError::Setup)?;
     let bootstrap = cluster.bootstrap_servers().to_string();
+    let registry = ordo_registry::Registry::new();
+    let registry_server = registry
+        .spawn(([127, 0, 0, 1], 0).into())
+        .map_err(|e| DemoError::Setup(format!("cannot start the schema registry: {e}")))?;
+    let mut ids = [0u32; 3];
+    for (i, text) in orders::SCHEMAS.iter().enumerate() {
+        ids[i] = registry
+            .register(&format!("{TOPIC}-value"), text)
+            .map_err(|e| DemoError::Setup(format!("cannot register schema v{}: {e}", i + 1)))?;
+    }
     let vars = vec![
         (
             "ORDO_KAFKA__BOOTSTRAP_SERVERS".to_string(),
             bootstrap.clone(),
         ),
         ("ORDO_POSTGRES__URL".to_string(), postgres_url.to_string()),
+        (
+            "ORDO_SCHEMA_REGISTRY__URLS".to_string(),
+            registry_server.url(),
+        ),
     ];
-    let settings = Settings::load_embedded(CONFIG, &vars)?;
+    let settings = settings(&vars)?;
     crate::telemetry::logging::init(&settings.log.level, settings.log.format);
 
-    let ds = data::generate(events, PARTITIONS, keys.max(1), 0.05, 20, 0.02, 42);
+    let mut ds = data::generate(events, PARTITIONS, keys.max(1), 0.05, 20, 0.02, 42);
+    let writers = to_avro(&mut ds.records, &ids)?;
     let produced = ds.records.len();
     let hw = {
         let bootstrap = bootstrap.clone();
@@ -97,6 +116,7 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
         .await
         .map_err(crate::RunError::from)?;
     drop(cluster);
+    drop(registry_server);
     Ok(Report {
         produced,
         late: ds.inversions,
@@ -104,7 +124,43 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
         distinct: ds.keys * ds.versions as usize,
         high_watermarks: hw,
         table: settings.sink.table.clone(),
+        writers,
     })
+}
+
+/// The demo's settings: the embedded configuration with reader schema v3
+/// inline, overlaid by `vars`.
+pub fn settings(vars: &[(String, String)]) -> Result<Settings, crate::config::ConfigError> {
+    let config = format!(
+        "{CONFIG}\n[[source.reader_schemas]]\ntopic = \"{TOPIC}\"\nschema = '''{}'''\n",
+        orders::SCHEMAS[2]
+    );
+    Settings::load_embedded(&config, vars)
+}
+
+/// The schema version (1 to 3) the demo writes event `version` of `key` with.
+pub fn writer_of(key: &str, version: i64) -> usize {
+    let spread = key.bytes().map(usize::from).sum::<usize>();
+    (spread + version as usize) % 3 + 1
+}
+
+/// Re-encodes the sample events as Avro orders, each written with schema v1,
+/// v2 or v3 (interleaved within every key); returns how many used each.
+fn to_avro(records: &mut [data::Produced], ids: &[u32; 3]) -> Result<[usize; 3], DemoError> {
+    let mut writers = [0usize; 3];
+    for r in records.iter_mut() {
+        let event: serde_json::Value = serde_json::from_slice(&r.payload)
+            .map_err(|e| DemoError::Setup(format!("sample event is not JSON: {e}")))?;
+        let (Some(key), Some(version)) = (event["id"].as_str(), event["version"].as_i64()) else {
+            return Err(DemoError::Setup(format!(
+                "sample event without id/version: {event}"
+            )));
+        };
+        let writer = writer_of(key, version);
+        writers[writer - 1] += 1;
+        r.payload = orders::encode(writer, ids[writer - 1], key, version);
+    }
+    Ok(writers)
 }
 
 /// Produces the records in order; returns each partition's high watermark.

@@ -28,13 +28,31 @@ pub use registry::{RegistryConfig, SubjectNameStrategy};
 /// corrupt or hostile record can make the decoder allocate.
 const MAX_ALLOCATION_BYTES: usize = 64 * 1024 * 1024;
 
-/// `[[source.reader_schemas]]`: the reader schema of one topic.
+/// `[[source.reader_schemas]]`: the reader schema of one topic, from a file or inline.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ReaderSchemaConfig {
     pub topic: String,
     /// An `.avsc` file; a relative path is taken from the configuration file's directory.
-    pub file: PathBuf,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The schema's JSON text, instead of `file`.
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+impl ReaderSchemaConfig {
+    /// Loads the schema; `Err((field, reason))` names `file` or `schema`.
+    pub fn load(&self) -> Result<ReaderSchema, (&'static str, String)> {
+        match (&self.file, &self.schema) {
+            (Some(file), None) => ReaderSchema::load(file).map_err(|e| ("file", e)),
+            (None, Some(text)) => {
+                let origin = format!("<inline reader schema of {}>", self.topic);
+                ReaderSchema::parse(Path::new(&origin), text).map_err(|e| ("schema", e))
+            }
+            _ => Err(("file", "set exactly one of `file` and `schema`".into())),
+        }
+    }
 }
 
 /// How the Kafka message key is encoded.
