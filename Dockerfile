@@ -3,6 +3,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY registry ./registry
+COPY benches ./benches
 COPY config ./config
 COPY schemas ./schemas
 RUN cargo build --release --locked --bin ordo

@@ -38,9 +38,10 @@ fn env_of(svc: &Value) -> Vec<(String, String)> {
 /// Container ports a service listens on, from its Kafka listeners or published ports.
 fn listens(svc: &Value, port: u16) -> bool {
     let env: BTreeMap<String, String> = env_of(svc).into_iter().collect();
-    let in_listeners = env
-        .get("KAFKA_LISTENERS")
-        .is_some_and(|l| l.split(',').any(|x| x.ends_with(&format!(":{port}"))));
+    let in_listeners = ["KAFKA_LISTENERS", "SCHEMA_REGISTRY_LISTENERS"]
+        .iter()
+        .filter_map(|k| env.get(*k))
+        .any(|l| l.split(',').any(|x| x.ends_with(&format!(":{port}"))));
     let published = svc
         .get("ports")
         .and_then(Value::as_sequence)
@@ -49,6 +50,20 @@ fn listens(svc: &Value, port: u16) -> bool {
                 .any(|p| p.as_str().is_some_and(|p| p.ends_with(&format!(":{port}"))))
         });
     in_listeners || published
+}
+
+/// Copies a file, or a directory recursively.
+fn copy(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
 }
 
 #[test]
@@ -93,16 +108,41 @@ fn ordo_config_in_the_stack_loads_and_points_at_its_services() {
         .map(|v| v.as_str().unwrap())
         .collect();
     let in_container = command[command.iter().position(|a| *a == "--config").unwrap() + 1];
-    let host = volumes
-        .iter()
-        .filter_map(Value::as_str)
-        .find_map(|v| {
-            let parts: Vec<&str> = v.split(':').collect();
-            (parts.get(1) == Some(&in_container)).then(|| parts[0].to_string())
-        })
-        .expect("the config file ordo runs with is mounted");
-    let settings = Settings::load_with_env(Some(Path::new(&host)), &env_of(ordo))
-        .unwrap_or_else(|e| panic!("{e}"));
+    // Lay the mounts under the config's directory out as the container sees
+    // them, so relative paths in the config (reader schemas) resolve as there.
+    let config_dir = Path::new(in_container).parent().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut config_mounted = false;
+    for v in volumes.iter().filter_map(Value::as_str) {
+        let parts: Vec<&str> = v.split(':').collect();
+        let Ok(rel) = Path::new(parts[1]).strip_prefix(config_dir) else {
+            continue;
+        };
+        copy(Path::new(parts[0]), &root.path().join(rel));
+        config_mounted |= parts[1] == in_container;
+    }
+    assert!(config_mounted, "the config file ordo runs with is mounted");
+    let in_root = root
+        .path()
+        .join(Path::new(in_container).strip_prefix(config_dir).unwrap());
+    let settings =
+        Settings::load_with_env(Some(&in_root), &env_of(ordo)).unwrap_or_else(|e| panic!("{e}"));
+    // Every reader schema file is inside a mount.
+    for r in &settings.source.reader_schemas {
+        if let Some(file) = &r.file {
+            assert!(
+                file.starts_with(root.path()),
+                "{} is not mounted",
+                file.display()
+            );
+        }
+    }
+    // The schema registry Ordo asks is the stack's, on a port it listens on.
+    for url in &settings.schema_registry.as_ref().expect("registry").urls {
+        let rest = url.strip_prefix("http://").expect("http URL");
+        let (svc, port) = rest.trim_end_matches('/').rsplit_once(':').unwrap();
+        assert!(listens(service(&c, svc), port.parse().unwrap()), "{url}");
+    }
 
     for server in settings.bootstrap_servers().split(',') {
         let (svc, port) = server.rsplit_once(':').unwrap();

@@ -85,8 +85,9 @@ fn scalar(value: &Value) -> Json {
             Json::Object(fields.iter().map(|(k, v)| (k.clone(), scalar(v))).collect())
         }
         Value::Date(days) => text(
+            // `NaiveDate`'s Display is ISO 8601 (`2023-11-14`).
             NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163))
-                .map(|d| d.format("%Y-%m-%d").to_string()),
+                .map(|d| d.to_string()),
             *days as i64,
         ),
         Value::Decimal(d) => Json::String(num_bigint::BigInt::from(d.clone()).to_string()),

@@ -74,6 +74,8 @@ pub struct ReaderSchema {
     names: json::Names,
     /// Whether decoded values need [`adapt::adapt`] before resolution.
     adapt: bool,
+    /// The schema as JSON, to recognise a writer schema that is the same.
+    json: serde_json::Value,
 }
 
 impl ReaderSchema {
@@ -91,11 +93,14 @@ impl ReaderSchema {
         let names = json::names_of(&schema)
             .map_err(|e| format!("{} is not a valid Avro schema: {e}", file.display()))?;
         let adapt = adapt::needed(&schema, &names);
+        let json = serde_json::from_str(text)
+            .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
         Ok(ReaderSchema {
             file: file.to_path_buf(),
             schema,
             names,
             adapt,
+            json,
         })
     }
 }
@@ -153,8 +158,9 @@ pub fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), AvroError> {
 /// A topic's reader schema and what is known of the writer ids seen on it.
 struct TopicReader {
     reader: ReaderSchema,
-    /// Per writer id: `Ok` once the reader was found able to read it, else why not.
-    checked: RwLock<HashMap<u32, Result<(), String>>>,
+    /// Per writer id: `Ok(same)` once the reader was found able to read it
+    /// (`same`: the writer schema is the reader schema), else why not.
+    checked: RwLock<HashMap<u32, Result<bool, String>>>,
 }
 
 /// A reader over a record's body that notes whether the decoder asked for more
@@ -271,8 +277,12 @@ impl AvroFormat {
             .ok_or_else(|| AvroError::NoReader(topic.to_string()))?;
         let reader = &topic_reader.reader;
         let writer = self.writer(id).await?;
-        topic_reader.check(topic, id, &writer.parsed)?;
+        let same = topic_reader.check(topic, id, &writer)?;
         let mut value = read_body(id, &writer.parsed, bytes)?;
+        if same {
+            // Written with the reader schema itself: nothing to resolve.
+            return Ok(json::to_json(&value, &reader.schema, &reader.names));
+        }
         if reader.adapt {
             adapt::adapt(&mut value, &reader.schema, &reader.names);
         }
@@ -300,8 +310,14 @@ impl AvroFormat {
 }
 
 impl TopicReader {
-    /// Checks once per writer id that the reader schema can read the writer's.
-    fn check(&self, topic: &str, id: u32, writer: &Schema) -> Result<(), AvroError> {
+    /// Checks once per writer id that the reader schema can read the writer's;
+    /// returns whether the two are the same schema.
+    fn check(
+        &self,
+        topic: &str,
+        id: u32,
+        writer: &schema_registry_converter::avro_common::AvroSchema,
+    ) -> Result<bool, AvroError> {
         let reader = &self.reader;
         let incompatible = |detail: String| AvroError::Incompatible {
             id,
@@ -316,12 +332,14 @@ impl TopicReader {
         {
             return known.clone().map_err(incompatible);
         }
-        let result = SchemaCompatibility::can_read(writer, &reader.schema)
-            .map(|_| ())
+        let same =
+            serde_json::from_str::<serde_json::Value>(&writer.raw).is_ok_and(|w| w == reader.json);
+        let result = SchemaCompatibility::can_read(&writer.parsed, &reader.schema)
+            .map(|_| same)
             .map_err(|e| e.to_string());
         match &result {
-            Ok(()) => tracing::info!(topic, schema_id = id, reader = %reader.file.display(),
-                "new writer schema; the reader schema can read it"),
+            Ok(same) => tracing::info!(topic, schema_id = id, reader = %reader.file.display(),
+                same, "new writer schema; the reader schema can read it"),
             Err(e) => tracing::error!(topic, schema_id = id, reader = %reader.file.display(),
                 error = %e, "new writer schema; the reader schema cannot read it"),
         }
