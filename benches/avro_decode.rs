@@ -50,6 +50,19 @@ fn bench(c: &mut Criterion) {
                 .expect("reader");
             b.iter(|| datum.read_value(&mut black_box(&body[..])).expect("value"))
         });
+        if writer == 3 {
+            // The share of the JSON rendering (logical types as text) in Ordo's figure.
+            let value = GenericDatumReader::builder(&writer_schema)
+                .build()
+                .and_then(|r| r.read_value(&mut &body[..]))
+                .expect("value");
+            let names = ordo::decode::avro::json::names_of(&writer_schema).expect("names");
+            group.bench_function("ordo_to_json_only", |b| {
+                b.iter(|| {
+                    ordo::decode::avro::json::to_json(black_box(&value), &writer_schema, &names)
+                })
+            });
+        }
         group.bench_function("block_on_empty_future", |b| {
             b.iter(|| rt.block_on(async {}))
         });
