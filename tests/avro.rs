@@ -15,7 +15,7 @@ use support::data::{self, Produced};
 use support::kafka::Kafka;
 use support::ordo::{run_to_end, Ordo, Setup};
 use support::postgres::TestDb;
-use support::{unique, Deadline};
+use support::unique;
 
 fn reader(version: usize) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/orders-v{version}.avsc"))
@@ -106,14 +106,7 @@ fn avro(setup: &Setup, version: usize, key_format: &str, url: &str) -> Setup {
 
 async fn wait_offsets(r: &Run, ordo: &mut Ordo, want: &[i64]) {
     let client = r.db.client().await;
-    let deadline = Deadline::new(format!("stored offsets {want:?}"), Duration::from_secs(90));
-    loop {
-        assert!(ordo.running(), "{}", ordo.log_text());
-        if data::stored_offsets(&client, &r.setup.group, &r.setup.topic).await == want {
-            return;
-        }
-        deadline.tick().await;
-    }
+    data::wait_stored_offsets(&client, ordo, &r.setup.group, &r.setup.topic, want).await;
 }
 
 /// Rows as (stream, version, payload, offset), in applied order.

@@ -43,14 +43,7 @@ async fn start(mode: &'static str, partitions: i32, ordering: &str) -> Run {
 
 async fn wait_offsets(r: &Run, ordo: &mut Ordo, want: &[i64]) {
     let client = r.db.client().await;
-    let deadline = Deadline::new(format!("stored offsets {want:?}"), Duration::from_secs(120));
-    loop {
-        assert!(ordo.running(), "{}", ordo.log_text());
-        if data::stored_offsets(&client, &r.setup.group, &r.setup.topic).await == want {
-            return;
-        }
-        deadline.tick().await;
-    }
+    data::wait_stored_offsets(&client, ordo, &r.setup.group, &r.setup.topic, want).await;
 }
 
 fn record(partition: i32, key: &str, version: i64) -> Produced {

@@ -95,3 +95,25 @@ pub async fn assert_offsets(db: &tokio_postgres::Client, group: &str, topic: &st
         "stored next offsets vs high watermarks"
     );
 }
+
+/// Waits until the stored offsets of `group`/`topic` equal `want`, asserting
+/// on every poll that `ordo` still runs (its log is shown if it stopped).
+pub async fn wait_stored_offsets(
+    db: &tokio_postgres::Client,
+    ordo: &mut super::ordo::Ordo,
+    group: &str,
+    topic: &str,
+    want: &[i64],
+) {
+    let deadline = super::Deadline::new(
+        format!("stored offsets {want:?}"),
+        std::time::Duration::from_secs(120),
+    );
+    loop {
+        assert!(ordo.running(), "{}", ordo.log_text());
+        if stored_offsets(db, group, topic).await == want {
+            return;
+        }
+        deadline.tick().await;
+    }
+}
