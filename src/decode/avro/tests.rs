@@ -279,3 +279,96 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_registry_that_never_answers_times_out_as_transient() {
+    let f = fixture();
+    // Accepts connections and never replies.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let reader = ReaderSchema::parse(Path::new("v3.avsc"), orders::SCHEMAS[2]).unwrap();
+    let config: RegistryConfig =
+        serde_json::from_value(serde_json::json!({ "urls": [url], "timeout_ms": 300 })).unwrap();
+    let avro = AvroFormat::new(&config, HashMap::from([(TOPIC.into(), reader)])).unwrap();
+    let started = std::time::Instant::now();
+    let e = avro
+        .decode(TOPIC, &orders::encode(3, f.ids[2], "s", 1))
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    drop(silent);
+}
+
+/// Serves `registry` over HTTPS with a certificate issued by a fresh private CA;
+/// returns the URL and the CA's PEM.
+async fn https_registry(registry: &Registry) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let tls = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = registry.router();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), ca_cert.pem())
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca() {
+    let registry = Registry::new();
+    let id = registry
+        .register("orders-value", orders::SCHEMAS[2])
+        .unwrap();
+    let (url, ca_pem) = https_registry(&registry).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let bytes = orders::encode(3, id, "s", 1);
+    let reader = || ReaderSchema::parse(Path::new("v3.avsc"), orders::SCHEMAS[2]).unwrap();
+
+    let trusted: RegistryConfig =
+        serde_json::from_value(serde_json::json!({ "urls": [url], "ca_file": ca_file })).unwrap();
+    let avro = AvroFormat::new(&trusted, HashMap::from([(TOPIC.into(), reader())])).unwrap();
+    assert_eq!(
+        avro.decode(TOPIC, &bytes).await.unwrap(),
+        orders::expected(3, 3, "s", 1)
+    );
+
+    // Without the CA the server's certificate is not trusted: nothing is decoded.
+    let untrusted: RegistryConfig =
+        serde_json::from_value(serde_json::json!({ "urls": [url] })).unwrap();
+    let avro = AvroFormat::new(&untrusted, HashMap::from([(TOPIC.into(), reader())])).unwrap();
+    let e = avro.decode(TOPIC, &bytes).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+}
