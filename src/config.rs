@@ -42,6 +42,9 @@ pub struct Settings {
     /// The Schema Registry, for Avro.
     #[serde(default)]
     pub schema_registry: Option<crate::decode::avro::RegistryConfig>,
+    /// Where records that cannot be handled go.
+    #[serde(default)]
+    pub dead_letter: crate::dlq::DeadLetterConfig,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -556,7 +559,45 @@ impl Settings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", format!("`{}`: {e}", self.log.level));
         }
-        self.validate_avro()
+        self.validate_avro()?;
+        self.validate_dead_letter()
+    }
+
+    /// Checks the dead-letter settings: topic names and producer properties.
+    fn validate_dead_letter(&self) -> Result<(), (String, String)> {
+        let dl = &self.dead_letter;
+        if !dl.enabled {
+            return Ok(());
+        }
+        for source in &self.source.topics {
+            let topic = dl.topic_for(source);
+            if !valid_topic(&topic) || self.source.topics.contains(&topic) {
+                return Err((
+                    "dead_letter.topic".into(),
+                    format!("`{}` gives `{topic}` for topic `{source}`, not a valid dead-letter topic name", dl.topic),
+                ));
+            }
+        }
+        if dl.send_timeout_ms == 0 {
+            return Err((
+                "dead_letter.send_timeout_ms".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        let mut client = rdkafka::ClientConfig::new();
+        for (k, v) in &dl.producer {
+            client.set(k, v);
+        }
+        if let Err(e) = client.create_native_config() {
+            let key = match &e {
+                rdkafka::error::KafkaError::ClientConfig(_, _, key, _) => {
+                    format!("dead_letter.producer.{key}")
+                }
+                _ => "dead_letter.producer".into(),
+            };
+            return Err((key, e.to_string()));
+        }
+        Ok(())
     }
 
     /// The consumer group id.
@@ -749,6 +790,18 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
                     "\"group.id\" = \"ordo\"\n\"enable.auto.offset.store\" = \"true\"",
                 ),
                 "kafka.enable.auto.offset.store",
+            ),
+            (
+                format!("{GOOD}\n[dead_letter]\ntopic = \"bad topic {{topic}}\"\n"),
+                "dead_letter.topic",
+            ),
+            (
+                format!("{GOOD}\n[dead_letter]\ntopic = \"{{topic}}\"\n"),
+                "dead_letter.topic",
+            ),
+            (
+                format!("{GOOD}\n[dead_letter.producer]\n\"no.such.prop\" = \"1\"\n"),
+                "dead_letter.producer.no.such.prop",
             ),
         ];
         for (text, key) in cases {

@@ -6,6 +6,7 @@
 //! ```text
 //! consume  (consume/)  one consumer group; a worker per assigned partition
 //!   -> decode (decode/)  payload format -> Event { key, sequence, payload }
+//!              (dlq/)    a record that cannot be decoded goes to the dead-letter topic
 //!   -> order  (order/)   per-key sequence buffer: release in order, hold early, drop duplicates
 //!   -> sink   (sink/)    one transaction per batch: events + per-key state + next offset
 //!   -> commit (consume/) the sink's offset copied to Kafka for lag tools
@@ -20,6 +21,7 @@ pub mod config;
 pub mod consume;
 pub mod decode;
 pub mod demo;
+pub mod dlq;
 pub mod order;
 pub mod schema_check;
 pub mod sink;

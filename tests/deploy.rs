@@ -171,6 +171,13 @@ fn ordo_config_in_the_stack_loads_and_points_at_its_services() {
             init.contains(&format!("--topic {topic} ")),
             "topic {topic} is not created"
         );
+        if settings.dead_letter.enabled {
+            let dlq = settings.dead_letter.topic_for(topic);
+            assert!(
+                init.contains(&format!("--topic {dlq} ")),
+                "dead-letter topic {dlq} is not created"
+            );
+        }
     }
     // Ordo's grace period covers its drain timeout.
     assert_eq!(ordo["stop_grace_period"].as_str(), Some("45s"));

@@ -36,6 +36,14 @@ pub enum ConsumeError {
     Unreachable { servers: String, reason: String },
     #[error("topic `{topic}` does not exist on the cluster at {servers}")]
     NoSuchTopic { topic: String, servers: String },
+    #[error("dead-letter topic `{topic}` (for `{source_topic}`) does not exist on the cluster at {servers}; create it, or set dead_letter.enabled = false to stop partitions instead")]
+    NoSuchDeadLetterTopic {
+        topic: String,
+        source_topic: String,
+        servers: String,
+    },
+    #[error("cannot create the dead-letter producer: {0}")]
+    DeadLetterProducer(#[source] KafkaError),
     #[error("cannot subscribe to {topics:?}: {source}")]
     Subscribe {
         topics: Vec<String>,
@@ -51,6 +59,8 @@ pub enum ConsumeError {
 /// What every worker shares: how to decode, order and write, and where to report a fatal error.
 pub struct Pipeline {
     pub decoder: Decoder,
+    /// Where records that cannot be decoded go; `None`: they stop their partition.
+    pub dead_letters: Option<crate::dlq::DeadLetters>,
     pub sink: PostgresSink,
     pub buffer: BufferConfig,
     pub policy: crate::order::BoundPolicy,
@@ -139,14 +149,23 @@ pub fn check_topics<C: rdkafka::consumer::ConsumerContext>(
             servers: servers.clone(),
             reason: e.to_string(),
         })?;
-    for topic in &settings.source.topics {
-        let found = meta
-            .topics()
+    let exists = |topic: &str| {
+        meta.topics()
             .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if !found {
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    };
+    for topic in &settings.source.topics {
+        if !exists(topic) {
             return Err(ConsumeError::NoSuchTopic {
                 topic: topic.clone(),
+                servers: servers.clone(),
+            });
+        }
+        let dl = &settings.dead_letter;
+        if dl.enabled && !exists(&dl.topic_for(topic)) {
+            return Err(ConsumeError::NoSuchDeadLetterTopic {
+                topic: dl.topic_for(topic),
+                source_topic: topic.clone(),
                 servers: servers.clone(),
             });
         }
@@ -164,6 +183,14 @@ pub async fn run(
     let pipeline = Arc::new(Pipeline {
         decoder: Decoder::from_settings(settings)
             .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?,
+        dead_letters: if settings.dead_letter.enabled {
+            Some(
+                crate::dlq::DeadLetters::new(&settings.kafka, &settings.dead_letter)
+                    .map_err(ConsumeError::DeadLetterProducer)?,
+            )
+        } else {
+            None
+        },
         sink,
         buffer: BufferConfig {
             first_sequence: settings.ordering.first_sequence,

@@ -58,6 +58,14 @@ struct Counts {
     stale: u64,
     gaps: u64,
     batches: u64,
+    dead_lettered: u64,
+}
+
+/// A record of a run, once decoded.
+enum Decoded {
+    Event(Event),
+    /// Undecodable; its dead letter was acknowledged.
+    DeadLettered(i64),
 }
 
 /// The worker of one partition.
@@ -189,34 +197,49 @@ impl Worker {
                     "the partition resumed after its stored offset: offsets in between are no longer in Kafka (retention?)");
             }
         }
-        let mut events: Vec<Event> = Vec::with_capacity(records.len());
+        let mut decoded: Vec<Decoded> = Vec::with_capacity(records.len());
         let mut failed = None;
         for (i, r) in records.iter().enumerate() {
             match self.pipeline.decoder.decode(r).await {
-                Ok(e) => events.push(e),
+                Ok(e) => decoded.push(Decoded::Event(e)),
+                Err(e) if !e.is_transient() && self.pipeline.dead_letters.is_some() => {
+                    match self.dead_letter(r, &e).await {
+                        Ok(()) => decoded.push(Decoded::DeadLettered(r.offset)),
+                        Err(dle) => {
+                            failed = Some((i, e, Some(dle)));
+                            break;
+                        }
+                    }
+                }
                 Err(e) => {
-                    failed = Some((i, e));
+                    failed = Some((i, e, None));
                     break;
                 }
             }
         }
-        if let Err(e) = self.learn_keys(&events).await {
+        if let Err(e) = self.learn_keys(&decoded).await {
             self.stop(format!("cannot read per-key sequence state: {e}"));
             return;
         }
         let now = Instant::now();
-        for event in events {
-            let offset = event.offset;
-            match self.buffer.offer(event, now, &mut self.batch.events) {
-                Ok(Offer::Released(n)) => self.counts.released += n as u64,
-                Ok(Offer::Held) => {}
-                Ok(Offer::Duplicate) => self.counts.duplicates += 1,
-                Ok(Offer::Stale) => self.counts.stale += 1,
-                Err(e) => {
-                    self.stop(e.to_string());
-                    return;
+        for item in decoded {
+            let offset = match item {
+                Decoded::DeadLettered(offset) => offset,
+                Decoded::Event(event) => {
+                    let offset = event.offset;
+                    match self.buffer.offer(event, now, &mut self.batch.events) {
+                        Ok(Offer::Released(n)) => self.counts.released += n as u64,
+                        Ok(Offer::Held) => {}
+                        Ok(Offer::Duplicate) => self.counts.duplicates += 1,
+                        Ok(Offer::Stale) => self.counts.stale += 1,
+                        Err(e) => {
+                            self.stop(e.to_string());
+                            return;
+                        }
+                    }
+                    offset
                 }
-            }
+            };
             self.counts.consumed += 1;
             self.last_consumed = Some(offset);
             self.dirty_since.get_or_insert(now);
@@ -224,7 +247,7 @@ impl Worker {
         }
         match failed {
             None => self.decode_attempts = 0,
-            Some((i, err)) if err.is_transient() => {
+            Some((i, err, None)) if err.is_transient() => {
                 // Save the progress made before the record, then try it again later.
                 self.flush_or_stop(None).await;
                 if self.state == State::Stopped {
@@ -242,11 +265,14 @@ impl Worker {
                 self.state = State::Retrying;
                 self.retry_at = Some(tokio::time::Instant::now() + delay);
             }
-            Some((_, err)) => {
+            Some((_, err, dead_letter_error)) => {
                 // Save the progress made before the bad record, then stop in front of it.
                 self.flush_or_stop(None).await;
+                let also = dead_letter_error
+                    .map(|e| format!("; {e}"))
+                    .unwrap_or_default();
                 self.stop(format!(
-                    "{err}. The record stays in Kafka and the partition's stored offset does not pass it; \
+                    "{err}{also}. The record stays in Kafka and the partition's stored offset does not pass it; \
                      the partition is paused until the record is dealt with and Ordo restarted"
                 ));
             }
@@ -267,12 +293,38 @@ impl Worker {
         }
     }
 
+    /// Sends an undecodable record to the dead-letter topic; `Ok` once acknowledged.
+    async fn dead_letter(
+        &mut self,
+        record: &Record,
+        error: &crate::decode::DecodeError,
+    ) -> Result<(), crate::dlq::DeadLetterError> {
+        let Some(dl) = &self.pipeline.dead_letters else {
+            return Ok(());
+        };
+        let topic = dl.config().topic_for(&self.topic);
+        dl.send(
+            record,
+            crate::dlq::ErrorClass::Permanent,
+            &error.to_string(),
+            1,
+        )
+        .await?;
+        self.counts.dead_lettered += 1;
+        tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+            offset = record.offset, dead_letter_topic = %topic, error = %error,
+            "record sent to the dead-letter topic");
+        Ok(())
+    }
+
     /// Loads the sink's last applied sequence for keys the buffer has not seen.
-    async fn learn_keys(&mut self, events: &[Event]) -> Result<(), SinkError> {
-        let mut unknown: Vec<String> = events
+    async fn learn_keys(&mut self, decoded: &[Decoded]) -> Result<(), SinkError> {
+        let mut unknown: Vec<String> = decoded
             .iter()
-            .filter(|e| !self.buffer.knows(&e.key))
-            .map(|e| e.key.clone())
+            .filter_map(|d| match d {
+                Decoded::Event(e) if !self.buffer.knows(&e.key) => Some(e.key.clone()),
+                _ => None,
+            })
             .collect();
         if unknown.is_empty() {
             return Ok(());
@@ -449,6 +501,7 @@ impl Worker {
             next_offset = ?self.committed, consumed = c.consumed, released = c.released,
             applied = c.applied, absorbed = c.absorbed, duplicates = c.duplicates,
             stale = c.stale, gaps = c.gaps, batches = c.batches,
+            dead_lettered = c.dead_lettered,
             held = self.buffer.held_events(), "partition drained");
         self.committed
     }

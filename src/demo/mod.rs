@@ -55,6 +55,9 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
     cluster
         .create_topic(TOPIC, PARTITIONS)
         .map_err(DemoError::Setup)?;
+    cluster
+        .create_topic(&format!("{TOPIC}.dlq"), 1)
+        .map_err(DemoError::Setup)?;
     let bootstrap = cluster.bootstrap_servers().to_string();
     let registry = ordo_registry::Registry::new();
     let registry_server = registry

@@ -76,6 +76,38 @@ impl Kafka {
             .collect()
     }
 
+    /// Every record of `topic` (all partitions), reading until `count` arrived
+    /// or nothing new came for 3 s after that.
+    pub fn read_all(&self, topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
+        use rdkafka::Message;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", super::unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let mut out = Vec::new();
+        let start = std::time::Instant::now();
+        let mut last = std::time::Instant::now();
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    out.push(m.detach());
+                    last = std::time::Instant::now();
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+            let quiet = last.elapsed() > Duration::from_secs(3);
+            if (out.len() >= count && quiet) || start.elapsed() > Duration::from_secs(60) {
+                out.sort_by_key(|m| (m.partition(), m.offset()));
+                return out;
+            }
+        }
+    }
+
     /// The group's committed offsets (Kafka's advisory copy).
     pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
         let consumer: BaseConsumer = ClientConfig::new()

@@ -26,6 +26,9 @@ pub struct Setup {
     pub key: String,
     /// Extra TOML (whole sections) appended at the end.
     pub tail: String,
+    /// Send undecodable records to `<topic>.dlq` (which must exist) instead
+    /// of stopping their partition.
+    pub dead_letter: bool,
 }
 
 impl Setup {
@@ -61,6 +64,9 @@ pool_size = 8
 level = "info,rdkafka=warn"
 format = "text"
 
+[dead_letter]
+enabled = {dead_letter}
+
 {tail}
 "#,
             bootstrap = self.bootstrap,
@@ -69,6 +75,7 @@ format = "text"
             ordering = self.ordering,
             source = self.source,
             tail = self.tail,
+            dead_letter = self.dead_letter,
             key = if self.key.is_empty() {
                 "message_key"
             } else {

@@ -1,0 +1,203 @@
+//! Dead letters: a record Ordo cannot handle for a reason retrying cannot fix
+//! goes, unchanged (key, value, headers), to a dead-letter topic with headers
+//! saying where it came from and why. The partition's offset passes the record
+//! only once the dead-letter write is acknowledged; if it cannot be written,
+//! the partition stops in front of the record instead.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+use crate::decode::Record;
+
+/// Header names Ordo adds to a dead letter.
+pub mod headers {
+    pub const SOURCE_TOPIC: &str = "ordo.source.topic";
+    pub const SOURCE_PARTITION: &str = "ordo.source.partition";
+    pub const SOURCE_OFFSET: &str = "ordo.source.offset";
+    pub const SOURCE_TIMESTAMP: &str = "ordo.source.timestamp";
+    pub const ERROR_CLASS: &str = "ordo.error.class";
+    pub const ERROR_MESSAGE: &str = "ordo.error.message";
+    pub const ATTEMPTS: &str = "ordo.attempts";
+    pub const ORDO_VERSION: &str = "ordo.version";
+}
+
+/// `[dead_letter]`: where records that cannot be handled go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// Off: such a record stops its partition instead.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// The dead-letter topic; `{topic}` is replaced by the source topic.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// How long a dead-letter write may take before the partition stops.
+    #[serde(default = "default_send_timeout_ms")]
+    pub send_timeout_ms: u64,
+    /// Extra librdkafka producer properties (the `[kafka]` connection and
+    /// security properties are used too).
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: default_enabled(),
+            topic: default_topic(),
+            send_timeout_ms: default_send_timeout_ms(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_enabled() -> bool {
+    true
+}
+fn default_topic() -> String {
+    "{topic}.dlq".into()
+}
+fn default_send_timeout_ms() -> u64 {
+    30_000
+}
+
+impl DeadLetterConfig {
+    /// The dead-letter topic of `source`.
+    pub fn topic_for(&self, source: &str) -> String {
+        self.topic.replace("{topic}", source)
+    }
+}
+
+/// How a failure is classed in the `ordo.error.class` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The record itself cannot be handled (undecodable, unreadable schema, a tombstone).
+    Permanent,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+/// A dead-letter write that was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to dead-letter topic {topic}: {reason}")]
+pub struct DeadLetterError {
+    pub topic: String,
+    pub reason: String,
+}
+
+/// Kafka properties of `[kafka]` that a producer to the same cluster needs.
+fn is_connection_property(key: &str) -> bool {
+    key == "bootstrap.servers"
+        || key == "client.rack"
+        || key.starts_with("security.")
+        || key.starts_with("sasl.")
+        || key.starts_with("ssl.")
+        || key.starts_with("socket.")
+        || key.starts_with("broker.")
+}
+
+/// Writes dead letters.
+pub struct DeadLetters {
+    config: DeadLetterConfig,
+    producer: FutureProducer,
+}
+
+impl DeadLetters {
+    /// A producer to the cluster in `kafka` (idempotent, `acks=all`).
+    pub fn new(
+        kafka: &BTreeMap<String, String>,
+        config: &DeadLetterConfig,
+    ) -> Result<DeadLetters, rdkafka::error::KafkaError> {
+        let mut cfg = ClientConfig::new();
+        for (k, v) in kafka.iter().filter(|(k, _)| is_connection_property(k)) {
+            cfg.set(k, v);
+        }
+        cfg.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "client.id",
+                format!("ordo-dlq-{}", crate::consume::owner_id()),
+            );
+        for (k, v) in &config.producer {
+            cfg.set(k, v);
+        }
+        Ok(DeadLetters {
+            producer: cfg.create()?,
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &DeadLetterConfig {
+        &self.config
+    }
+
+    /// Sends `record` with its failure to the dead-letter topic and waits for the acknowledgement.
+    pub async fn send(
+        &self,
+        record: &Record,
+        class: ErrorClass,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), DeadLetterError> {
+        let topic = self.config.topic_for(&record.topic);
+        let mut hs = OwnedHeaders::new_with_capacity(record.headers.len() + 8);
+        for (k, v) in &record.headers {
+            hs = hs.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        let partition = record.partition.to_string();
+        let offset = record.offset.to_string();
+        let timestamp = record.timestamp_ms.map(|t| t.to_string());
+        let attempts = attempts.to_string();
+        let ours: [(&str, Option<&str>); 8] = [
+            (headers::SOURCE_TOPIC, Some(&record.topic)),
+            (headers::SOURCE_PARTITION, Some(&partition)),
+            (headers::SOURCE_OFFSET, Some(&offset)),
+            (headers::SOURCE_TIMESTAMP, timestamp.as_deref()),
+            (headers::ERROR_CLASS, Some(class.as_str())),
+            (headers::ERROR_MESSAGE, Some(error)),
+            (headers::ATTEMPTS, Some(&attempts)),
+            (headers::ORDO_VERSION, Some(env!("CARGO_PKG_VERSION"))),
+        ];
+        for (key, value) in ours {
+            if let Some(value) = value {
+                hs = hs.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+        }
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(hs);
+        if let Some(k) = &record.key {
+            rec = rec.key(k);
+        }
+        if let Some(p) = &record.payload {
+            rec = rec.payload(p);
+        }
+        if let Some(t) = record.timestamp_ms {
+            rec = rec.timestamp(t);
+        }
+        let timeout = Duration::from_millis(self.config.send_timeout_ms);
+        self.producer
+            .send(rec, timeout)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| DeadLetterError {
+                topic,
+                reason: e.to_string(),
+            })
+    }
+}

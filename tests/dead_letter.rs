@@ -1,0 +1,234 @@
+//! Records that cannot be decoded go to the dead-letter topic, unchanged and
+//! with headers naming where they came from and why; every good record lands;
+//! nothing is sent twice after a restart; a missing dead-letter topic is
+//! refused at start.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use support::data;
+use support::kafka::Kafka;
+use support::ordo::{run_to_end, Ordo, Setup};
+use support::postgres::TestDb;
+use support::unique;
+
+/// One record as produced: partition, key, payload (None: a tombstone), headers.
+#[derive(Clone)]
+struct Raw {
+    partition: i32,
+    key: Vec<u8>,
+    payload: Option<Vec<u8>>,
+    headers: Vec<(&'static str, Vec<u8>)>,
+}
+
+fn produce(bootstrap: &str, topic: &str, records: &[Raw]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for r in records {
+        let mut hs = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            hs = hs.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .partition(r.partition)
+            .key(&r.key[..])
+            .headers(hs);
+        if let Some(p) = &r.payload {
+            rec = rec.payload(&p[..]);
+        }
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn header<'a>(m: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+}
+
+fn header_text(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
+    String::from_utf8_lossy(header(m, name).unwrap_or_else(|| panic!("header {name}"))).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_land() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        bootstrap: kafka.bootstrap(),
+        group: unique("ordo"),
+        topic: unique("events"),
+        db_url: db.url.clone(),
+        mode: "event_store",
+        table: "events".into(),
+        dead_letter: true,
+        ..Setup::default()
+    };
+    let dlq = format!("{}.dlq", setup.topic);
+    kafka.create_topic(&setup.topic, 2);
+    kafka.create_topic(&dlq, 1);
+
+    // 40 keys x 50 versions, in order per key; about 1 % poison between them:
+    // malformed JSON, a missing sequence field, a tombstone.
+    let (keys, versions) = (40usize, 50i64);
+    let mut records = Vec::new();
+    let mut poison = Vec::new();
+    for v in 1..=versions {
+        for k in 0..keys {
+            let key = format!("acct-{k:04}");
+            let partition = (k % 2) as i32;
+            records.push(Raw {
+                partition,
+                key: key.clone().into_bytes(),
+                payload: Some(data::payload(&key, v)),
+                headers: vec![],
+            });
+            if (v * keys as i64 + k as i64) % 97 == 0 {
+                let payload = match poison.len() % 3 {
+                    0 => Some(b"{\"id\": \"broken".to_vec()),
+                    1 => Some(format!("{{\"id\":\"{key}\",\"amount\":1}}").into_bytes()),
+                    _ => None,
+                };
+                let bad = Raw {
+                    partition,
+                    key: key.clone().into_bytes(),
+                    payload,
+                    headers: vec![("trace-id", format!("t-{}", poison.len()).into_bytes())],
+                };
+                records.push(bad.clone());
+                poison.push(bad);
+            }
+        }
+    }
+    assert!(poison.len() >= 20, "{}", poison.len());
+    produce(&kafka.bootstrap(), &setup.topic, &records);
+    let hw = kafka.high_watermarks(&setup.topic, 2);
+    // Where each poison record sits: its offset within its partition.
+    let mut next = [0i64; 2];
+    let mut at = HashMap::new();
+    for r in &records {
+        let offset = next[r.partition as usize];
+        next[r.partition as usize] += 1;
+        if let Some((_, t)) = r.headers.first() {
+            at.insert(t.clone(), (r.partition, offset, r.clone()));
+        }
+    }
+
+    let config = setup.write(dir.path(), "ordo.toml");
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
+    let client = db.client().await;
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+
+    // Every good record landed, in order.
+    let rows = client
+        .query(
+            "SELECT stream, array_agg(version ORDER BY position) FROM events GROUP BY stream",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), keys);
+    for r in rows {
+        let versions_of: Vec<i64> = r.get(1);
+        assert_eq!(versions_of, (1..=versions).collect::<Vec<_>>());
+    }
+
+    // Every poison record is in the dead-letter topic, unchanged, with its story.
+    let letters = kafka.read_all(&dlq, poison.len());
+    assert_eq!(letters.len(), poison.len());
+    for m in &letters {
+        let trace = header(m, "trace-id")
+            .expect("original headers kept")
+            .to_vec();
+        let (partition, offset, original) = &at[&trace];
+        assert_eq!(m.key(), Some(&original.key[..]));
+        assert_eq!(m.payload(), original.payload.as_deref());
+        assert_eq!(header_text(m, "ordo.source.topic"), setup.topic);
+        assert_eq!(
+            header_text(m, "ordo.source.partition"),
+            partition.to_string()
+        );
+        assert_eq!(header_text(m, "ordo.source.offset"), offset.to_string());
+        assert!(header_text(m, "ordo.source.timestamp")
+            .parse::<i64>()
+            .is_ok());
+        assert_eq!(header_text(m, "ordo.error.class"), "permanent");
+        assert_eq!(header_text(m, "ordo.attempts"), "1");
+        assert_eq!(header_text(m, "ordo.version"), env!("CARGO_PKG_VERSION"));
+        let why = header_text(m, "ordo.error.message");
+        let expected = match &original.payload {
+            None => "tombstone",
+            Some(p) if p.starts_with(b"{\"id\": \"broken") => "not valid JSON",
+            Some(_) => "field `version` is missing",
+        };
+        assert!(why.contains(expected), "{why}");
+        assert!(
+            why.contains(&format!("partition {partition} offset {offset}")),
+            "{why}"
+        );
+    }
+
+    // A restart sends nothing again: the offsets passed the dead letters.
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo2.log"));
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(kafka.read_all(&dlq, poison.len()).len(), poison.len());
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dead_letter_topic_is_refused_at_start() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        bootstrap: kafka.bootstrap(),
+        group: unique("ordo"),
+        topic: unique("events"),
+        db_url: db.url.clone(),
+        mode: "event_store",
+        table: "events".into(),
+        dead_letter: true,
+        ..Setup::default()
+    };
+    kafka.create_topic(&setup.topic, 1);
+    let path = setup.write(dir.path(), "ordo.toml");
+    let dlq = format!("{}.dlq", setup.topic);
+    let (status, _, stderr) = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || run_to_end(&["run", "--config", path.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("dead-letter topic `{dlq}`")),
+        "{stderr}"
+    );
+    let (status, stdout, _) = tokio::task::spawn_blocking(move || {
+        run_to_end(&["check", "--config", path.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("dead-letter topic `{dlq}`")),
+        "{stdout}"
+    );
+}
