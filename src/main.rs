@@ -1,10 +1,10 @@
-//! The `ordo` command line: run, check, schema check, demo.
+//! The `ordo` command line: run, check, schema check, dlq inspect/replay, demo.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use ordo::config::Settings;
 
 /// Ordo consumes event streams from Kafka and lands them, in order and exactly
@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Dead-letter topic tasks: inspect, replay.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Run the whole pipeline on an embedded default: an in-process Kafka
     /// cluster with sample events (some late, some duplicated) into the given
     /// PostgreSQL, until drained; then report what landed.
@@ -62,6 +67,86 @@ enum SchemaCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters with their error headers (a table, or JSON lines).
+    Inspect {
+        #[command(flatten)]
+        select: Select,
+        /// JSON lines with every header, key and value.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Send dead letters back to their source topic and partition (or --to
+    /// another topic). Resumable: progress is the --group's committed offsets.
+    Replay {
+        #[command(flatten)]
+        select: Select,
+        /// Send to this topic instead of each letter's source topic.
+        #[arg(long)]
+        to: Option<String>,
+        /// Show what would be replayed; send nothing, save no progress.
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave alone letters whose record was already replayed this many times.
+        #[arg(long, default_value_t = 3)]
+        max_replays: u32,
+        /// Consumer group holding this replay's progress.
+        #[arg(long, default_value = "ordo-dlq-replay")]
+        group: String,
+    },
+}
+
+/// Which dead letters a `dlq` command works on.
+#[derive(Args)]
+struct Select {
+    /// The dead-letter topic (default: that of every configured topic).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only this dead-letter partition.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Dead-letter offsets from (inclusive).
+    #[arg(long)]
+    from_offset: Option<i64>,
+    /// Dead-letter offsets up to (exclusive).
+    #[arg(long)]
+    to_offset: Option<i64>,
+    /// Only letters whose error message contains this text.
+    #[arg(long)]
+    error_contains: Option<String>,
+    /// Only letters from this source partition.
+    #[arg(long)]
+    source_partition: Option<i32>,
+}
+
+impl Select {
+    fn filter(&self) -> ordo::dlq::read::Filter {
+        ordo::dlq::read::Filter {
+            partition: self.partition,
+            from_offset: self.from_offset,
+            to_offset: self.to_offset,
+            error_contains: self.error_contains.clone(),
+            source_partition: self.source_partition,
+        }
+    }
+
+    fn topics(&self, settings: &Settings) -> Vec<String> {
+        match &self.topic {
+            Some(t) => vec![t.clone()],
+            None => settings
+                .source
+                .topics
+                .iter()
+                .map(|t| settings.dead_letter.topic_for(t))
+                .collect(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -92,6 +177,7 @@ fn main() -> ExitCode {
             Command::Schema {
                 command: SchemaCommand::Check { json },
             } => schema_check(&settings, json).await,
+            Command::Dlq { command } => dlq(&settings, command).await,
             Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -157,6 +243,103 @@ async fn schema_check(settings: &Settings, json: bool) -> anyhow::Result<ExitCod
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let client = ordo::dlq::connection_config(&settings.kafka);
+    match command {
+        DlqCommand::Inspect {
+            select,
+            json,
+            limit,
+        } => {
+            let filter = select.filter();
+            let mut shown = 0usize;
+            if !json {
+                println!(
+                    "{:<24} {:<40} {:>7}  error",
+                    "dead letter", "source", "replays"
+                );
+            }
+            for topic in select.topics(settings) {
+                let client = client.clone();
+                let mut scan = tokio::task::spawn_blocking(move || {
+                    ordo::dlq::read::Scan::open(&client, &topic, None)
+                })
+                .await??;
+                while let Some(letter) = tokio::task::block_in_place(|| scan.next_letter())? {
+                    if !filter.matches(&letter) || limit.is_some_and(|l| shown >= l) {
+                        continue;
+                    }
+                    shown += 1;
+                    if json {
+                        println!("{}", serde_json::to_string(&letter)?);
+                        continue;
+                    }
+                    let source = format!(
+                        "{}/{}/{}",
+                        letter.source_topic.as_deref().unwrap_or("?"),
+                        letter
+                            .source_partition
+                            .map_or("?".into(), |p| p.to_string()),
+                        letter.source_offset.map_or("?".into(), |o| o.to_string()),
+                    );
+                    let mut error = letter.error_message.clone().unwrap_or_default();
+                    if error.chars().count() > 160 {
+                        error = error.chars().take(157).collect::<String>() + "...";
+                    }
+                    println!(
+                        "{:<24} {source:<40} {:>7}  {error}",
+                        format!("{}/{}/{}", scan.topic, letter.partition, letter.offset),
+                        letter.replays
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Replay {
+            select,
+            to,
+            dry_run,
+            max_replays,
+            group,
+        } => {
+            let options = ordo::dlq::replay::ReplayOptions {
+                to,
+                filter: select.filter(),
+                dry_run,
+                max_replays,
+                group,
+            };
+            for topic in select.topics(settings) {
+                let progress = indicatif::ProgressBar::new(0).with_message(topic.clone());
+                let report = tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(ordo::dlq::replay::replay(
+                        &client,
+                        &topic,
+                        &options,
+                        &progress,
+                        |letter, what| {
+                            progress.suspend(|| {
+                                println!("{what}: {topic}/{}/{}", letter.partition, letter.offset)
+                            })
+                        },
+                    ))
+                })?;
+                progress.finish_and_clear();
+                println!(
+                    "{topic}: scanned {}, {} {}, filtered out {}, left alone by the loop guard {}, without a source topic {}",
+                    report.scanned,
+                    if dry_run { "would replay" } else { "replayed" },
+                    report.replayed,
+                    report.filtered_out,
+                    report.looping,
+                    report.unroutable
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

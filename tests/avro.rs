@@ -588,3 +588,128 @@ async fn records_from_confluents_own_serializer_land() {
     }
     assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_replayed_after_the_reader_is_fixed_land_once() {
+    let mut r = start(1).await;
+    r.setup.key = "field:meta.stream".into();
+    r.setup.dead_letter = true;
+    let dlq = format!("{}.dlq", r.setup.topic);
+    r.kafka.create_topic(&dlq, 1);
+    let schemas = Schemas::start(&r.setup.topic);
+    let mut produced = Vec::new();
+    for seq in 1..=5 {
+        for i in 0..10 {
+            let stream = format!("s-{i:03}");
+            produced.push(Produced {
+                partition: 0,
+                key: Some(stream.clone().into_bytes()),
+                payload: schemas.value(1 + (i + seq as usize) % 2, &stream, seq),
+            });
+        }
+    }
+    // Written with v3, which reader v1 cannot read: dead letters until the reader is fixed.
+    for i in 0..5 {
+        let stream = format!("s-{i:03}");
+        produced.push(Produced {
+            partition: 0,
+            key: Some(stream.clone().into_bytes()),
+            payload: schemas.value(3, &stream, 6),
+        });
+    }
+    // Never decodable.
+    produced.push(Produced {
+        partition: 0,
+        key: Some(b"junk".to_vec()),
+        payload: b"\x07not avro".to_vec(),
+    });
+    r.kafka.produce(&r.setup.topic, &produced);
+    let v1 = avro(&r.setup, 1, "string", &schemas.url()).write(r.dir.path(), "v1.toml");
+    let v3 = avro(&r.setup, 3, "string", &schemas.url()).write(r.dir.path(), "v3.toml");
+    let cli = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_to_end(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let dlq_cmd = |config: &PathBuf, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = vec!["dlq".into()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(["--config".into(), config.display().to_string()]);
+        a
+    };
+
+    let mut ordo = Ordo::start(&v1, r.dir.path().join("v1.log"));
+    wait_offsets(&r, &mut ordo, &[56]).await;
+    assert_eq!(rows(&r).await.len(), 50);
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+
+    // Inspect: all six, as JSON lines; filtered by error text.
+    let (status, stdout, stderr) = cli(dlq_cmd(&v1, &["inspect", "--json"])).await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let letters: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 6, "{stdout}");
+    let offsets: Vec<i64> = letters
+        .iter()
+        .map(|l| l["source_offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![50, 51, 52, 53, 54, 55]);
+    assert!(letters[0]["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot read this writer schema"));
+    let (_, stdout, _) = cli(dlq_cmd(&v1, &["inspect", "--error-contains", "magic byte"])).await;
+    assert_eq!(
+        stdout.lines().count(),
+        2,
+        "a header and one letter:\n{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{}/0/55", r.setup.topic)),
+        "{stdout}"
+    );
+
+    // Fix the cause (deploy reader v3), then replay: a dry run first.
+    let mut ordo = Ordo::start(&v3, r.dir.path().join("v3.log"));
+    let (status, stdout, stderr) = cli(dlq_cmd(&v3, &["replay", "--dry-run"])).await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("would replay 6"), "{stdout}");
+    assert_eq!(r.kafka.high_watermarks(&r.setup.topic, 1), vec![56]);
+
+    let (status, stdout, stderr) = cli(dlq_cmd(&v3, &["replay"])).await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("replayed 6"), "{stdout}");
+    wait_offsets(&r, &mut ordo, &[62]).await;
+    let landed = rows(&r).await;
+    assert_eq!(landed.len(), 55);
+    for (stream, version, payload, _) in landed.iter().filter(|row| row.1 == 6) {
+        assert_eq!(payload, &orders::expected(3, 3, stream, *version));
+    }
+    // The junk record failed again: a second dead letter, counting one replay.
+    let letters = r.kafka.read_all(&dlq, 7);
+    assert_eq!(letters.len(), 7);
+
+    // The same replay group resumes after what it did; the loop guard holds the junk.
+    let (_, stdout, _) = cli(dlq_cmd(&v3, &["replay", "--max-replays", "1"])).await;
+    assert!(stdout.contains("scanned 1, replayed 0"), "{stdout}");
+    assert!(
+        stdout.contains("left alone by the loop guard 1"),
+        "{stdout}"
+    );
+
+    // Replaying everything again (a new group) duplicates no effect.
+    let (_, stdout, _) = cli(dlq_cmd(
+        &v3,
+        &["replay", "--group", "again", "--max-replays", "5"],
+    ))
+    .await;
+    assert!(stdout.contains("scanned 7, replayed 7"), "{stdout}");
+    wait_offsets(&r, &mut ordo, &[69]).await;
+    assert_eq!(rows(&r).await.len(), 55);
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+}

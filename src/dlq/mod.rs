@@ -24,7 +24,12 @@ pub mod headers {
     pub const ERROR_MESSAGE: &str = "ordo.error.message";
     pub const ATTEMPTS: &str = "ordo.attempts";
     pub const ORDO_VERSION: &str = "ordo.version";
+    /// How many times `ordo dlq replay` has sent this record back.
+    pub const REPLAYS: &str = "ordo.replay.count";
 }
+
+pub mod read;
+pub mod replay;
 
 /// `[dead_letter]`: where records that cannot be handled go.
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +101,15 @@ pub struct DeadLetterError {
     pub reason: String,
 }
 
+/// The `[kafka]` properties another client of the same cluster needs.
+pub fn connection_config(kafka: &BTreeMap<String, String>) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    for (k, v) in kafka.iter().filter(|(k, _)| is_connection_property(k)) {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
 /// Kafka properties of `[kafka]` that a producer to the same cluster needs.
 fn is_connection_property(key: &str) -> bool {
     key == "bootstrap.servers"
@@ -119,10 +133,7 @@ impl DeadLetters {
         kafka: &BTreeMap<String, String>,
         config: &DeadLetterConfig,
     ) -> Result<DeadLetters, rdkafka::error::KafkaError> {
-        let mut cfg = ClientConfig::new();
-        for (k, v) in kafka.iter().filter(|(k, _)| is_connection_property(k)) {
-            cfg.set(k, v);
-        }
+        let mut cfg = connection_config(kafka);
         cfg.set("enable.idempotence", "true")
             .set("acks", "all")
             .set(

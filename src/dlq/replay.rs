@@ -1,0 +1,202 @@
+//! `ordo dlq replay`: sends dead letters back to their source topic and
+//! partition (or to another topic), resumably, with a loop guard.
+//!
+//! Progress is the replay group's committed offsets on the dead-letter topic,
+//! committed after each batch's sends are acknowledged: an interrupted replay
+//! run again with the same `--group` continues where it stopped. A replayed
+//! record carries `ordo.replay.count`; a dead letter whose record was already
+//! replayed `max_replays` times is not replayed again.
+
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use super::headers;
+use super::read::{Filter, Letter, ReadError, Scan};
+
+const BATCH: usize = 500;
+
+/// What a replay does.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Another topic to send to; by default each letter's source topic and partition.
+    pub to: Option<String>,
+    pub filter: Filter,
+    /// Show what would be replayed; send and commit nothing.
+    pub dry_run: bool,
+    /// A letter whose record was replayed this many times already is left alone.
+    pub max_replays: u32,
+    /// The consumer group holding the replay's progress.
+    pub group: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub scanned: u64,
+    pub replayed: u64,
+    pub filtered_out: u64,
+    /// Left alone by the loop guard.
+    pub looping: u64,
+    /// Without a source topic header (and no `--to`).
+    pub unroutable: u64,
+}
+
+/// A replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("cannot create the producer: {0}")]
+    Producer(#[source] rdkafka::error::KafkaError),
+    #[error("cannot send dead letter {partition}/{offset} to {topic}: {reason}; progress up to the previous batch is saved")]
+    Send {
+        partition: i32,
+        offset: i64,
+        topic: String,
+        reason: String,
+    },
+}
+
+/// The record a letter becomes: its original key, value and headers (without
+/// Ordo's dead-letter headers), `ordo.replay.count` one higher.
+fn record_headers(letter: &Letter) -> OwnedHeaders {
+    let ours = [
+        headers::SOURCE_TOPIC,
+        headers::SOURCE_PARTITION,
+        headers::SOURCE_OFFSET,
+        headers::SOURCE_TIMESTAMP,
+        headers::ERROR_CLASS,
+        headers::ERROR_MESSAGE,
+        headers::ATTEMPTS,
+        headers::ORDO_VERSION,
+        headers::REPLAYS,
+    ];
+    let mut hs = OwnedHeaders::new();
+    for (k, v) in letter
+        .raw_headers
+        .iter()
+        .filter(|(k, _)| !ours.contains(&k.as_str()))
+    {
+        hs = hs.insert(Header {
+            key: k,
+            value: v.as_deref(),
+        });
+    }
+    let count = (letter.replays + 1).to_string();
+    hs.insert(Header {
+        key: headers::REPLAYS,
+        value: Some(&count),
+    })
+}
+
+/// Replays the letters of `dlq_topic` that `options` select; `progress` is told
+/// of each letter scanned.
+pub async fn replay(
+    client: &ClientConfig,
+    dlq_topic: &str,
+    options: &ReplayOptions,
+    progress: &indicatif::ProgressBar,
+    mut on_letter: impl FnMut(&Letter, &str),
+) -> Result<ReplayReport, ReplayError> {
+    let mut scan = Scan::open(client, dlq_topic, Some(&options.group))?;
+    progress.set_length(scan.len());
+    let mut producer_cfg = client.clone();
+    producer_cfg
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    let producer: FutureProducer = producer_cfg.create().map_err(ReplayError::Producer)?;
+    let mut report = ReplayReport::default();
+    let mut pending = Vec::new();
+    loop {
+        let letter = scan.next_letter()?;
+        let done = letter.is_none();
+        if let Some(letter) = letter {
+            report.scanned += 1;
+            progress.inc(1);
+            if !options.filter.matches(&letter) {
+                report.filtered_out += 1;
+            } else if letter.replays >= options.max_replays {
+                report.looping += 1;
+                on_letter(
+                    &letter,
+                    "not replayed: its record was replayed max_replays times already",
+                );
+            } else if let Some(target) = options.to.clone().or(letter.source_topic.clone()) {
+                report.replayed += 1;
+                on_letter(
+                    &letter,
+                    if options.dry_run {
+                        "would replay"
+                    } else {
+                        "replayed"
+                    },
+                );
+                if !options.dry_run {
+                    pending.push((letter, target));
+                }
+            } else {
+                report.unroutable += 1;
+                on_letter(
+                    &letter,
+                    "not replayed: no ordo.source.topic header; use --to",
+                );
+            }
+        }
+        if pending.len() >= BATCH || (done && !pending.is_empty()) {
+            send_all(&producer, &pending, options.to.is_none()).await?;
+            pending.clear();
+            scan.commit()?;
+        }
+        if done {
+            if !options.dry_run {
+                scan.commit()?;
+            }
+            return Ok(report);
+        }
+    }
+}
+
+async fn send_all(
+    producer: &FutureProducer,
+    letters: &[(Letter, String)],
+    same_partition: bool,
+) -> Result<(), ReplayError> {
+    let sends = letters.iter().map(|(letter, topic)| {
+        let mut rec: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).headers(record_headers(letter));
+        if let Some(k) = &letter.raw_key {
+            rec = rec.key(k);
+        }
+        if let Some(v) = &letter.raw_value {
+            rec = rec.payload(v);
+        }
+        if same_partition {
+            if let Some(p) = letter.source_partition {
+                rec = rec.partition(p);
+            }
+        }
+        if let Some(t) = letter
+            .headers
+            .get(headers::SOURCE_TIMESTAMP)
+            .and_then(|t| t.parse().ok())
+        {
+            rec = rec.timestamp(t);
+        }
+        async move {
+            producer
+                .send(rec, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| ReplayError::Send {
+                    partition: letter.partition,
+                    offset: letter.offset,
+                    topic: topic.clone(),
+                    reason: e.to_string(),
+                })
+        }
+    });
+    futures::future::try_join_all(sends).await?;
+    Ok(())
+}
