@@ -127,6 +127,9 @@ pub struct SinkConfig {
     /// Longest an event waits for its batch to fill.
     #[serde(default = "default_batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
+    /// The circuit breaker that pauses partitions while the sink fails.
+    #[serde(default)]
+    pub breaker: crate::sink::breaker::BreakerConfig,
 }
 
 /// The sink implementation.
@@ -542,6 +545,12 @@ impl Settings {
                 self.ordering.max_buffered_bytes as u64,
             ),
             ("ordering.gap_timeout_ms", self.ordering.gap_timeout_ms),
+            (
+                "sink.breaker.failures_to_open",
+                self.sink.breaker.failures_to_open as u64,
+            ),
+            ("sink.breaker.open_ms", self.sink.breaker.open_ms),
+            ("sink.breaker.max_open_ms", self.sink.breaker.max_open_ms),
             (
                 "ordering.max_cached_keys",
                 self.ordering.max_cached_keys as u64,

@@ -62,6 +62,8 @@ pub struct Pipeline {
     /// Where records that cannot be decoded go; `None`: they stop their partition.
     pub dead_letters: Option<crate::dlq::DeadLetters>,
     pub sink: PostgresSink,
+    /// Opens while the sink keeps failing; workers pause their partitions meanwhile.
+    pub breaker: crate::sink::breaker::Breaker,
     pub buffer: BufferConfig,
     pub policy: crate::order::BoundPolicy,
     pub max_cached_keys: usize,
@@ -192,6 +194,7 @@ pub async fn run(
             None
         },
         sink,
+        breaker: crate::sink::breaker::Breaker::new(settings.sink.breaker.clone()),
         buffer: BufferConfig {
             first_sequence: settings.ordering.first_sequence,
             max_events: settings.ordering.max_buffered_events,

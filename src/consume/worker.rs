@@ -15,11 +15,12 @@ use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{OrdoConsumer, OrdoContext, Pipeline};
 use crate::decode::{Event, Record};
 use crate::order::{BoundPolicy, Offer, SequenceBuffer};
+use crate::sink::breaker::{Admit, Breaker, BreakerState};
 use crate::sink::postgres::SinkError;
 use crate::sink::{Batch, Lease};
 
@@ -90,11 +91,16 @@ pub struct Worker {
     /// Failed decode attempts of `pending`'s first record, and when to try again.
     decode_attempts: u32,
     retry_at: Option<tokio::time::Instant>,
+    /// The sink's breaker state, and whether this worker paused its partition for it.
+    breaker: watch::Receiver<BreakerState>,
+    paused_by_breaker: bool,
 }
 
 impl Worker {
     pub fn new(pipeline: Arc<Pipeline>, consumer: Arc<OrdoConsumer>, lease: Lease) -> Self {
         Self {
+            breaker: pipeline.breaker.subscribe(),
+            paused_by_breaker: false,
             buffer: SequenceBuffer::new(pipeline.buffer.clone()),
             topic: lease.topic.as_str().into(),
             committed: lease.next_offset,
@@ -144,7 +150,13 @@ impl Worker {
                     self.retry_decode().await;
                 }
                 _ = tick.tick() => self.on_tick().await,
-                msg = queue.recv(), if self.state == State::Running => {
+                changed = self.breaker.changed() => {
+                    if changed.is_ok() {
+                        let state = *self.breaker.borrow_and_update();
+                        self.on_breaker(state);
+                    }
+                }
+                msg = queue.recv(), if self.state == State::Running && !self.paused_by_breaker => {
                     let mut records = Vec::new();
                     match msg {
                         Ok(m) => records.push(self.record_of(&m)),
@@ -286,10 +298,29 @@ impl Worker {
         self.state = State::Running;
         let records = std::mem::take(&mut self.pending);
         self.handle(records).await;
-        if self.state == State::Running {
+        if self.state == State::Running && !self.paused_by_breaker {
             tracing::info!(topic = %self.topic, partition = self.lease.partition,
                 "records decode again; the partition resumes");
             self.resume();
+        }
+    }
+
+    /// Pauses the partition while the sink's breaker is not closed; resumes it after.
+    fn on_breaker(&mut self, state: BreakerState) {
+        match state {
+            BreakerState::Open | BreakerState::HalfOpen if !self.paused_by_breaker => {
+                self.paused_by_breaker = true;
+                if self.state == State::Running {
+                    self.pause();
+                }
+            }
+            BreakerState::Closed if self.paused_by_breaker => {
+                self.paused_by_breaker = false;
+                if self.state == State::Running {
+                    self.resume();
+                }
+            }
+            _ => {}
         }
     }
 
@@ -333,10 +364,22 @@ impl Worker {
         unknown.dedup();
         let sink = &self.pipeline.sink;
         let topic = &self.topic;
-        let states = retry("reading key state", None, || {
-            sink.key_states(topic, &unknown)
-        })
-        .await?;
+        let paused = std::sync::atomic::AtomicBool::new(false);
+        let pause = || {
+            if !paused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                self.pause();
+            }
+        };
+        let states = retry(
+            "reading key state",
+            None,
+            &self.pipeline.breaker,
+            &pause,
+            || sink.key_states(topic, &unknown),
+        )
+        .await;
+        self.paused_by_breaker |= paused.into_inner();
+        let states = states?;
         for key in unknown {
             let last = states.get(&key).copied();
             self.buffer.learn(key, last);
@@ -419,7 +462,22 @@ impl Worker {
         }
         self.batch.next_offset = next;
         let (sink, lease, batch) = (&self.pipeline.sink, &self.lease, &self.batch);
-        let written = retry("writing a batch", deadline, || sink.write(lease, batch)).await?;
+        let paused = std::sync::atomic::AtomicBool::new(false);
+        let pause = || {
+            if !paused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                self.pause();
+            }
+        };
+        let written = retry(
+            "writing a batch",
+            deadline,
+            &self.pipeline.breaker,
+            &pause,
+            || sink.write(lease, batch),
+        )
+        .await;
+        self.paused_by_breaker |= paused.into_inner();
+        let written = written?;
         self.counts.applied += written.applied;
         self.counts.absorbed += written.absorbed;
         self.counts.batches += 1;
@@ -516,24 +574,53 @@ fn backoff(attempt: u32) -> Duration {
     ceiling.mul_f64(rand::random::<f64>())
 }
 
-/// Retries transient sink errors with exponential backoff and full jitter.
-async fn retry<T, F, Fut>(what: &str, deadline: Option<Instant>, mut op: F) -> Result<T, SinkError>
+/// Retries transient sink errors with exponential backoff and full jitter,
+/// through the sink's breaker: while it is open no attempt is made (and
+/// `pause` is called once, so the partition stops fetching); when a probe is
+/// due, one caller makes it. Gives up at `deadline`, if given.
+async fn retry<T, F, Fut>(
+    what: &str,
+    deadline: Option<Instant>,
+    breaker: &Breaker,
+    pause: &(dyn Fn() + Sync),
+    mut op: F,
+) -> Result<T, SinkError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, SinkError>>,
 {
     let mut attempt: u32 = 0;
+    let mut changes = breaker.subscribe();
+    let mut last_error = None;
     loop {
+        if let Admit::NotBefore(at) = breaker.admit(Instant::now()) {
+            pause();
+            if let (Some(d), Some(e)) = (deadline, last_error.take()) {
+                if at > d {
+                    return Err(e);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                _ = changes.changed() => {}
+            }
+            continue;
+        }
         match op().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                breaker.success();
+                return Ok(v);
+            }
             Err(e) if e.is_transient() => {
+                breaker.failure(Instant::now());
                 let delay = backoff(attempt);
                 if deadline.is_some_and(|d| Instant::now() + delay > d) {
                     return Err(e);
                 }
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64,
-                    "{what} failed; retrying");
+                    breaker = breaker.state().as_str(), "{what} failed; retrying");
+                last_error = Some(e);
                 tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(e),

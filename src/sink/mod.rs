@@ -4,6 +4,7 @@
 //! The sink is the source of truth for progress: on assign, a partition starts
 //! from the `next_offset` stored here (see [`postgres::PostgresSink::acquire`]).
 
+pub mod breaker;
 pub mod postgres;
 
 use crate::decode::Event;

@@ -13,6 +13,35 @@ use tokio_postgres::NoTls;
 pub struct PgCluster {
     pub port: u16,
     pub dir: PathBuf,
+    bin: PathBuf,
+    opts: String,
+}
+
+impl PgCluster {
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = as_server_user(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once, as a crash or an outage would.
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    /// Starts it again on the same port, with the same data.
+    pub fn start_again(&self) {
+        let log = self.dir.join("log").display().to_string();
+        self.pg_ctl(&["-o", &self.opts, "-l", &log, "-w", "start"]);
+    }
 }
 
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
@@ -128,7 +157,12 @@ fn start() -> PgCluster {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("watchdog");
-    PgCluster { port, dir }
+    PgCluster {
+        port,
+        dir,
+        bin,
+        opts,
+    }
 }
 
 /// The cluster of this test run, started on first use.

@@ -1,0 +1,130 @@
+//! PostgreSQL stops for 30 s while events keep arriving at 5k/s: the sink's
+//! breaker opens and the partitions pause (the process's memory stays
+//! bounded while lag grows); once PostgreSQL is back, every event lands
+//! exactly once, in order.
+//!
+//! Its own test binary: it stops the PostgreSQL cluster the binary's tests share.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use support::data::{self, Produced};
+use support::kafka::Kafka;
+use support::ordo::{Ordo, Setup};
+use support::postgres::{cluster, TestDb};
+use support::unique;
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Produces `records` at `per_second`, in order per partition.
+fn produce_at(bootstrap: &str, topic: &str, records: &[Produced], per_second: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let start = Instant::now();
+    for (i, r) in records.iter().enumerate() {
+        let due = start + Duration::from_secs_f64(i as f64 / per_second as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            producer.poll(wait);
+        }
+        let mut rec = BaseRecord::to(topic)
+            .partition(r.partition)
+            .payload(&r.payload);
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_for_30s_pauses_partitions_and_loses_nothing() {
+    const RATE: usize = 5000;
+    const PARTITIONS: i32 = 6;
+    const MEMORY_BOUND: u64 = 96 * 1024 * 1024;
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        bootstrap: kafka.bootstrap(),
+        group: unique("ordo"),
+        topic: unique("events"),
+        db_url: db.url.clone(),
+        mode: "event_store",
+        table: "events".into(),
+        ..Setup::default()
+    };
+    // Six partitions: the mock cluster keeps at most 5 MB per partition, and
+    // what arrives during the outage must still be there when Ordo resumes.
+    kafka.create_topic(&setup.topic, PARTITIONS);
+    // 36 s of events at 5k/s, late and duplicated ones among them.
+    let ds = data::generate(180_000, PARTITIONS, 1000, 0.05, 20, 0.02, 7);
+    let config = setup.write(dir.path(), "ordo.toml");
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
+    let pid = ordo.pid().as_raw();
+
+    let producer = {
+        let (bootstrap, topic, records) =
+            (kafka.bootstrap(), setup.topic.clone(), ds.records.clone());
+        std::thread::spawn(move || produce_at(&bootstrap, &topic, &records, RATE))
+    };
+    let client = db.client().await;
+    let count = || async {
+        client
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = count().await.unwrap();
+    assert!(before > 0, "events land before the outage");
+
+    // The outage: 30 s.
+    cluster().stop();
+    let outage = Instant::now();
+    let mut peak = 0;
+    while outage.elapsed() < Duration::from_secs(30) {
+        assert!(ordo.running(), "{}", ordo.log_text());
+        peak = peak.max(rss(pid));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    cluster().start_again();
+    assert!(
+        peak < MEMORY_BOUND,
+        "resident memory reached {} MiB during the outage",
+        peak / (1 << 20)
+    );
+
+    producer.join().unwrap();
+    let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
+    let client = db.client().await;
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    data::assert_event_store_exact(&client, "events", &ds, &setup.group, &setup.topic, &hw).await;
+    let log = ordo.log_text();
+    assert_eq!(
+        ordo.terminate(Duration::from_secs(30)).code(),
+        Some(0),
+        "{log}"
+    );
+    println!(
+        "outage 30 s at {RATE} events/s: peak resident memory {} MiB; {before} events before it",
+        peak / (1 << 20)
+    );
+}
