@@ -130,6 +130,9 @@ pub struct SinkConfig {
     /// The circuit breaker that pauses partitions while the sink fails.
     #[serde(default)]
     pub breaker: crate::sink::breaker::BreakerConfig,
+    /// How failed sink operations are retried.
+    #[serde(default)]
+    pub retry: crate::sink::retry::RetryConfig,
 }
 
 /// The sink implementation.
@@ -551,6 +554,8 @@ impl Settings {
             ),
             ("sink.breaker.open_ms", self.sink.breaker.open_ms),
             ("sink.breaker.max_open_ms", self.sink.breaker.max_open_ms),
+            ("sink.retry.base_ms", self.sink.retry.base_ms),
+            ("sink.retry.cap_ms", self.sink.retry.cap_ms),
             (
                 "ordering.max_cached_keys",
                 self.ordering.max_cached_keys as u64,

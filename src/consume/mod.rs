@@ -64,6 +64,8 @@ pub struct Pipeline {
     pub sink: PostgresSink,
     /// Opens while the sink keeps failing; workers pause their partitions meanwhile.
     pub breaker: crate::sink::breaker::Breaker,
+    /// How sink operations are retried.
+    pub retry: crate::sink::retry::RetryConfig,
     pub buffer: BufferConfig,
     pub policy: crate::order::BoundPolicy,
     pub max_cached_keys: usize,
@@ -195,6 +197,7 @@ pub async fn run(
         },
         sink,
         breaker: crate::sink::breaker::Breaker::new(settings.sink.breaker.clone()),
+        retry: settings.sink.retry.clone(),
         buffer: BufferConfig {
             first_sequence: settings.ordering.first_sequence,
             max_events: settings.ordering.max_buffered_events,

@@ -20,8 +20,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{OrdoConsumer, OrdoContext, Pipeline};
 use crate::decode::{Event, Record};
 use crate::order::{BoundPolicy, Offer, SequenceBuffer};
-use crate::sink::breaker::{Admit, Breaker, BreakerState};
+use crate::sink::breaker::BreakerState;
 use crate::sink::postgres::SinkError;
+use crate::sink::retry::{backoff, retry};
 use crate::sink::{Batch, Lease};
 
 /// How long a draining worker keeps retrying its last batch.
@@ -267,7 +268,7 @@ impl Worker {
                 }
                 self.pending = records.into_iter().skip(i).collect();
                 self.decode_attempts += 1;
-                let delay = backoff(self.decode_attempts - 1);
+                let delay = backoff(&self.pipeline.retry, self.decode_attempts - 1);
                 tracing::warn!(topic = %self.topic, partition = self.lease.partition,
                     attempt = self.decode_attempts, retry_in_ms = delay.as_millis() as u64,
                     error = %err, "cannot decode the record yet; the partition is paused and the record will be tried again");
@@ -373,6 +374,7 @@ impl Worker {
         let states = retry(
             "reading key state",
             None,
+            &self.pipeline.retry,
             &self.pipeline.breaker,
             &pause,
             || sink.key_states(topic, &unknown),
@@ -471,6 +473,7 @@ impl Worker {
         let written = retry(
             "writing a batch",
             deadline,
+            &self.pipeline.retry,
             &self.pipeline.breaker,
             &pause,
             || sink.write(lease, batch),
@@ -562,68 +565,5 @@ impl Worker {
             dead_lettered = c.dead_lettered,
             held = self.buffer.held_events(), "partition drained");
         self.committed
-    }
-}
-
-/// Exponential backoff with full jitter: a random delay up to
-/// `100 ms * 2^attempt`, capped at 10 s.
-fn backoff(attempt: u32) -> Duration {
-    const BASE: Duration = Duration::from_millis(100);
-    const CAP: Duration = Duration::from_secs(10);
-    let ceiling = BASE.saturating_mul(1u32 << attempt.min(16)).min(CAP);
-    ceiling.mul_f64(rand::random::<f64>())
-}
-
-/// Retries transient sink errors with exponential backoff and full jitter,
-/// through the sink's breaker: while it is open no attempt is made (and
-/// `pause` is called once, so the partition stops fetching); when a probe is
-/// due, one caller makes it. Gives up at `deadline`, if given.
-async fn retry<T, F, Fut>(
-    what: &str,
-    deadline: Option<Instant>,
-    breaker: &Breaker,
-    pause: &(dyn Fn() + Sync),
-    mut op: F,
-) -> Result<T, SinkError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, SinkError>>,
-{
-    let mut attempt: u32 = 0;
-    let mut changes = breaker.subscribe();
-    let mut last_error = None;
-    loop {
-        if let Admit::NotBefore(at) = breaker.admit(Instant::now()) {
-            pause();
-            if let (Some(d), Some(e)) = (deadline, last_error.take()) {
-                if at > d {
-                    return Err(e);
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
-                _ = changes.changed() => {}
-            }
-            continue;
-        }
-        match op().await {
-            Ok(v) => {
-                breaker.success();
-                return Ok(v);
-            }
-            Err(e) if e.is_transient() => {
-                breaker.failure(Instant::now());
-                let delay = backoff(attempt);
-                if deadline.is_some_and(|d| Instant::now() + delay > d) {
-                    return Err(e);
-                }
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64,
-                    breaker = breaker.state().as_str(), "{what} failed; retrying");
-                last_error = Some(e);
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => return Err(e),
-        }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod breaker;
 pub mod postgres;
+pub mod retry;
 
 use crate::decode::Event;
 use crate::order::Gap;

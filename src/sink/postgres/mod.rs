@@ -36,6 +36,12 @@ pub enum SinkError {
         partition: i32,
         epoch: i64,
     },
+    #[error("gave up after {attempts} attempts (sink.retry.max_attempts): {last}")]
+    GaveUp {
+        attempts: u32,
+        #[source]
+        last: Box<SinkError>,
+    },
 }
 
 impl SinkError {
@@ -45,7 +51,7 @@ impl SinkError {
         match self {
             SinkError::Connect { .. } => true,
             SinkError::Query { source, .. } => write::is_transient(source),
-            SinkError::Schema { .. } | SinkError::Fenced { .. } => false,
+            SinkError::Schema { .. } | SinkError::Fenced { .. } | SinkError::GaveUp { .. } => false,
         }
     }
 }
