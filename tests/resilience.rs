@@ -9,9 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
-use support::data::{self, Produced};
+use support::data;
 use support::kafka::Kafka;
 use support::ordo::{Ordo, Setup};
 use support::postgres::{cluster, TestDb};
@@ -26,32 +24,6 @@ fn rss(pid: i32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(0)
-}
-
-/// Produces `records` at `per_second`, in order per partition.
-fn produce_at(bootstrap: &str, topic: &str, records: &[Produced], per_second: usize) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    let start = Instant::now();
-    for (i, r) in records.iter().enumerate() {
-        let due = start + Duration::from_secs_f64(i as f64 / per_second as f64);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            producer.poll(wait);
-        }
-        let mut rec = BaseRecord::to(topic)
-            .partition(r.partition)
-            .payload(&r.payload);
-        if let Some(k) = &r.key {
-            rec = rec.key(k);
-        }
-        producer.send(rec).map_err(|(e, _)| e).unwrap();
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +55,7 @@ async fn postgres_down_for_30s_pauses_partitions_and_loses_nothing() {
     let producer = {
         let (bootstrap, topic, records) =
             (kafka.bootstrap(), setup.topic.clone(), ds.records.clone());
-        std::thread::spawn(move || produce_at(&bootstrap, &topic, &records, RATE))
+        std::thread::spawn(move || support::kafka::produce_at(&bootstrap, &topic, &records, RATE))
     };
     let client = db.client().await;
     let count = || async {

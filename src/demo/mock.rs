@@ -76,3 +76,38 @@ impl MockCluster {
         }
     }
 }
+
+/// Fault injection, for tests.
+impl MockCluster {
+    /// Takes broker `id` down (`-1`: every broker); it refuses connections until [`MockCluster::broker_up`].
+    pub fn broker_down(&self, id: i32) -> Result<(), String> {
+        let err = unsafe { rd::rd_kafka_mock_broker_set_down(self.mc, id) };
+        Self::check(err, "broker down")
+    }
+
+    /// Brings broker `id` back (`-1`: every broker).
+    pub fn broker_up(&self, id: i32) -> Result<(), String> {
+        let err = unsafe { rd::rd_kafka_mock_broker_set_up(self.mc, id) };
+        Self::check(err, "broker up")
+    }
+
+    /// The next requests of `api_key` (1 = Fetch, 8 = OffsetCommit, ...) fail with `errors`, in order.
+    pub fn push_request_errors(&self, api_key: i16, errors: &[rd::rd_kafka_resp_err_t]) {
+        unsafe {
+            rd::rd_kafka_mock_push_request_errors_array(
+                self.mc,
+                api_key,
+                errors.len(),
+                errors.as_ptr(),
+            )
+        }
+    }
+
+    fn check(err: rd::rd_kafka_resp_err_t, what: &str) -> Result<(), String> {
+        if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Ok(())
+        } else {
+            Err(format!("{what}: {err:?}"))
+        }
+    }
+}

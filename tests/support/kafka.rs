@@ -130,3 +130,34 @@ impl Kafka {
             .collect()
     }
 }
+
+/// Produces `records` at `per_second`, in order per partition.
+pub fn produce_at(
+    bootstrap: &str,
+    topic: &str,
+    records: &[super::data::Produced],
+    per_second: usize,
+) {
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let start = std::time::Instant::now();
+    for (i, r) in records.iter().enumerate() {
+        let due = start + Duration::from_secs_f64(i as f64 / per_second as f64);
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            producer.poll(wait);
+        }
+        let mut rec = rdkafka::producer::BaseRecord::to(topic)
+            .partition(r.partition)
+            .payload(&r.payload);
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(60)).unwrap();
+}

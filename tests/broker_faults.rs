@@ -1,0 +1,100 @@
+//! Broker faults injected through the mock cluster while events stream in:
+//! failed fetches, failed offset commits, every broker down and back. Nothing
+//! is lost, and nothing lands twice (what is re-delivered, the sink absorbs).
+
+mod support;
+
+use std::time::Duration;
+
+use ordo::demo::mock::MockCluster;
+use rdkafka::bindings::rd_kafka_resp_err_t as Err;
+use support::data;
+use support::ordo::{Ordo, Setup};
+use support::postgres::TestDb;
+use support::unique;
+
+const FETCH: i16 = 1;
+const OFFSET_COMMIT: i16 = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_faults_lose_nothing_and_double_nothing() {
+    // Fault injection needs the mock cluster, whatever TEST_KAFKA_BOOTSTRAP_SERVERS says.
+    let cluster = MockCluster::start(3).unwrap();
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        bootstrap: bootstrap.clone(),
+        group: unique("ordo"),
+        topic: unique("events"),
+        db_url: db.url.clone(),
+        mode: "event_store",
+        table: "events".into(),
+        ..Setup::default()
+    };
+    cluster.create_topic(&setup.topic, 3).unwrap();
+    let ds = data::generate(30_000, 3, 300, 0.05, 20, 0.02, 11);
+    let producer = {
+        let (bootstrap, topic, records) =
+            (bootstrap.clone(), setup.topic.clone(), ds.records.clone());
+        std::thread::spawn(move || support::kafka::produce_at(&bootstrap, &topic, &records, 3000))
+    };
+    let config = setup.write(dir.path(), "ordo.toml");
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
+    let client = db.client().await;
+    let count = || async {
+        client
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+    };
+    let deadline = support::Deadline::new("events before the faults", Duration::from_secs(30));
+    while count().await == 0 {
+        deadline.tick().await;
+    }
+
+    // Fetches fail for a while.
+    cluster.push_request_errors(
+        FETCH,
+        &[
+            Err::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            Err::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            Err::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        ]
+        .repeat(10),
+    );
+    // Offset commits (Kafka's advisory copy) fail.
+    cluster.push_request_errors(
+        OFFSET_COMMIT,
+        &[Err::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE; 5],
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every broker down for 3 s, then back.
+    cluster.broker_down(-1).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.broker_up(-1).unwrap();
+
+    producer.join().unwrap();
+    let hw = {
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        (0..3)
+            .map(|p| {
+                rdkafka::consumer::Consumer::fetch_watermarks(
+                    &consumer,
+                    &setup.topic,
+                    p,
+                    Duration::from_secs(10),
+                )
+                .unwrap()
+                .1
+            })
+            .collect::<Vec<i64>>()
+    };
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    data::assert_event_store_exact(&client, "events", &ds, &setup.group, &setup.topic, &hw).await;
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+}
