@@ -83,9 +83,9 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_land() {
     kafka.create_topic(&setup.topic, 2);
     kafka.create_topic(&dlq, 1);
 
-    // 40 keys x 50 versions, in order per key; about 1 % poison between them:
-    // malformed JSON, a missing sequence field, a tombstone.
-    let (keys, versions) = (40usize, 50i64);
+    // 100 keys x 500 versions (50k good records), in order per key; about 1 %
+    // poison between them: malformed JSON, a missing sequence field, a tombstone.
+    let (keys, versions) = (100usize, 500i64);
     let mut records = Vec::new();
     let mut poison = Vec::new();
     for v in 1..=versions {
@@ -115,7 +115,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_land() {
             }
         }
     }
-    assert!(poison.len() >= 20, "{}", poison.len());
+    assert!(poison.len() >= 500, "{}", poison.len());
     produce(&kafka.bootstrap(), &setup.topic, &records);
     let hw = kafka.high_watermarks(&setup.topic, 2);
     // Where each poison record sits: its offset within its partition.
