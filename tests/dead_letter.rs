@@ -53,6 +53,14 @@ fn produce(bootstrap: &str, topic: &str, records: &[Raw]) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
+async fn count_rows(client: &tokio_postgres::Client) -> usize {
+    client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0) as usize
+}
+
 fn header<'a>(m: &'a rdkafka::message::OwnedMessage, name: &str) -> Option<&'a [u8]> {
     m.headers()?
         .iter()
@@ -231,4 +239,126 @@ async fn a_missing_dead_letter_topic_is_refused_at_start() {
         stdout.contains(&format!("dead-letter topic `{dlq}`")),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_postgres_refuses_go_to_the_dead_letter_topic_and_land_once_replayed() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        bootstrap: kafka.bootstrap(),
+        group: unique("ordo"),
+        topic: unique("events"),
+        db_url: db.url.clone(),
+        mode: "event_store",
+        table: "events".into(),
+        dead_letter: true,
+        ..Setup::default()
+    };
+    let dlq = format!("{}.dlq", setup.topic);
+    kafka.create_topic(&setup.topic, 2);
+    kafka.create_topic(&dlq, 1);
+    let config = setup.write(dir.path(), "ordo.toml");
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
+    let client = db.client().await;
+    // The table exists once Ordo started; a rule of the database's own refuses negative amounts.
+    let deadline = support::Deadline::new("the events table", Duration::from_secs(30));
+    while client
+        .batch_execute(
+            "ALTER TABLE events ADD CONSTRAINT amount_not_negative \
+             CHECK ((payload->>'amount')::bigint >= 0)",
+        )
+        .await
+        .is_err()
+    {
+        deadline.tick().await;
+    }
+
+    let (keys, versions) = (20usize, 50i64);
+    let mut records = Vec::new();
+    let mut refused = 0;
+    for v in 1..=versions {
+        for k in 0..keys {
+            let key = format!("acct-{k:04}");
+            let bad = (k as i64 * versions + v) % 97 == 0;
+            refused += bad as usize;
+            let amount = if bad { -1 } else { v * 10 };
+            records.push(Raw {
+                partition: (k % 2) as i32,
+                key: key.clone().into_bytes(),
+                payload: Some(
+                    serde_json::json!({"id": key, "version": v, "amount": amount})
+                        .to_string()
+                        .into_bytes(),
+                ),
+                headers: vec![],
+            });
+        }
+    }
+    assert!(refused >= 8, "{refused}");
+    produce(&kafka.bootstrap(), &setup.topic, &records);
+    let hw = kafka.high_watermarks(&setup.topic, 2);
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    assert_eq!(
+        count_rows(&client).await,
+        keys * versions as usize - refused
+    );
+    let letters = kafka.read_all(&dlq, refused);
+    assert_eq!(letters.len(), refused);
+    for m in &letters {
+        let why = header_text(m, "ordo.error.message");
+        assert!(why.contains("PostgreSQL refused the event"), "{why}");
+        assert!(why.contains("amount_not_negative"), "{why}");
+        let value: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(value["amount"], -1, "the record itself, unchanged");
+    }
+
+    // Fix the cause, replay: every version of every key is there.
+    client
+        .batch_execute("ALTER TABLE events DROP CONSTRAINT amount_not_negative")
+        .await
+        .unwrap();
+    let replay = |group: &'static str| {
+        let path = config.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                run_to_end(&[
+                    "dlq",
+                    "replay",
+                    "--group",
+                    group,
+                    "--config",
+                    path.to_str().unwrap(),
+                ])
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (status, stdout, stderr) = replay("first").await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains(&format!("replayed {refused}")), "{stdout}");
+    let hw = kafka.high_watermarks(&setup.topic, 2);
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    assert_eq!(count_rows(&client).await, keys * versions as usize);
+    let complete = client
+        .query(
+            "SELECT stream, array_agg(version ORDER BY version) FROM events GROUP BY stream",
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in complete {
+        let got: Vec<i64> = r.get(1);
+        assert_eq!(got, (1..=versions).collect::<Vec<_>>());
+    }
+
+    // Replaying the same letters again changes nothing.
+    let (_, stdout, _) = replay("second").await;
+    assert!(stdout.contains(&format!("replayed {refused}")), "{stdout}");
+    let hw = kafka.high_watermarks(&setup.topic, 2);
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    assert_eq!(count_rows(&client).await, keys * versions as usize);
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
 }

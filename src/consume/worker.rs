@@ -61,6 +61,7 @@ struct Counts {
     gaps: u64,
     batches: u64,
     dead_lettered: u64,
+    replayed_late: u64,
 }
 
 /// A record of a run, once decoded.
@@ -88,7 +89,7 @@ pub struct Worker {
     counts: Counts,
     warned_timeout_at: Option<i64>,
     /// Records taken from the queue but not yet decoded (state `Retrying`).
-    pending: Vec<Record>,
+    pending: Vec<Arc<Record>>,
     /// Failed decode attempts of `pending`'s first record, and when to try again.
     decode_attempts: u32,
     retry_at: Option<tokio::time::Instant>,
@@ -182,8 +183,8 @@ impl Worker {
         }
     }
 
-    fn record_of(&self, m: &BorrowedMessage<'_>) -> Record {
-        Record {
+    fn record_of(&self, m: &BorrowedMessage<'_>) -> Arc<Record> {
+        Arc::new(Record {
             topic: self.topic.clone(),
             partition: m.partition(),
             offset: m.offset(),
@@ -198,11 +199,11 @@ impl Worker {
                 })
                 .unwrap_or_default(),
             timestamp_ms: m.timestamp().to_millis(),
-        }
+        })
     }
 
     /// Decodes and orders a run of records taken from the queue.
-    async fn handle(&mut self, records: Vec<Record>) {
+    async fn handle(&mut self, records: Vec<Arc<Record>>) {
         if let (None, Some(first)) = (self.last_consumed, records.first()) {
             if let Some(expected) = self.lease.next_offset.filter(|&n| first.offset > n) {
                 tracing::warn!(topic = %self.topic, partition = self.lease.partition,
@@ -214,7 +215,12 @@ impl Worker {
         let mut failed = None;
         for (i, r) in records.iter().enumerate() {
             match self.pipeline.decoder.decode(r).await {
-                Ok(e) => decoded.push(Decoded::Event(e)),
+                Ok(mut e) => {
+                    if self.pipeline.dead_letters.is_some() {
+                        e.source = Some(r.clone());
+                    }
+                    decoded.push(Decoded::Event(e));
+                }
                 Err(e) if !e.is_transient() && self.pipeline.dead_letters.is_some() => {
                     match self.dead_letter(r, &e).await {
                         Ok(()) => decoded.push(Decoded::DeadLettered(r.offset)),
@@ -238,6 +244,20 @@ impl Worker {
         for item in decoded {
             let offset = match item {
                 Decoded::DeadLettered(offset) => offset,
+                Decoded::Event(event)
+                    if event.replayed
+                        && self
+                            .buffer
+                            .last_applied(&event.key)
+                            .is_some_and(|last| event.sequence <= last) =>
+                {
+                    // Back from the dead-letter topic after later versions were
+                    // applied: written now, out of order; the sink keeps it idempotent.
+                    self.counts.replayed_late += 1;
+                    let offset = event.offset;
+                    self.batch.events.push(event);
+                    offset
+                }
                 Decoded::Event(event) => {
                     let offset = event.offset;
                     match self.buffer.offer(event, now, &mut self.batch.events) {
@@ -463,24 +483,14 @@ impl Worker {
             return Ok(());
         }
         self.batch.next_offset = next;
-        let (sink, lease, batch) = (&self.pipeline.sink, &self.lease, &self.batch);
-        let paused = std::sync::atomic::AtomicBool::new(false);
-        let pause = || {
-            if !paused.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                self.pause();
+        let written = match self.write_batch(deadline).await {
+            Err(e) if e.is_record_error() && self.pipeline.dead_letters.is_some() => {
+                self.write_around_refused(&e, deadline).await?;
+                // What is left to store: the partition's progress.
+                self.write_batch(deadline).await?
             }
+            other => other?,
         };
-        let written = retry(
-            "writing a batch",
-            deadline,
-            &self.pipeline.retry,
-            &self.pipeline.breaker,
-            &pause,
-            || sink.write(lease, batch),
-        )
-        .await;
-        self.paused_by_breaker |= paused.into_inner();
-        let written = written?;
         self.counts.applied += written.applied;
         self.counts.absorbed += written.absorbed;
         self.counts.batches += 1;
@@ -500,6 +510,110 @@ impl Worker {
         self.dirty_since = None;
         self.buffer.evict_idle(self.pipeline.max_cached_keys);
         self.store_advisory(next);
+        Ok(())
+    }
+
+    /// Writes `batch` with retries, through the breaker; also says whether
+    /// it paused the partition for the breaker.
+    async fn write(
+        &self,
+        batch: &Batch,
+        deadline: Option<Instant>,
+    ) -> (Result<crate::sink::Written, SinkError>, bool) {
+        let (sink, lease) = (&self.pipeline.sink, &self.lease);
+        let paused = std::sync::atomic::AtomicBool::new(false);
+        let pause = || {
+            if !paused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                self.pause();
+            }
+        };
+        let written = retry(
+            "writing a batch",
+            deadline,
+            &self.pipeline.retry,
+            &self.pipeline.breaker,
+            &pause,
+            || sink.write(lease, batch),
+        )
+        .await;
+        (written, paused.into_inner())
+    }
+
+    /// [`Worker::write`], noting a pause.
+    async fn write_batch(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<crate::sink::Written, SinkError> {
+        let (written, paused) = self.write(&self.batch, deadline).await;
+        self.paused_by_breaker |= paused;
+        written
+    }
+
+    /// PostgreSQL refused the batch for its data: writes its events one at a
+    /// time (the partition's stored offset held where it was), sends each
+    /// event it refuses to the dead-letter topic as the record it came from,
+    /// and leaves the batch empty for the progress write.
+    async fn write_around_refused(
+        &mut self,
+        first: &SinkError,
+        deadline: Option<Instant>,
+    ) -> Result<(), SinkError> {
+        tracing::warn!(topic = %self.topic, partition = self.lease.partition, error = %first,
+            events = self.batch.events.len(),
+            "PostgreSQL refused a batch for its data; writing its events one at a time");
+        let events = std::mem::take(&mut self.batch.events);
+        let mut gaps = std::mem::take(&mut self.batch.gaps);
+        let hold = [
+            self.committed,
+            self.buffer.min_held_offset(),
+            events.iter().map(|e| e.offset).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.batch.next_offset);
+        for event in events {
+            let single = Batch {
+                events: vec![event],
+                gaps: std::mem::take(&mut gaps),
+                next_offset: hold,
+            };
+            let (written, paused) = self.write(&single, deadline).await;
+            self.paused_by_breaker |= paused;
+            match written {
+                Ok(w) => {
+                    self.counts.applied += w.applied;
+                    self.counts.absorbed += w.absorbed;
+                }
+                Err(e) if e.is_record_error() => {
+                    let event = &single.events[0];
+                    let Some(record) = event.source.as_deref() else {
+                        return Err(e);
+                    };
+                    let why = format!(
+                        "{}: PostgreSQL refused the event (key {}, sequence {}): {e}",
+                        record.location(),
+                        event.key,
+                        event.sequence
+                    );
+                    let Some(dl) = &self.pipeline.dead_letters else {
+                        return Err(e);
+                    };
+                    if let Err(dle) = dl
+                        .send(record, crate::dlq::ErrorClass::Permanent, &why, 1)
+                        .await
+                    {
+                        tracing::error!(error = %dle, "{why}");
+                        return Err(e);
+                    }
+                    self.counts.dead_lettered += 1;
+                    tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                        offset = event.offset, error = %why, "event sent to the dead-letter topic");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.batch.gaps = gaps;
         Ok(())
     }
 
@@ -562,7 +676,7 @@ impl Worker {
             next_offset = ?self.committed, consumed = c.consumed, released = c.released,
             applied = c.applied, absorbed = c.absorbed, duplicates = c.duplicates,
             stale = c.stale, gaps = c.gaps, batches = c.batches,
-            dead_lettered = c.dead_lettered,
+            dead_lettered = c.dead_lettered, replayed_late = c.replayed_late,
             held = self.buffer.held_events(), "partition drained");
         self.committed
     }

@@ -20,7 +20,7 @@ use avro::{AvroError, AvroFormat, KeyFormat};
 pub use extract::ExtractError;
 
 /// A record as read from Kafka, owned so it can outlive the consumer's buffer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub topic: Arc<str>,
     pub partition: i32,
@@ -78,6 +78,11 @@ pub struct Event {
     pub timestamp_ms: Option<i64>,
     /// Size of the encoded payload, for the buffer's byte bound.
     pub size: usize,
+    /// Sent back from the dead-letter topic (it carries `ordo.replay.count`).
+    pub replayed: bool,
+    /// The record it was decoded from, kept while dead letters are on (the
+    /// sink may still refuse the event, and its dead letter is the record).
+    pub source: Option<Arc<Record>>,
 }
 
 impl Event {
@@ -91,6 +96,8 @@ impl Event {
             payload: serde_json::json!({ "key": key, "seq": sequence }),
             timestamp_ms: None,
             size: 16,
+            replayed: false,
+            source: None,
         }
     }
 }
@@ -249,6 +256,8 @@ impl Decoder {
             payload,
             timestamp_ms: record.timestamp_ms,
             size: bytes.len(),
+            replayed: record.header(crate::dlq::headers::REPLAYS).is_some(),
+            source: None,
         })
     }
 }

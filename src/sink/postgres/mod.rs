@@ -17,7 +17,7 @@ use crate::config::{PostgresConfig, SinkConfig, SinkMode};
 pub enum SinkError {
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
-    #[error("PostgreSQL at {target}: {what}: {source}")]
+    #[error("PostgreSQL at {target}: {what}: {}", describe_pg(source))]
     Query {
         target: String,
         what: String,
@@ -45,6 +45,17 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// True when PostgreSQL refused the data itself (a constraint, an invalid
+    /// value: SQLSTATE classes 22 and 23): another event may well go through.
+    pub fn is_record_error(&self) -> bool {
+        match self {
+            SinkError::Query { source, .. } => source
+                .code()
+                .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23")),
+            _ => false,
+        }
+    }
+
     /// True when trying again may succeed (connection lost, timeout, deadlock,
     /// serialization failure); false for errors that repeat.
     pub fn is_transient(&self) -> bool {
@@ -53,6 +64,23 @@ impl SinkError {
             SinkError::Query { source, .. } => write::is_transient(source),
             SinkError::Schema { .. } | SinkError::Fenced { .. } | SinkError::GaveUp { .. } => false,
         }
+    }
+}
+
+/// A PostgreSQL error with what the server said (SQLSTATE, message, constraint, detail).
+pub fn describe_pg(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut out = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(c) = db.constraint() {
+                out.push_str(&format!(" (constraint {c})"));
+            }
+            if let Some(d) = db.detail() {
+                out.push_str(&format!("; {d}"));
+            }
+            out
+        }
+        None => e.to_string(),
     }
 }
 

@@ -90,10 +90,10 @@ pub async fn batch(
         let seqs: Vec<i64> = latest.values().copied().collect();
         let stmt = tx
             .prepare_cached(&format!(
-                "INSERT INTO {} (consumer_group, topic, key, last_sequence, updated_at) \
+                "INSERT INTO {} AS cur (consumer_group, topic, key, last_sequence, updated_at) \
                  SELECT $1, $2, k, s, now() FROM unnest($3::text[], $4::bigint[]) AS u(k, s) \
                  ON CONFLICT (consumer_group, topic, key) DO UPDATE \
-                 SET last_sequence = EXCLUDED.last_sequence, updated_at = now()",
+                 SET last_sequence = GREATEST(cur.last_sequence, EXCLUDED.last_sequence), updated_at = now()",
                 t.key_state
             ))
             .await?;
