@@ -581,6 +581,12 @@ impl Settings {
     fn validate_dead_letter(&self) -> Result<(), (String, String)> {
         let dl = &self.dead_letter;
         if !dl.enabled {
+            if self.ordering.on_bound == BoundPolicy::DeadLetter {
+                return Err((
+                    "ordering.on_bound".into(),
+                    "`dead_letter` needs dead_letter.enabled = true".into(),
+                ));
+            }
             return Ok(());
         }
         for source in &self.source.topics {

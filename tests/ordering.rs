@@ -178,3 +178,47 @@ async fn versions_of(client: &tokio_postgres::Client, stream: &str) -> Vec<i64> 
         .map(|r| r.get(0))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_policy_parks_a_stuck_key_until_its_gap_fills_and_a_replay() {
+    let mut r = start(
+        "event_store",
+        1,
+        "max_buffered_events = 5\non_bound = \"dead_letter\"",
+    )
+    .await;
+    r.setup.dead_letter = true;
+    let dlq = format!("{}.dlq", r.setup.topic);
+    r.kafka.create_topic(&dlq, 1);
+    // k1: 1, then 3..=8 while 2 is missing: six held, one over the bound.
+    let records: Vec<Produced> = [1, 3, 4, 5, 6, 7, 8]
+        .iter()
+        .map(|&v| record(0, "k1", v))
+        .collect();
+    r.kafka.produce(&r.setup.topic, &records);
+    let path = r.setup.write(r.dir.path(), "ordo.toml");
+    let mut ordo = Ordo::start(&path, r.dir.path().join("ordo.log"));
+    // The held events went to the dead-letter topic, so the offset passes them.
+    wait_offsets(&r, &mut ordo, &[7]).await;
+    let client = r.db.client().await;
+    assert_eq!(versions_of(&client, "k1").await, vec![1]);
+    assert_eq!(r.kafka.read_all(&dlq, 6).len(), 6);
+    // The gap fills; then the parked events come back, in order behind it.
+    r.kafka.produce(&r.setup.topic, &[record(0, "k1", 2)]);
+    wait_offsets(&r, &mut ordo, &[8]).await;
+    assert_eq!(versions_of(&client, "k1").await, vec![1, 2]);
+    let (status, stdout, stderr) = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || support::ordo::run_to_end(&["dlq", "replay", "--config", path.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("replayed 6"), "{stdout}");
+    wait_offsets(&r, &mut ordo, &[14]).await;
+    assert_eq!(
+        versions_of(&client, "k1").await,
+        (1..=8).collect::<Vec<_>>()
+    );
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
+}

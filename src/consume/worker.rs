@@ -276,7 +276,10 @@ impl Worker {
             self.counts.consumed += 1;
             self.last_consumed = Some(offset);
             self.dirty_since.get_or_insert(now);
-            self.enforce_bounds(now);
+            self.enforce_bounds(now).await;
+            if self.state == State::Stopped {
+                return;
+            }
         }
         match failed {
             None => self.decode_attempts = 0,
@@ -410,8 +413,43 @@ impl Worker {
     }
 
     /// Applies the bound policy after an event was offered.
-    fn enforce_bounds(&mut self, now: Instant) {
+    async fn enforce_bounds(&mut self, now: Instant) {
         match self.pipeline.policy {
+            BoundPolicy::DeadLetter => {
+                while let Some(bound) = self.buffer.exceeded(now) {
+                    let Some((key, expected, events)) = self.buffer.take_oldest() else {
+                        break;
+                    };
+                    for event in events {
+                        let Some(record) = event.source.as_deref() else {
+                            continue;
+                        };
+                        let why = format!(
+                            "{}: key {key} sequence {} waited for sequence {expected} past the ordering bound {} (ordering.on_bound = dead_letter)",
+                            record.location(),
+                            event.sequence,
+                            bound.as_str()
+                        );
+                        let sent = match &self.pipeline.dead_letters {
+                            Some(dl) => dl
+                                .send(record, crate::dlq::ErrorClass::Permanent, &why, 1)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            None => Err("dead letters are off".into()),
+                        };
+                        if let Err(e) = sent {
+                            // The taken events are no longer held: stop before any
+                            // write could store an offset past them.
+                            self.stop(format!("{why}; {e}"));
+                            return;
+                        }
+                        self.counts.dead_lettered += 1;
+                        tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                            offset = event.offset, error = %why, "held event sent to the dead-letter topic");
+                    }
+                    self.dirty_since.get_or_insert(now);
+                }
+            }
             BoundPolicy::Skip => {
                 while let Some(bound) = self.buffer.exceeded(now) {
                     let Some(gap) = self.buffer.skip_oldest(bound, &mut self.batch.events) else {
@@ -442,9 +480,9 @@ impl Worker {
     async fn on_tick(&mut self) {
         let now = Instant::now();
         match self.pipeline.policy {
-            BoundPolicy::Skip => {
+            BoundPolicy::Skip | BoundPolicy::DeadLetter => {
                 if self.buffer.exceeded(now).is_some() {
-                    self.enforce_bounds(now);
+                    self.enforce_bounds(now).await;
                 }
             }
             BoundPolicy::Wait => {

@@ -29,6 +29,9 @@ pub enum BoundPolicy {
     Wait,
     /// Release the oldest held key past its gap, recording the gap.
     Skip,
+    /// Send the oldest held key's held events to the dead-letter topic; the
+    /// key keeps waiting for its gap (replay them once it filled).
+    DeadLetter,
 }
 
 /// The buffer's bounds and the first sequence of a new key.
@@ -249,6 +252,23 @@ impl SequenceBuffer {
         Some(gap)
     }
 
+    /// Takes out every held event of the key holding the oldest one, leaving the
+    /// key waiting for the same sequence: (key, the sequence it waits for, its events).
+    pub fn take_oldest(&mut self) -> Option<(String, i64, Vec<Event>)> {
+        let (_, (key, _)) = self.held_by_offset.first_key_value()?;
+        let key = key.clone();
+        let state = self.keys.get_mut(&key)?;
+        let held = std::mem::take(&mut state.pending);
+        let expected = state.last_applied + 1;
+        let mut events = Vec::with_capacity(held.len());
+        for (_, h) in held {
+            self.held_bytes -= h.event.size;
+            self.held_by_offset.remove(&h.event.offset);
+            events.push(h.event);
+        }
+        Some((key, expected, events))
+    }
+
     /// Lowest offset among held events: the committed offset must not pass it.
     pub fn min_held_offset(&self) -> Option<i64> {
         self.held_by_offset.keys().next().copied()
@@ -295,6 +315,33 @@ mod tests {
 
     fn ev(key: &str, seq: i64, offset: i64) -> Event {
         Event::for_test(key, seq, offset)
+    }
+
+    #[test]
+    fn take_oldest_empties_the_key_and_keeps_its_gap() {
+        let mut b = SequenceBuffer::new(cfg());
+        let now = Instant::now();
+        let mut out = vec![];
+        b.learn("a".into(), Some(1));
+        b.learn("b".into(), Some(0));
+        b.offer(ev("a", 4, 10), now, &mut out).unwrap();
+        b.offer(ev("b", 3, 11), now, &mut out).unwrap();
+        b.offer(ev("a", 5, 12), now, &mut out).unwrap();
+        let (key, expected, events) = b.take_oldest().unwrap();
+        assert_eq!((key.as_str(), expected), ("a", 2));
+        assert_eq!(seqs(&events), vec![4, 5]);
+        assert_eq!(b.held_events(), 1);
+        assert_eq!(b.min_held_offset(), Some(11));
+        // `a` still waits for 2; once it comes, what follows flows.
+        assert_eq!(
+            b.offer(ev("a", 2, 13), now, &mut out).unwrap(),
+            Offer::Released(1)
+        );
+        assert_eq!(
+            b.offer(ev("a", 3, 14), now, &mut out).unwrap(),
+            Offer::Released(1)
+        );
+        assert_eq!(b.last_applied("a"), Some(3));
     }
 
     fn seqs(out: &[Event]) -> Vec<i64> {
