@@ -98,3 +98,57 @@ async fn broker_faults_lose_nothing_and_double_nothing() {
     data::assert_event_store_exact(&client, "events", &ds, &setup.group, &setup.topic, &hw).await;
     assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_cannot_be_written_stops_the_partition_in_front_of_its_record() {
+    let cluster = MockCluster::start(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        bootstrap: bootstrap.clone(),
+        group: unique("ordo"),
+        topic: unique("events"),
+        db_url: db.url.clone(),
+        mode: "event_store",
+        table: "events".into(),
+        dead_letter: true,
+        ..Setup::default()
+    };
+    cluster.create_topic(&setup.topic, 1).unwrap();
+    cluster
+        .create_topic(&format!("{}.dlq", setup.topic), 1)
+        .unwrap();
+    let good = |v: i64| data::Produced {
+        partition: 0,
+        key: Some(b"k".to_vec()),
+        payload: data::payload("k", v),
+    };
+    let bad = data::Produced {
+        partition: 0,
+        key: Some(b"k".to_vec()),
+        payload: b"{not json".to_vec(),
+    };
+    ordo::demo::produce(&bootstrap, &setup.topic, &[good(1), good(2), bad, good(3)]).unwrap();
+    // From now on every produce request fails: the dead letter cannot be written.
+    const PRODUCE: i16 = 0;
+    cluster.push_request_errors(
+        PRODUCE,
+        &[Err::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 200],
+    );
+    let config = setup.write(dir.path(), "ordo.toml");
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
+    let client = db.client().await;
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &[2]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &[2]).await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2, "nothing past the record is applied");
+    let log = ordo.log_text();
+    assert!(log.contains("cannot write to dead-letter topic"), "{log}");
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+}
