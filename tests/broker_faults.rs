@@ -11,7 +11,6 @@ use rdkafka::bindings::rd_kafka_resp_err_t as Err;
 use support::data;
 use support::ordo::{Ordo, Setup};
 use support::postgres::TestDb;
-use support::unique;
 
 const FETCH: i16 = 1;
 const OFFSET_COMMIT: i16 = 8;
@@ -23,15 +22,7 @@ async fn broker_faults_lose_nothing_and_double_nothing() {
     let bootstrap = cluster.bootstrap_servers().to_string();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        bootstrap: bootstrap.clone(),
-        group: unique("ordo"),
-        topic: unique("events"),
-        db_url: db.url.clone(),
-        mode: "event_store",
-        table: "events".into(),
-        ..Setup::default()
-    };
+    let setup = Setup::event_store(bootstrap.clone(), db.url.clone(), "events");
     cluster.create_topic(&setup.topic, 3).unwrap();
     let ds = data::generate(30_000, 3, 300, 0.05, 20, 0.02, 11);
     let producer = {
@@ -106,14 +97,8 @@ async fn a_dead_letter_that_cannot_be_written_stops_the_partition_in_front_of_it
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
-        bootstrap: bootstrap.clone(),
-        group: unique("ordo"),
-        topic: unique("events"),
-        db_url: db.url.clone(),
-        mode: "event_store",
-        table: "events".into(),
         dead_letter: true,
-        ..Setup::default()
+        ..Setup::event_store(bootstrap.clone(), db.url.clone(), "events")
     };
     cluster.create_topic(&setup.topic, 1).unwrap();
     cluster

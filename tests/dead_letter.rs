@@ -15,7 +15,6 @@ use support::data;
 use support::kafka::Kafka;
 use support::ordo::{run_to_end, Ordo, Setup};
 use support::postgres::TestDb;
-use support::unique;
 
 /// One record as produced: partition, key, payload (None: a tombstone), headers.
 #[derive(Clone)]
@@ -78,14 +77,8 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_land() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
-        bootstrap: kafka.bootstrap(),
-        group: unique("ordo"),
-        topic: unique("events"),
-        db_url: db.url.clone(),
-        mode: "event_store",
-        table: "events".into(),
         dead_letter: true,
-        ..Setup::default()
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
     };
     let dlq = format!("{}.dlq", setup.topic);
     kafka.create_topic(&setup.topic, 2);
@@ -206,14 +199,8 @@ async fn a_missing_dead_letter_topic_is_refused_at_start() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
-        bootstrap: kafka.bootstrap(),
-        group: unique("ordo"),
-        topic: unique("events"),
-        db_url: db.url.clone(),
-        mode: "event_store",
-        table: "events".into(),
         dead_letter: true,
-        ..Setup::default()
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
     };
     kafka.create_topic(&setup.topic, 1);
     let path = setup.write(dir.path(), "ordo.toml");
@@ -247,14 +234,8 @@ async fn events_postgres_refuses_go_to_the_dead_letter_topic_and_land_once_repla
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
-        bootstrap: kafka.bootstrap(),
-        group: unique("ordo"),
-        topic: unique("events"),
-        db_url: db.url.clone(),
-        mode: "event_store",
-        table: "events".into(),
         dead_letter: true,
-        ..Setup::default()
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
     };
     let dlq = format!("{}.dlq", setup.topic);
     kafka.create_topic(&setup.topic, 2);

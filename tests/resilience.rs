@@ -13,7 +13,6 @@ use support::data;
 use support::kafka::Kafka;
 use support::ordo::{Ordo, Setup};
 use support::postgres::{cluster, TestDb};
-use support::unique;
 
 /// Resident memory of a process, in bytes.
 fn rss(pid: i32) -> u64 {
@@ -34,15 +33,7 @@ async fn postgres_down_for_30s_pauses_partitions_and_loses_nothing() {
     let kafka = Kafka::start();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        bootstrap: kafka.bootstrap(),
-        group: unique("ordo"),
-        topic: unique("events"),
-        db_url: db.url.clone(),
-        mode: "event_store",
-        table: "events".into(),
-        ..Setup::default()
-    };
+    let setup = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
     // Six partitions: the mock cluster keeps at most 5 MB per partition, and
     // what arrives during the outage must still be there when Ordo resumes.
     kafka.create_topic(&setup.topic, PARTITIONS);

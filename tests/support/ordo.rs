@@ -32,6 +32,19 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// An event store in `table`, with a fresh consumer group and topic name.
+    pub fn event_store(bootstrap: String, db_url: String, table: &str) -> Setup {
+        Setup {
+            bootstrap,
+            group: super::unique("ordo"),
+            topic: super::unique("events"),
+            db_url,
+            mode: "event_store",
+            table: table.into(),
+            ..Setup::default()
+        }
+    }
+
     pub fn toml(&self) -> String {
         format!(
             r#"[kafka]
