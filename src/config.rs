@@ -45,6 +45,9 @@ pub struct Settings {
     /// Where records that cannot be handled go.
     #[serde(default)]
     pub dead_letter: crate::dlq::DeadLetterConfig,
+    /// The HTTP listener: /metrics, /healthz, /readyz.
+    #[serde(default)]
+    pub http: crate::telemetry::http::HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
 }

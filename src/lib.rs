@@ -38,11 +38,17 @@ pub enum RunError {
     Sink(#[from] sink::postgres::SinkError),
     #[error(transparent)]
     Consume(#[from] consume::ConsumeError),
+    #[error(transparent)]
+    Http(#[from] telemetry::http::HttpError),
 }
 
 /// Runs the pipeline until `shutdown` resolves or a fatal error occurs.
 pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    telemetry::http::start(&settings.http).await?;
+    let measuring = tokio::spawn(telemetry::measure::run(settings.clone()));
     let sink = consume::prepare_sink(settings).await?;
-    consume::run(settings, sink, shutdown).await?;
+    let result = consume::run(settings, sink, shutdown).await;
+    measuring.abort();
+    result?;
     Ok(())
 }

@@ -24,6 +24,7 @@ use super::worker::{Control, Worker};
 use super::{OrdoConsumer, Pipeline};
 use crate::config::StartFrom;
 use crate::sink::Lease;
+use crate::telemetry::{health::health, metrics::metrics};
 
 /// How long a revoked partition may take to finish its batch before it is abandoned
 /// (abandoning loses nothing: the next owner resumes from the sink's offset).
@@ -168,6 +169,8 @@ impl OrdoContext {
         if self.closing.load(Ordering::SeqCst) {
             return;
         }
+        health().joined();
+        metrics().rebalances.with_label_values(&["assign"]).inc();
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             self.pipeline
                 .fatal
@@ -223,6 +226,10 @@ impl OrdoContext {
                 "partition assigned"
             );
             let id: PartitionId = (lease.topic.as_str().into(), lease.partition);
+            if let Some(next) = lease.next_offset {
+                health().position(&lease.topic, lease.partition, next);
+            }
+            metrics().assigned_partitions.inc();
             let (control, rx) = mpsc::channel(1);
             let worker = Worker::new(self.pipeline.clone(), consumer.clone(), lease);
             let task = self.runtime.spawn(worker.run(queue, rx));
@@ -242,6 +249,12 @@ impl OrdoContext {
                 })
                 .collect()
         };
+        metrics().rebalances.with_label_values(&["revoke"]).inc();
+        for e in tpl.elements() {
+            health().revoked(e.topic(), e.partition());
+            metrics().forget_partition(e.topic(), e.partition());
+        }
+        metrics().assigned_partitions.sub(handles.len() as i64);
         if handles.is_empty() {
             return vec![];
         }

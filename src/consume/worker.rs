@@ -175,6 +175,7 @@ impl Worker {
                         }
                     }
                     self.handle(records).await;
+                    self.publish_position();
                     if self.batch.events.len() >= self.pipeline.batch_max_events {
                         self.flush_or_stop(None).await;
                     }
@@ -263,8 +264,14 @@ impl Worker {
                     match self.buffer.offer(event, now, &mut self.batch.events) {
                         Ok(Offer::Released(n)) => self.counts.released += n as u64,
                         Ok(Offer::Held) => {}
-                        Ok(Offer::Duplicate) => self.counts.duplicates += 1,
-                        Ok(Offer::Stale) => self.counts.stale += 1,
+                        Ok(Offer::Duplicate) => {
+                            self.counts.duplicates += 1;
+                            self.outcome("duplicate");
+                        }
+                        Ok(Offer::Stale) => {
+                            self.counts.stale += 1;
+                            self.outcome("stale");
+                        }
                         Err(e) => {
                             self.stop(e.to_string());
                             return;
@@ -366,6 +373,7 @@ impl Worker {
         )
         .await?;
         self.counts.dead_lettered += 1;
+        self.outcome("dead_lettered");
         tracing::warn!(topic = %self.topic, partition = self.lease.partition,
             offset = record.offset, dead_letter_topic = %topic, error = %error,
             "record sent to the dead-letter topic");
@@ -477,6 +485,33 @@ impl Worker {
         }
     }
 
+    /// Counts a record's outcome.
+    fn outcome(&self, outcome: &str) {
+        crate::telemetry::metrics::metrics()
+            .events
+            .with_label_values(&[&*self.topic, outcome])
+            .inc();
+    }
+
+    /// The next offset to process, for lag; and the buffer's gauges.
+    fn publish_position(&self) {
+        if let Some(last) = self.last_consumed {
+            crate::telemetry::health::health().position(
+                &self.topic,
+                self.lease.partition,
+                last + 1,
+            );
+        }
+        let m = crate::telemetry::metrics::metrics();
+        let p = self.lease.partition.to_string();
+        m.buffered_events
+            .with_label_values(&[&*self.topic, p.as_str()])
+            .set(self.buffer.held_events() as i64);
+        m.buffered_bytes
+            .with_label_values(&[&*self.topic, p.as_str()])
+            .set(self.buffer.held_bytes() as i64);
+    }
+
     async fn on_tick(&mut self) {
         let now = Instant::now();
         match self.pipeline.policy {
@@ -521,6 +556,8 @@ impl Worker {
             return Ok(());
         }
         self.batch.next_offset = next;
+        let started = Instant::now();
+        let events = self.batch.events.len();
         let written = match self.write_batch(deadline).await {
             Err(e) if e.is_record_error() && self.pipeline.dead_letters.is_some() => {
                 self.write_around_refused(&e, deadline).await?;
@@ -532,6 +569,19 @@ impl Worker {
         self.counts.applied += written.applied;
         self.counts.absorbed += written.absorbed;
         self.counts.batches += 1;
+        let m = crate::telemetry::metrics::metrics();
+        m.batch_seconds
+            .with_label_values(&[&*self.topic])
+            .observe(started.elapsed().as_secs_f64());
+        m.batch_events
+            .with_label_values(&[&*self.topic])
+            .observe(events as f64);
+        m.events
+            .with_label_values(&[&*self.topic, "applied"])
+            .inc_by(written.applied);
+        m.events
+            .with_label_values(&[&*self.topic, "absorbed"])
+            .inc_by(written.absorbed);
         if written.absorbed > 0
             && matches!(
                 self.pipeline.sink.mode(),
@@ -699,6 +749,7 @@ impl Worker {
         self.state = State::Stopped;
         self.dirty_since = None;
         self.pause();
+        crate::telemetry::health::health().stopped(&self.topic, self.lease.partition, &reason);
         tracing::error!(topic = %self.topic, partition = self.lease.partition,
             stored_next_offset = ?self.committed, error = %reason, "partition stopped");
     }

@@ -124,6 +124,16 @@ impl Breaker {
                 "sink circuit breaker"
             );
             inner.state = state;
+            let m = crate::telemetry::metrics::metrics();
+            m.breaker_state.set(match state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            });
+            m.breaker_transitions
+                .with_label_values(&[state.as_str()])
+                .inc();
+            crate::telemetry::health::health().breaker_open(state != BreakerState::Closed);
             self.changes.send_replace(state);
         }
     }

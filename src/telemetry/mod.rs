@@ -1,3 +1,7 @@
-//! Telemetry: logging.
+//! Telemetry: logging, metrics, health, and the HTTP listener serving them.
 
+pub mod health;
+pub mod http;
 pub mod logging;
+pub mod measure;
+pub mod metrics;

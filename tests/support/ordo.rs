@@ -29,6 +29,8 @@ pub struct Setup {
     /// Send undecodable records to `<topic>.dlq` (which must exist) instead
     /// of stopping their partition.
     pub dead_letter: bool,
+    /// `http.listen`; empty: no listener.
+    pub http: String,
 }
 
 impl Setup {
@@ -80,6 +82,10 @@ format = "text"
 [dead_letter]
 enabled = {dead_letter}
 
+[http]
+listen = "{http}"
+measure_interval_ms = 200
+
 {tail}
 "#,
             bootstrap = self.bootstrap,
@@ -89,6 +95,7 @@ enabled = {dead_letter}
             source = self.source,
             tail = self.tail,
             dead_letter = self.dead_letter,
+            http = self.http,
             key = if self.key.is_empty() {
                 "message_key"
             } else {
