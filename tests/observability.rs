@@ -81,19 +81,18 @@ async fn lag_equals_high_watermark_minus_next_offset_and_a_stopped_partition_is_
     assert_eq!(status, 200);
     let topic = &setup.topic;
     // Partition 0 stopped in front of offset 20: lag 30 - 20; partition 1 caught up.
-    let text = wait_metric(
+    wait_metric(
         &base,
         &format!("ordo_consumer_lag_offsets{{partition=\"0\",topic=\"{topic}\"}}"),
         (hw[0] - 20) as f64,
     )
     .await;
-    assert_eq!(
-        value(
-            &text,
-            &format!("ordo_consumer_lag_offsets{{partition=\"1\",topic=\"{topic}\"}}")
-        ),
-        Some(0.0)
-    );
+    let text = wait_metric(
+        &base,
+        &format!("ordo_consumer_lag_offsets{{partition=\"1\",topic=\"{topic}\"}}"),
+        0.0,
+    )
+    .await;
     assert_eq!(
         value(
             &text,
@@ -102,6 +101,34 @@ async fn lag_equals_high_watermark_minus_next_offset_and_a_stopped_partition_is_
         Some(50.0)
     );
     assert_eq!(value(&text, "ordo_assigned_partitions"), Some(2.0));
+    // The oldest unprocessed record of partition 0 (offset 20) has an age; partition 1 has none.
+    let deadline = Deadline::new("lag in seconds", Duration::from_secs(30));
+    loop {
+        let (_, text) = get(&format!("{base}/metrics")).await;
+        let p0 = value(
+            &text,
+            &format!("ordo_consumer_lag_seconds{{partition=\"0\",topic=\"{topic}\"}}"),
+        );
+        let p1 = value(
+            &text,
+            &format!("ordo_consumer_lag_seconds{{partition=\"1\",topic=\"{topic}\"}}"),
+        );
+        if p0.is_some_and(|s| s > 0.0) && p1 == Some(0.0) {
+            break;
+        }
+        deadline.tick().await;
+    }
+    assert_eq!(
+        value(
+            &text,
+            &format!("ordo_end_to_end_seconds_count{{topic=\"{topic}\"}}")
+        ),
+        Some(50.0)
+    );
+    assert!(
+        value(&text, "ordo_stage_duration_seconds_count{stage=\"decode\"}")
+            .is_some_and(|n| n >= 51.0)
+    );
     let batches = value(
         &text,
         &format!("ordo_sink_batch_events_sum{{topic=\"{topic}\"}}"),

@@ -214,8 +214,14 @@ impl Worker {
         }
         let mut decoded: Vec<Decoded> = Vec::with_capacity(records.len());
         let mut failed = None;
+        let stages = &crate::telemetry::metrics::metrics().stage_seconds;
+        let decode_time = stages.with_label_values(&["decode"]);
+        let order_time = stages.with_label_values(&["order"]);
         for (i, r) in records.iter().enumerate() {
-            match self.pipeline.decoder.decode(r).await {
+            let started = Instant::now();
+            let result = self.pipeline.decoder.decode(r).await;
+            decode_time.observe(started.elapsed().as_secs_f64());
+            match result {
                 Ok(mut e) => {
                     if self.pipeline.dead_letters.is_some() {
                         e.source = Some(r.clone());
@@ -261,7 +267,10 @@ impl Worker {
                 }
                 Decoded::Event(event) => {
                     let offset = event.offset;
-                    match self.buffer.offer(event, now, &mut self.batch.events) {
+                    let started = Instant::now();
+                    let offered = self.buffer.offer(event, now, &mut self.batch.events);
+                    order_time.observe(started.elapsed().as_secs_f64());
+                    match offered {
                         Ok(Offer::Released(n)) => self.counts.released += n as u64,
                         Ok(Offer::Held) => {}
                         Ok(Offer::Duplicate) => {
@@ -468,6 +477,10 @@ impl Worker {
                         offset = gap.offset, bound = bound.as_str(),
                         "sequence gap skipped (ordering.on_bound = skip)");
                     self.counts.gaps += 1;
+                    crate::telemetry::metrics::metrics()
+                        .gaps
+                        .with_label_values(&[&*self.topic])
+                        .inc();
                     self.batch.gaps.push(gap);
                     self.dirty_since.get_or_insert(now);
                 }
@@ -576,6 +589,17 @@ impl Worker {
         m.batch_events
             .with_label_values(&[&*self.topic])
             .observe(events as f64);
+        m.stage_seconds
+            .with_label_values(&["sink"])
+            .observe(started.elapsed().as_secs_f64());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let e2e = m.end_to_end_seconds.with_label_values(&[&*self.topic]);
+        for ts in self.batch.events.iter().filter_map(|e| e.timestamp_ms) {
+            e2e.observe((now_ms - ts).max(0) as f64 / 1000.0);
+        }
         m.events
             .with_label_values(&[&*self.topic, "applied"])
             .inc_by(written.applied);

@@ -93,6 +93,10 @@ where
             }
             Err(e) if e.is_transient() => {
                 breaker.failure(Instant::now());
+                crate::telemetry::metrics::metrics()
+                    .retries
+                    .with_label_values(&[what])
+                    .inc();
                 attempt += 1;
                 if config.max_attempts > 0 && attempt >= config.max_attempts {
                     return Err(SinkError::GaveUp {

@@ -31,7 +31,13 @@ pub async fn run(settings: Settings) {
             return;
         }
     };
-    let consumer = std::sync::Arc::new(consumer);
+    let mut probe_cfg = crate::dlq::connection_config(&settings.kafka);
+    probe_cfg
+        .set("group.id", "ordo-lag-probe")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let probe: Option<BaseConsumer> = probe_cfg.create().ok();
+    let consumer = std::sync::Arc::new((consumer, probe));
     let dlq_topics: Vec<String> = if settings.dead_letter.enabled {
         settings
             .source
@@ -45,18 +51,33 @@ pub async fn run(settings: Settings) {
     loop {
         let c = consumer.clone();
         let topics = dlq_topics.clone();
-        let _ = tokio::task::spawn_blocking(move || measure(&c, &topics)).await;
+        let _ = tokio::task::spawn_blocking(move || measure(&c.0, c.1.as_ref(), &topics)).await;
         tokio::time::sleep(interval).await;
     }
 }
 
-fn measure(consumer: &BaseConsumer, dlq_topics: &[String]) {
+fn measure(consumer: &BaseConsumer, probe: Option<&BaseConsumer>, dlq_topics: &[String]) {
     for ((topic, partition), next) in health().positions() {
+        let p = partition.to_string();
         match consumer.fetch_watermarks(&topic, partition, TIMEOUT) {
-            Ok((_, high)) => metrics()
-                .lag_offsets
-                .with_label_values(&[&topic, &partition.to_string()])
-                .set((high - next).max(0)),
+            Ok((_, high)) => {
+                let lag = (high - next).max(0);
+                metrics()
+                    .lag_offsets
+                    .with_label_values(&[&topic, &p])
+                    .set(lag);
+                let age = match (lag, probe) {
+                    (0, _) => Some(0.0),
+                    (_, Some(probe)) => oldest_unprocessed_age(probe, &topic, partition, next),
+                    (_, None) => None,
+                };
+                if let Some(age) = age {
+                    metrics()
+                        .lag_seconds
+                        .with_label_values(&[&topic, &p])
+                        .set(age);
+                }
+            }
             Err(e) => {
                 tracing::debug!(topic, partition, error = %e, "cannot read the high watermark")
             }
@@ -68,6 +89,39 @@ fn measure(consumer: &BaseConsumer, dlq_topics: &[String]) {
             Err(e) => tracing::debug!(topic, error = %e, "cannot measure the dead-letter depth"),
         }
     }
+}
+
+/// Seconds since the record at `next` (the oldest not yet processed) was produced.
+fn oldest_unprocessed_age(
+    probe: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> Option<f64> {
+    use rdkafka::Message;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(next))
+        .ok()?;
+    probe.assign(&tpl).ok()?;
+    let started = std::time::Instant::now();
+    let mut age = None;
+    while started.elapsed() < TIMEOUT {
+        match probe.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) if m.partition() == partition && m.topic() == topic => {
+                let ts = m.timestamp().to_millis()?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_millis() as i64;
+                age = Some((now - ts).max(0) as f64 / 1000.0);
+                break;
+            }
+            Some(Err(_)) => break,
+            _ => {}
+        }
+    }
+    let _ = probe.unassign();
+    age
 }
 
 /// Records of `topic` after the replay group's committed offsets.

@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric Ordo exports.
@@ -32,6 +32,18 @@ pub struct Metrics {
     pub dlq_depth: IntGaugeVec,
     /// Partitions stopped in front of a record.
     pub stopped_partitions: IntGauge,
+    /// Age of the oldest record not yet processed, per owned partition.
+    pub lag_seconds: GaugeVec,
+    /// Time per pipeline stage: decode, order, sink.
+    pub stage_seconds: HistogramVec,
+    /// From an event's Kafka timestamp to its sink commit.
+    pub end_to_end_seconds: HistogramVec,
+    /// Writer schema lookups, by result: hit (seen before) or miss (fetched).
+    pub schema_cache: IntCounterVec,
+    /// Failed attempts of sink operations that were retried.
+    pub retries: IntCounterVec,
+    /// Gaps skipped under `on_bound = "skip"`.
+    pub gaps: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -106,6 +118,50 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "ordo_stopped_partitions",
             "Partitions stopped in front of a record",
         )?,
+        lag_seconds: GaugeVec::new(
+            Opts::new(
+                "ordo_consumer_lag_seconds",
+                "Age of the oldest record not yet processed, per owned partition",
+            ),
+            tp,
+        )?,
+        stage_seconds: HistogramVec::new(
+            HistogramOpts::new(
+                "ordo_stage_duration_seconds",
+                "Time spent per pipeline stage (decode and order per record, sink per batch)",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_001, 4.0, 12)?),
+            &["stage"],
+        )?,
+        end_to_end_seconds: HistogramVec::new(
+            HistogramOpts::new(
+                "ordo_end_to_end_seconds",
+                "From an event's Kafka timestamp to its sink commit",
+            )
+            .buckets(prometheus::exponential_buckets(0.005, 2.0, 16)?),
+            &["topic"],
+        )?,
+        schema_cache: IntCounterVec::new(
+            Opts::new(
+                "ordo_schema_cache_total",
+                "Writer schema lookups, by result",
+            ),
+            &["result"],
+        )?,
+        retries: IntCounterVec::new(
+            Opts::new(
+                "ordo_retries_total",
+                "Failed attempts of sink operations that were retried",
+            ),
+            &["operation"],
+        )?,
+        gaps: IntCounterVec::new(
+            Opts::new(
+                "ordo_gaps_total",
+                "Gaps skipped under ordering.on_bound = skip",
+            ),
+            &["topic"],
+        )?,
         registry,
     };
     m.registry.register(Box::new(m.lag_offsets.clone()))?;
@@ -123,6 +179,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.dlq_depth.clone()))?;
     m.registry
         .register(Box::new(m.stopped_partitions.clone()))?;
+    m.registry.register(Box::new(m.lag_seconds.clone()))?;
+    m.registry.register(Box::new(m.stage_seconds.clone()))?;
+    m.registry
+        .register(Box::new(m.end_to_end_seconds.clone()))?;
+    m.registry.register(Box::new(m.schema_cache.clone()))?;
+    m.registry.register(Box::new(m.retries.clone()))?;
+    m.registry.register(Box::new(m.gaps.clone()))?;
     Ok(m)
 }
 
@@ -138,6 +201,7 @@ impl Metrics {
     pub fn forget_partition(&self, topic: &str, partition: i32) {
         let p = partition.to_string();
         let _ = self.lag_offsets.remove_label_values(&[topic, &p]);
+        let _ = self.lag_seconds.remove_label_values(&[topic, &p]);
         let _ = self.buffered_events.remove_label_values(&[topic, &p]);
         let _ = self.buffered_bytes.remove_label_values(&[topic, &p]);
     }
@@ -152,6 +216,56 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_metric_is_registered() {
+        let m = super::metrics();
+        // Families without series are not rendered: give each one a series.
+        m.lag_offsets.with_label_values(&["x", "9"]).set(0);
+        m.lag_seconds.with_label_values(&["x", "9"]).set(0.0);
+        m.events.with_label_values(&["x", "applied"]).inc_by(0);
+        m.batch_seconds.with_label_values(&["x"]).observe(0.0);
+        m.batch_events.with_label_values(&["x"]).observe(0.0);
+        m.breaker_transitions
+            .with_label_values(&["closed"])
+            .inc_by(0);
+        m.buffered_events.with_label_values(&["x", "9"]).set(0);
+        m.buffered_bytes.with_label_values(&["x", "9"]).set(0);
+        m.rebalances.with_label_values(&["assign"]).inc_by(0);
+        m.dlq_depth.with_label_values(&["x.dlq"]).set(0);
+        m.stage_seconds.with_label_values(&["decode"]).observe(0.0);
+        m.end_to_end_seconds.with_label_values(&["x"]).observe(0.0);
+        m.schema_cache.with_label_values(&["hit"]).inc_by(0);
+        m.retries.with_label_values(&["writing a batch"]).inc_by(0);
+        m.gaps.with_label_values(&["x"]).inc_by(0);
+        let text = m.render();
+        for name in [
+            "ordo_consumer_lag_offsets",
+            "ordo_consumer_lag_seconds",
+            "ordo_events_total",
+            "ordo_sink_batch_duration_seconds",
+            "ordo_sink_batch_events",
+            "ordo_sink_breaker_state",
+            "ordo_sink_breaker_transitions_total",
+            "ordo_buffered_events",
+            "ordo_buffered_bytes",
+            "ordo_assigned_partitions",
+            "ordo_rebalances_total",
+            "ordo_dlq_depth_records",
+            "ordo_stopped_partitions",
+            "ordo_stage_duration_seconds",
+            "ordo_end_to_end_seconds",
+            "ordo_schema_cache_total",
+            "ordo_retries_total",
+            "ordo_gaps_total",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is not registered"
+            );
+        }
+        m.forget_partition("x", 9);
+    }
+
     #[test]
     fn metrics_register_and_render() {
         let m = super::metrics();

@@ -324,14 +324,17 @@ impl TopicReader {
             file: reader.file.display().to_string(),
             detail,
         };
+        let cache = &crate::telemetry::metrics::metrics().schema_cache;
         if let Some(known) = self
             .checked
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
         {
+            cache.with_label_values(&["hit"]).inc();
             return known.clone().map_err(incompatible);
         }
+        cache.with_label_values(&["miss"]).inc();
         let same =
             serde_json::from_str::<serde_json::Value>(&writer.raw).is_ok_and(|w| w == reader.json);
         let result = SchemaCompatibility::can_read(&writer.parsed, &reader.schema)
