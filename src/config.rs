@@ -178,11 +178,26 @@ pub struct LogConfig {
     /// `json` or `text`.
     #[serde(default)]
     pub format: LogFormat,
+    /// Header whose value is a record's correlation id, carried by its span.
+    #[serde(default = "default_correlation_header")]
+    pub correlation_header: String,
+    /// Header whose value is a record's causation id, carried by its span.
+    #[serde(default = "default_causation_header")]
+    pub causation_header: String,
+}
+
+fn default_correlation_header() -> String {
+    "correlation-id".into()
+}
+fn default_causation_header() -> String {
+    "causation-id".into()
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
+            correlation_header: default_correlation_header(),
+            causation_header: default_causation_header(),
             level: default_log_level(),
             format: LogFormat::default(),
         }

@@ -109,7 +109,13 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_land() {
                     partition,
                     key: key.clone().into_bytes(),
                     payload,
-                    headers: vec![("trace-id", format!("t-{}", poison.len()).into_bytes())],
+                    headers: vec![
+                        ("trace-id", format!("t-{}", poison.len()).into_bytes()),
+                        (
+                            "correlation-id",
+                            format!("corr-{}", poison.len()).into_bytes(),
+                        ),
+                    ],
                 };
                 records.push(bad.clone());
                 poison.push(bad);
@@ -183,6 +189,15 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_land() {
             "{why}"
         );
     }
+
+    // The log line of each dead letter carries the record's span: where it is
+    // and its correlation id.
+    let log = ordo.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("record sent to the dead-letter topic") && l.contains("corr-0"))
+        .unwrap_or_else(|| panic!("no dead-letter line with its correlation id:\n{log}"));
+    assert!(line.contains(&format!("topic={}", setup.topic)), "{line}");
 
     // A restart sends nothing again: the offsets passed the dead letters.
     assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));

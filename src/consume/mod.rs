@@ -74,6 +74,9 @@ pub struct Pipeline {
     pub start_from: StartFrom,
     /// Who holds the leases: `host:pid`.
     pub owner: String,
+    /// Headers carrying correlation and causation ids, for records' spans.
+    pub correlation_header: String,
+    pub causation_header: String,
     pub fatal: Fatal,
 }
 
@@ -210,6 +213,8 @@ pub async fn run(
         batch_max_wait: Duration::from_millis(settings.sink.batch_max_wait_ms),
         start_from: settings.source.start_from,
         owner: owner_id(),
+        correlation_header: settings.log.correlation_header.clone(),
+        causation_header: settings.log.causation_header.clone(),
         fatal: Fatal::default(),
     });
     let context = OrdoContext::new(pipeline.clone(), tokio::runtime::Handle::current());

@@ -16,6 +16,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::{OrdoConsumer, OrdoContext, Pipeline};
 use crate::decode::{Event, Record};
@@ -218,18 +219,25 @@ impl Worker {
         let decode_time = stages.with_label_values(&["decode"]);
         let order_time = stages.with_label_values(&["order"]);
         for (i, r) in records.iter().enumerate() {
+            let span = self.span_of(r);
             let started = Instant::now();
-            let result = self.pipeline.decoder.decode(r).await;
+            let result = self
+                .pipeline
+                .decoder
+                .decode(r)
+                .instrument(span.clone())
+                .await;
             decode_time.observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(mut e) => {
+                    span.record("key", e.key.as_str());
                     if self.pipeline.dead_letters.is_some() {
                         e.source = Some(r.clone());
                     }
                     decoded.push(Decoded::Event(e));
                 }
                 Err(e) if !e.is_transient() && self.pipeline.dead_letters.is_some() => {
-                    match self.dead_letter(r, &e).await {
+                    match self.dead_letter(r, &e).instrument(span).await {
                         Ok(()) => decoded.push(Decoded::DeadLettered(r.offset)),
                         Err(dle) => {
                             failed = Some((i, e, Some(dle)));
@@ -496,6 +504,24 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A record's span: where it is, its key once decoded, and the correlation
+    /// and causation ids from the configured headers.
+    fn span_of(&self, r: &Record) -> tracing::Span {
+        let text = |name: &str| {
+            r.header(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        tracing::info_span!(
+            "record",
+            topic = %self.topic,
+            partition = r.partition,
+            offset = r.offset,
+            key = tracing::field::Empty,
+            correlation_id = text(&self.pipeline.correlation_header),
+            causation_id = text(&self.pipeline.causation_header),
+        )
     }
 
     /// Counts a record's outcome.
