@@ -75,10 +75,8 @@ where
     loop {
         if let Admit::NotBefore(at) = breaker.admit(Instant::now()) {
             pause();
-            if let (Some(d), Some(e)) = (deadline, last_error.take()) {
-                if at > d {
-                    return Err(e);
-                }
+            if deadline.is_some_and(|d| at > d) {
+                return Err(last_error.take().unwrap_or(SinkError::BreakerOpen));
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
@@ -165,5 +163,31 @@ mod tests {
         let e = result.unwrap_err();
         assert!(e.to_string().contains("gave up after 3 attempts"), "{e}");
         assert!(!e.is_transient());
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_gives_up_at_the_deadline_without_an_attempt() {
+        let breaker = Breaker::new(super::super::breaker::BreakerConfig {
+            failures_to_open: 1,
+            open_ms: 60_000,
+            max_open_ms: 60_000,
+        });
+        breaker.failure(Instant::now());
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let mut calls = 0;
+        let result: Result<(), SinkError> = retry(
+            "draining",
+            Some(deadline),
+            &RetryConfig::default(),
+            &breaker,
+            &|| {},
+            || {
+                calls += 1;
+                async { Ok(()) }
+            },
+        )
+        .await;
+        assert_eq!(calls, 0);
+        assert!(matches!(result, Err(SinkError::BreakerOpen)));
     }
 }

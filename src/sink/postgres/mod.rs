@@ -36,6 +36,8 @@ pub enum SinkError {
         partition: i32,
         epoch: i64,
     },
+    #[error("the sink's circuit breaker is open (PostgreSQL kept failing); nothing was written")]
+    BreakerOpen,
     #[error("gave up after {attempts} attempts (sink.retry.max_attempts): {last}")]
     GaveUp {
         attempts: u32,
@@ -60,7 +62,7 @@ impl SinkError {
     /// serialization failure); false for errors that repeat.
     pub fn is_transient(&self) -> bool {
         match self {
-            SinkError::Connect { .. } => true,
+            SinkError::Connect { .. } | SinkError::BreakerOpen => true,
             SinkError::Query { source, .. } => write::is_transient(source),
             SinkError::Schema { .. } | SinkError::Fenced { .. } | SinkError::GaveUp { .. } => false,
         }
