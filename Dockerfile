@@ -10,7 +10,7 @@ COPY schemas ./schemas
 RUN cargo build --release --locked --bin ordo
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 ordo
 COPY --from=build /src/target/release/ordo /usr/local/bin/ordo
 USER ordo

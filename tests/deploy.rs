@@ -96,8 +96,11 @@ fn mounted_files_exist_and_the_image_builds_from_this_tree() {
     }
 }
 
-#[test]
-fn ordo_config_in_the_stack_loads_and_points_at_its_services() {
+/// Ordo's settings as a replica of the stack loads them: the mounts under the
+/// config's directory are laid out as the container sees them, so relative
+/// paths in the config (reader schemas) resolve as there. The temp dir holds
+/// that layout.
+fn ordo_settings_in_stack() -> (Settings, tempfile::TempDir) {
     let c = compose();
     let ordo = service(&c, "ordo");
     let volumes = ordo["volumes"].as_sequence().unwrap();
@@ -108,8 +111,6 @@ fn ordo_config_in_the_stack_loads_and_points_at_its_services() {
         .map(|v| v.as_str().unwrap())
         .collect();
     let in_container = command[command.iter().position(|a| *a == "--config").unwrap() + 1];
-    // Lay the mounts under the config's directory out as the container sees
-    // them, so relative paths in the config (reader schemas) resolve as there.
     let config_dir = Path::new(in_container).parent().unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut config_mounted = false;
@@ -127,6 +128,14 @@ fn ordo_config_in_the_stack_loads_and_points_at_its_services() {
         .join(Path::new(in_container).strip_prefix(config_dir).unwrap());
     let settings =
         Settings::load_with_env(Some(&in_root), &env_of(ordo)).unwrap_or_else(|e| panic!("{e}"));
+    (settings, root)
+}
+
+#[test]
+fn ordo_config_in_the_stack_loads_and_points_at_its_services() {
+    let c = compose();
+    let ordo = service(&c, "ordo");
+    let (settings, root) = ordo_settings_in_stack();
     // Every reader schema file is inside a mount.
     for r in &settings.source.reader_schemas {
         if let Some(file) = &r.file {
@@ -181,4 +190,167 @@ fn ordo_config_in_the_stack_loads_and_points_at_its_services() {
     }
     // Ordo's grace period covers its drain timeout.
     assert_eq!(ordo["stop_grace_period"].as_str(), Some("45s"));
+}
+
+/// The `host:port` a URL points at.
+fn host_port(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap();
+    let (host, port) = authority.rsplit_once(':').expect("URL with a port");
+    (host.to_string(), port.parse().expect("numeric port"))
+}
+
+/// The host directory mounted at `target` (or at a directory holding it) in `svc`.
+fn mounted_at(svc: &Value, target: &str) -> std::path::PathBuf {
+    for v in svc["volumes"].as_sequence().unwrap().iter().filter_map(Value::as_str) {
+        let parts: Vec<&str> = v.split(':').collect();
+        if let Ok(rel) = Path::new(target).strip_prefix(parts[1]) {
+            return Path::new(parts[0]).join(rel);
+        }
+    }
+    panic!("{target} is not mounted")
+}
+
+fn yaml_file(path: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn prometheus_in_the_stack_scrapes_every_replica_and_loads_the_alert_rules() {
+    let c = compose();
+    let prometheus = service(&c, "prometheus");
+    let args: Vec<&str> = prometheus["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let config_in_container = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--config.file="))
+        .expect("--config.file");
+    let config_path = mounted_at(prometheus, config_in_container);
+    let config = yaml_file(&config_path);
+    for rule_file in config["rule_files"].as_sequence().unwrap() {
+        let path = config_path.parent().unwrap().join(rule_file.as_str().unwrap());
+        assert!(path.exists(), "rule file {} is not mounted", path.display());
+    }
+    // Ordo's replicas listen where Prometheus looks for them.
+    let listen_port = ordo_settings_in_stack()
+        .0
+        .http
+        .listen
+        .rsplit_once(':')
+        .map(|(_, p)| p.parse::<u16>().unwrap())
+        .expect("http.listen with a port");
+    let ordo = service(&c, "ordo");
+    let exposed: Vec<String> = ordo["expose"]
+        .as_sequence()
+        .expect("ordo exposes its metrics port")
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert!(exposed.contains(&listen_port.to_string()), "{exposed:?}");
+    let health = serde_yaml::to_string(&ordo["healthcheck"]["test"]).unwrap();
+    assert!(
+        health.contains(&format!("localhost:{listen_port}/readyz")),
+        "{health}"
+    );
+    let job = config["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_name"].as_str() == Some("ordo"))
+        .expect("a scrape job named ordo (the alert rules select job=\"ordo\")");
+    let sd = &job["dns_sd_configs"][0];
+    assert_eq!(sd["names"][0].as_str(), Some("ordo"), "the compose service name");
+    assert_eq!(sd["port"].as_u64(), Some(u64::from(listen_port)));
+    let rules = std::fs::read_to_string("deploy/prometheus/alerts.yml").unwrap();
+    assert!(rules.contains("job=\"ordo\""));
+}
+
+#[test]
+fn grafana_in_the_stack_provisions_the_data_source_and_the_dashboard() {
+    let c = compose();
+    let grafana = service(&c, "grafana");
+    let provisioning = mounted_at(grafana, "/etc/grafana/provisioning");
+    let sources = yaml_file(&provisioning.join("datasources/prometheus.yml"));
+    let source = &sources["datasources"][0];
+    assert_eq!(source["type"].as_str(), Some("prometheus"));
+    let (host, port) = host_port(source["url"].as_str().unwrap());
+    assert!(
+        listens(service(&c, &host), port),
+        "{host}:{port} is not Prometheus's port"
+    );
+    let providers = yaml_file(&provisioning.join("dashboards/ordo.yml"));
+    let path = providers["providers"][0]["options"]["path"].as_str().unwrap();
+    let dashboards = mounted_at(grafana, path);
+    let env: BTreeMap<String, String> = env_of(grafana).into_iter().collect();
+    let home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].as_str();
+    assert!(mounted_at(grafana, home).exists(), "{home}");
+
+    let metrics_source = std::fs::read_to_string("src/telemetry/metrics.rs").unwrap();
+    let mut panels_seen = 0;
+    for entry in std::fs::read_dir(&dashboards).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dash: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let vars = dash["templating"]["list"].as_array().unwrap();
+        let ds_var = vars
+            .iter()
+            .find(|v| v["type"] == "datasource")
+            .expect("a data source variable");
+        assert_eq!(ds_var["query"], source["type"].as_str().unwrap());
+        let ds_ref = format!("${{{}}}", ds_var["name"].as_str().unwrap());
+        for panel in dash["panels"].as_array().unwrap() {
+            let Some(targets) = panel["targets"].as_array() else {
+                continue;
+            };
+            panels_seen += 1;
+            let title = panel["title"].as_str().unwrap();
+            assert_eq!(panel["datasource"]["uid"], ds_ref.as_str(), "{title}");
+            for t in targets {
+                let expr = t["expr"].as_str().unwrap();
+                // Every metric a panel reads is one Ordo defines.
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("ordo_"))
+                {
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name);
+                    assert!(
+                        metrics_source.contains(&format!("\"{base}\"")),
+                        "panel {title:?} reads {name}, which Ordo does not export"
+                    );
+                }
+            }
+        }
+    }
+    assert!(panels_seen >= 10, "{panels_seen} panels");
+}
+
+/// Runs promtool (from the Prometheus Debian package) with `args`.
+fn promtool(args: &[&str]) {
+    let out = std::process::Command::new("promtool")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("promtool: {e} (apt-get install prometheus)"));
+    assert!(
+        out.status.success(),
+        "promtool {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn promtool_accepts_the_config_and_the_rules_and_the_rules_pass_their_unit_tests() {
+    promtool(&["check", "config", "deploy/prometheus/prometheus.yml"]);
+    promtool(&["check", "rules", "deploy/prometheus/alerts.yml"]);
+    promtool(&["test", "rules", "deploy/prometheus/alerts_test.yml"]);
 }

@@ -24,7 +24,8 @@ use super::worker::{Control, Worker};
 use super::{OrdoConsumer, Pipeline};
 use crate::config::StartFrom;
 use crate::sink::Lease;
-use crate::telemetry::{health::health, metrics::metrics};
+use crate::telemetry::health::{health, Position};
+use crate::telemetry::metrics::metrics;
 
 /// How long a revoked partition may take to finish its batch before it is abandoned
 /// (abandoning loses nothing: the next owner resumes from the sink's offset).
@@ -226,9 +227,12 @@ impl OrdoContext {
                 "partition assigned"
             );
             let id: PartitionId = (lease.topic.as_str().into(), lease.partition);
-            if let Some(next) = lease.next_offset {
-                health().position(&lease.topic, lease.partition, next);
-            }
+            let position = match (lease.next_offset, self.pipeline.start_from) {
+                (Some(n), _) => Position::Next(n),
+                (None, StartFrom::Earliest) => Position::Earliest,
+                (None, StartFrom::Latest) => Position::Latest,
+            };
+            health().position(&lease.topic, lease.partition, position);
             metrics().assigned_partitions.inc();
             let (control, rx) = mpsc::channel(1);
             let worker = Worker::new(self.pipeline.clone(), consumer.clone(), lease);
@@ -250,16 +254,18 @@ impl OrdoContext {
                 .collect()
         };
         metrics().rebalances.with_label_values(&["revoke"]).inc();
+        metrics().assigned_partitions.sub(handles.len() as i64);
+        let drained = if handles.is_empty() {
+            vec![]
+        } else {
+            tracing::info!(partitions = %list(tpl), "partitions revoked: draining");
+            self.block_on(drain(handles))
+        };
+        // After the drain: a draining worker no longer publishes its position.
         for e in tpl.elements() {
             health().revoked(e.topic(), e.partition());
-            metrics().forget_partition(e.topic(), e.partition());
         }
-        metrics().assigned_partitions.sub(handles.len() as i64);
-        if handles.is_empty() {
-            return vec![];
-        }
-        tracing::info!(partitions = %list(tpl), "partitions revoked: draining");
-        self.block_on(drain(handles))
+        drained
     }
 
     /// Drains every worker (shutdown) and commits their offsets to Kafka.

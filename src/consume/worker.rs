@@ -538,7 +538,7 @@ impl Worker {
             crate::telemetry::health::health().position(
                 &self.topic,
                 self.lease.partition,
-                last + 1,
+                crate::telemetry::health::Position::Next(last + 1),
             );
         }
         let m = crate::telemetry::metrics::metrics();

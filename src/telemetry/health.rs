@@ -19,8 +19,19 @@ struct Inner {
     stopped: BTreeMap<(String, i32), String>,
     /// Since when the sink's breaker has not been closed.
     breaker_open_since: Option<Instant>,
-    /// Per owned partition: the next offset to process.
-    positions: BTreeMap<(String, i32), i64>,
+    /// Per owned partition: where processing stands.
+    positions: BTreeMap<(String, i32), Position>,
+}
+
+/// Where an owned partition's processing stands, for lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The next offset to process.
+    Next(i64),
+    /// Nothing processed yet: processing starts at the earliest retained record.
+    Earliest,
+    /// Nothing processed yet: processing starts at the end of the partition.
+    Latest,
 }
 
 /// The process's health state.
@@ -57,31 +68,41 @@ impl Health {
         }
     }
 
-    /// Records the next offset `topic`/`partition` will process.
-    pub fn position(&self, topic: &str, partition: i32, next: i64) {
+    /// Records where `topic`/`partition` stands (it is owned from now on).
+    pub fn position(&self, topic: &str, partition: i32, position: Position) {
         self.lock()
             .positions
-            .insert((topic.to_string(), partition), next);
+            .insert((topic.to_string(), partition), position);
     }
 
-    /// Forgets a partition this replica no longer owns.
+    /// Forgets a partition this replica no longer owns, and removes its series.
     pub fn revoked(&self, topic: &str, partition: i32) {
         let mut inner = self.lock();
         let key = (topic.to_string(), partition);
         inner.positions.remove(&key);
         inner.stopped.remove(&key);
-        super::metrics::metrics()
-            .stopped_partitions
-            .set(inner.stopped.len() as i64);
+        let m = super::metrics::metrics();
+        m.stopped_partitions.set(inner.stopped.len() as i64);
+        m.forget_partition(topic, partition);
     }
 
-    /// Owned partitions and their next offsets.
-    pub fn positions(&self) -> Vec<((String, i32), i64)> {
+    /// Owned partitions and where each stands.
+    pub fn positions(&self) -> Vec<((String, i32), Position)> {
         self.lock()
             .positions
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect()
+    }
+
+    /// Runs `publish` only while `topic`/`partition` is owned, holding the
+    /// state so that a revocation cannot slip between the check and the
+    /// publication: a revoked partition's series stay removed.
+    pub fn while_owned(&self, topic: &str, partition: i32, publish: impl FnOnce()) {
+        let inner = self.lock();
+        if inner.positions.contains_key(&(topic.to_string(), partition)) {
+            publish();
+        }
     }
 
     /// `Ok` when ready, else the reasons.
@@ -115,6 +136,18 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revoked_partition_publishes_nothing() {
+        let h = Health::default();
+        h.position("t", 3, Position::Next(7));
+        let mut published = 0;
+        h.while_owned("t", 3, || published += 1);
+        h.revoked("t", 3);
+        h.while_owned("t", 3, || published += 1);
+        assert_eq!(published, 1);
+        assert!(h.positions().is_empty());
+    }
 
     #[test]
     fn readiness_needs_a_join_and_no_stopped_partition() {

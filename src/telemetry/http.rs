@@ -57,10 +57,13 @@ pub fn router(max_breaker_open: Duration) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|| async {
+            get(move || async move {
+                let m = super::metrics::metrics();
+                let ready = super::health::health().ready(max_breaker_open).is_ok();
+                m.ready.set(i64::from(ready));
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    super::metrics::metrics().render(),
+                    m.render(),
                 )
             }),
         )

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::health::health;
+use super::health::{health, Position};
 use super::metrics::metrics;
 use crate::config::Settings;
 
@@ -57,31 +57,38 @@ pub async fn run(settings: Settings) {
 }
 
 fn measure(consumer: &BaseConsumer, probe: Option<&BaseConsumer>, dlq_topics: &[String]) {
-    for ((topic, partition), next) in health().positions() {
-        let p = partition.to_string();
-        match consumer.fetch_watermarks(&topic, partition, TIMEOUT) {
-            Ok((_, high)) => {
-                let lag = (high - next).max(0);
-                metrics()
-                    .lag_offsets
-                    .with_label_values(&[&topic, &p])
-                    .set(lag);
-                let age = match (lag, probe) {
-                    (0, _) => Some(0.0),
-                    (_, Some(probe)) => oldest_unprocessed_age(probe, &topic, partition, next),
-                    (_, None) => None,
-                };
-                if let Some(age) = age {
-                    metrics()
-                        .lag_seconds
-                        .with_label_values(&[&topic, &p])
-                        .set(age);
-                }
-            }
+    for ((topic, partition), position) in health().positions() {
+        let (low, high) = match consumer.fetch_watermarks(&topic, partition, TIMEOUT) {
+            Ok(w) => w,
             Err(e) => {
-                tracing::debug!(topic, partition, error = %e, "cannot read the high watermark")
+                tracing::debug!(topic, partition, error = %e, "cannot read the high watermark");
+                continue;
             }
-        }
+        };
+        let next = match position {
+            Position::Next(n) => n,
+            Position::Earliest => low,
+            Position::Latest => high,
+        };
+        let lag = (high - next).max(0);
+        let age = match (lag, probe) {
+            (0, _) => Some(0.0),
+            (_, Some(probe)) => oldest_unprocessed_age(probe, &topic, partition, next),
+            (_, None) => None,
+        };
+        let p = partition.to_string();
+        health().while_owned(&topic, partition, || {
+            metrics()
+                .lag_offsets
+                .with_label_values(&[&topic, &p])
+                .set(lag);
+            if let Some(age) = age {
+                metrics()
+                    .lag_seconds
+                    .with_label_values(&[&topic, &p])
+                    .set(age);
+            }
+        });
     }
     for topic in dlq_topics {
         match dlq_depth(consumer, topic) {

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub dlq_depth: IntGaugeVec,
     /// Partitions stopped in front of a record.
     pub stopped_partitions: IntGauge,
+    /// 1 while `/readyz` answers ready, else 0 (set when scraped).
+    pub ready: IntGauge,
     /// Age of the oldest record not yet processed, per owned partition.
     pub lag_seconds: GaugeVec,
     /// Time per pipeline stage: decode, order, sink.
@@ -118,6 +120,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "ordo_stopped_partitions",
             "Partitions stopped in front of a record",
         )?,
+        ready: IntGauge::new(
+            "ordo_ready",
+            "1 while this replica is ready (/readyz answers 200), else 0",
+        )?,
         lag_seconds: GaugeVec::new(
             Opts::new(
                 "ordo_consumer_lag_seconds",
@@ -179,6 +185,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.dlq_depth.clone()))?;
     m.registry
         .register(Box::new(m.stopped_partitions.clone()))?;
+    m.registry.register(Box::new(m.ready.clone()))?;
     m.registry.register(Box::new(m.lag_seconds.clone()))?;
     m.registry.register(Box::new(m.stage_seconds.clone()))?;
     m.registry
@@ -252,6 +259,7 @@ mod tests {
             "ordo_rebalances_total",
             "ordo_dlq_depth_records",
             "ordo_stopped_partitions",
+            "ordo_ready",
             "ordo_stage_duration_seconds",
             "ordo_end_to_end_seconds",
             "ordo_schema_cache_total",
