@@ -202,7 +202,12 @@ fn host_port(url: &str) -> (String, u16) {
 
 /// The host directory mounted at `target` (or at a directory holding it) in `svc`.
 fn mounted_at(svc: &Value, target: &str) -> std::path::PathBuf {
-    for v in svc["volumes"].as_sequence().unwrap().iter().filter_map(Value::as_str) {
+    for v in svc["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+    {
         let parts: Vec<&str> = v.split(':').collect();
         if let Ok(rel) = Path::new(target).strip_prefix(parts[1]) {
             return Path::new(parts[0]).join(rel);
@@ -212,8 +217,7 @@ fn mounted_at(svc: &Value, target: &str) -> std::path::PathBuf {
 }
 
 fn yaml_file(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -234,7 +238,10 @@ fn prometheus_in_the_stack_scrapes_every_replica_and_loads_the_alert_rules() {
     let config_path = mounted_at(prometheus, config_in_container);
     let config = yaml_file(&config_path);
     for rule_file in config["rule_files"].as_sequence().unwrap() {
-        let path = config_path.parent().unwrap().join(rule_file.as_str().unwrap());
+        let path = config_path
+            .parent()
+            .unwrap()
+            .join(rule_file.as_str().unwrap());
         assert!(path.exists(), "rule file {} is not mounted", path.display());
     }
     // Ordo's replicas listen where Prometheus looks for them.
@@ -265,7 +272,11 @@ fn prometheus_in_the_stack_scrapes_every_replica_and_loads_the_alert_rules() {
         .find(|j| j["job_name"].as_str() == Some("ordo"))
         .expect("a scrape job named ordo (the alert rules select job=\"ordo\")");
     let sd = &job["dns_sd_configs"][0];
-    assert_eq!(sd["names"][0].as_str(), Some("ordo"), "the compose service name");
+    assert_eq!(
+        sd["names"][0].as_str(),
+        Some("ordo"),
+        "the compose service name"
+    );
     assert_eq!(sd["port"].as_u64(), Some(u64::from(listen_port)));
     let rules = std::fs::read_to_string("deploy/prometheus/alerts.yml").unwrap();
     assert!(rules.contains("job=\"ordo\""));
@@ -285,7 +296,9 @@ fn grafana_in_the_stack_provisions_the_data_source_and_the_dashboard() {
         "{host}:{port} is not Prometheus's port"
     );
     let providers = yaml_file(&provisioning.join("dashboards/ordo.yml"));
-    let path = providers["providers"][0]["options"]["path"].as_str().unwrap();
+    let path = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
     let dashboards = mounted_at(grafana, path);
     let env: BTreeMap<String, String> = env_of(grafana).into_iter().collect();
     let home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].as_str();
@@ -296,8 +309,8 @@ fn grafana_in_the_stack_provisions_the_data_source_and_the_dashboard() {
     for entry in std::fs::read_dir(&dashboards).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let dash: serde_json::Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let dash: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let vars = dash["templating"]["list"].as_array().unwrap();
         let ds_var = vars
             .iter()

@@ -100,7 +100,10 @@ impl Health {
     /// publication: a revoked partition's series stay removed.
     pub fn while_owned(&self, topic: &str, partition: i32, publish: impl FnOnce()) {
         let inner = self.lock();
-        if inner.positions.contains_key(&(topic.to_string(), partition)) {
+        if inner
+            .positions
+            .contains_key(&(topic.to_string(), partition))
+        {
             publish();
         }
     }

@@ -1,12 +1,14 @@
 //! Test harness: a throw-away PostgreSQL, a Kafka cluster (librdkafka's mock
 //! cluster, or an external broker named by `TEST_KAFKA_BOOTSTRAP_SERVERS`), the
-//! `ordo` binary as a child process, and event data with known answers.
+//! `ordo` binary as a child process, a real Prometheus scraping it, and event
+//! data with known answers.
 #![allow(dead_code)]
 
 pub mod data;
 pub mod kafka;
 pub mod ordo;
 pub mod postgres;
+pub mod prometheus;
 
 use std::time::{Duration, Instant};
 

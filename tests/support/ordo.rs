@@ -31,6 +31,8 @@ pub struct Setup {
     pub dead_letter: bool,
     /// `http.listen`; empty: no listener.
     pub http: String,
+    /// Extra TOML lines appended to `[http]`.
+    pub http_extra: String,
 }
 
 impl Setup {
@@ -85,6 +87,7 @@ enabled = {dead_letter}
 [http]
 listen = "{http}"
 measure_interval_ms = 200
+{http_extra}
 
 {tail}
 "#,
@@ -96,6 +99,7 @@ measure_interval_ms = 200
             tail = self.tail,
             dead_letter = self.dead_letter,
             http = self.http,
+            http_extra = self.http_extra,
             key = if self.key.is_empty() {
                 "message_key"
             } else {

@@ -1,0 +1,330 @@
+//! Ordo watched by a real Prometheus, with the dashboard and alert rules
+//! shipped in deploy/: two replicas under steady load are scraped; every
+//! dashboard panel's query returns data; each alert stays quiet while all is
+//! well and fires when its condition is driven (dead letters arrive, the
+//! database goes away so the breaker opens, lag grows and ages and no replica
+//! is ready), then clears on recovery. Nothing is lost on the way.
+//!
+//! One test in this binary: it stops the shared PostgreSQL cluster.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+use support::data;
+use support::kafka::Kafka;
+use support::ordo::{Ordo, Setup};
+use support::postgres::{cluster, free_port, TestDb};
+use support::prometheus::{rules_with_for, Prometheus};
+
+const PARTITIONS: i32 = 4;
+const KEYS: usize = 40;
+
+/// What the load thread is told while it runs.
+#[derive(Default)]
+struct Load {
+    stop: AtomicBool,
+    /// Subtracted from the records' timestamps (an event time in the past).
+    backdate_ms: AtomicI64,
+    /// Undecodable records still to send.
+    poison: AtomicUsize,
+    /// Records produced (good, duplicate and poison).
+    produced: AtomicUsize,
+}
+
+/// Produces keyed, versioned JSON events at about `per_second` until told to
+/// stop: every 25th is a duplicate of its key's previous version, and poison
+/// records are slipped in on demand. Returns the number of distinct events.
+fn produce(bootstrap: String, topic: String, load: Arc<Load>, per_second: u64) -> i64 {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let mut versions = [0i64; KEYS];
+    let mut n: usize = 0;
+    while !load.stop.load(Ordering::SeqCst) {
+        let k = n % KEYS;
+        let key = format!("k{k}");
+        let partition = (k % PARTITIONS as usize) as i32;
+        let payload = if load
+            .poison
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_sub(1))
+            .is_ok()
+        {
+            b"{not json".to_vec()
+        } else {
+            if n % 25 != 24 || versions[k] == 0 {
+                versions[k] += 1;
+            }
+            data::payload(&key, versions[k])
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis() as i64;
+        let ts = now - load.backdate_ms.load(Ordering::SeqCst);
+        let record = BaseRecord::to(&topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload)
+            .timestamp(ts);
+        if let Err((e, _)) = producer.send(record) {
+            panic!("produce: {e}");
+        }
+        load.produced.fetch_add(1, Ordering::SeqCst);
+        n += 1;
+        producer.poll(Duration::from_micros(1_000_000 / per_second));
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    versions.iter().sum()
+}
+
+/// Waits until `check` holds for what Prometheus says, or panics naming `what`
+/// with the alerts Prometheus has and its log.
+async fn until<F, Fut>(prom: &Prometheus, what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; alerts: {:?}",
+                prom.alerts().await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A dashboard panel's query with Grafana's variables filled in as the
+/// dashboard would: this job, every topic, a rate window a few scrapes wide.
+fn as_grafana_sends_it(expr: &str) -> String {
+    expr.replace("$job", "ordo")
+        .replace("$topic", ".*")
+        .replace("$__rate_interval", "15s")
+}
+
+/// The labels an expression's aggregations group by (`le` is consumed by
+/// `histogram_quantile`).
+fn grouped_by(expr: &str) -> Vec<String> {
+    expr.split("by (")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')'))
+        .flat_map(|(labels, _)| labels.split(','))
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty() && l != "le")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_queries_return_data_and_every_alert_fires_on_its_condition() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port()];
+    let base = Setup {
+        dead_letter: true,
+        http_extra: "max_breaker_open_ms = 2000".into(),
+        tail: "[sink.breaker]\nopen_ms = 500\nmax_open_ms = 2000\n".into(),
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
+    };
+    let topic = base.topic.clone();
+    let dlq = format!("{topic}.dlq");
+    kafka.create_topic(&topic, PARTITIONS);
+    kafka.create_topic(&dlq, 1);
+
+    let load = Arc::new(Load::default());
+    let producer = std::thread::spawn({
+        let (bootstrap, topic, load) = (kafka.bootstrap(), topic.clone(), load.clone());
+        move || produce(bootstrap, topic, load, 300)
+    });
+    let mut replicas = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let setup = Setup {
+            http: format!("127.0.0.1:{port}"),
+            ..base.clone()
+        };
+        let config = setup.write(dir.path(), &format!("ordo{i}.toml"));
+        replicas.push(Ordo::start(
+            &config,
+            dir.path().join(format!("ordo{i}.log")),
+        ));
+    }
+    let targets: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let rules = rules_with_for(std::path::Path::new("deploy/prometheus/alerts.yml"), "2s");
+    let prom = Prometheus::start("ordo", &targets, &rules).await;
+
+    // Both replicas scraped, each owning partitions, ready, and landing events.
+    until(
+        &prom,
+        "both replicas ready and owning partitions",
+        Duration::from_secs(60),
+        || async {
+            let ready = prom.query("sum(ordo_ready{job=\"ordo\"})").await;
+            let owning = prom
+                .query("count(ordo_assigned_partitions{job=\"ordo\"} > 0)")
+                .await;
+            ready.first().is_some_and(|s| s.value == 2.0)
+                && owning.first().is_some_and(|s| s.value == 2.0)
+        },
+    )
+    .await;
+    until(&prom, "events applied on both replicas", Duration::from_secs(30), || async {
+        prom.query("sum by (instance) (rate(ordo_events_total{job=\"ordo\",outcome=\"applied\"}[5s])) > 0")
+            .await
+            .len()
+            == 2
+    })
+    .await;
+
+    // All is well: no alert fires over several evaluations.
+    for _ in 0..8 {
+        let firing = prom.firing().await;
+        assert!(
+            firing.is_empty(),
+            "alerts firing while all is well: {firing:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Dead letters arrive: both replicas report the broker's depth, and the alert fires.
+    load.poison.store(5, Ordering::SeqCst);
+    until(
+        &prom,
+        "dead-letter depth 5 on both replicas",
+        Duration::from_secs(30),
+        || async {
+            let depth = prom
+                .query(&format!(
+                    "ordo_dlq_depth_records{{job=\"ordo\",dlq_topic=\"{dlq}\"}}"
+                ))
+                .await;
+            depth.len() == 2 && depth.iter().all(|s| s.value == 5.0)
+        },
+    )
+    .await;
+    until(
+        &prom,
+        "OrdoDeadLetterGrowing firing",
+        Duration::from_secs(30),
+        || async {
+            prom.alerts().await.iter().any(|a| {
+                a.name == "OrdoDeadLetterGrowing"
+                    && a.state == "firing"
+                    && a.labels.get("dlq_topic").and_then(|v| v.as_str()) == Some(&dlq)
+            })
+        },
+    )
+    .await;
+
+    // Events now carry an event time 15 minutes old; then the database goes away.
+    load.backdate_ms.store(15 * 60 * 1000, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster().stop();
+    let outage = [
+        "OrdoConsumerLagGrowing",
+        "OrdoConsumerLagSecondsHigh",
+        "OrdoNoReplicaReady",
+        "OrdoSinkBreakerOpen",
+    ];
+    until(
+        &prom,
+        "every outage alert firing",
+        Duration::from_secs(120),
+        || async {
+            let firing = prom.firing().await;
+            outage.iter().all(|a| firing.iter().any(|f| f == a))
+        },
+    )
+    .await;
+    let open = prom
+        .query("max by (instance) (ordo_sink_breaker_state{job=\"ordo\"}) > 0")
+        .await;
+    assert_eq!(open.len(), 2, "both replicas' breakers are open: {open:?}");
+
+    // The database is back and new events are current: the breaker closes,
+    // the backlog drains, the alerts clear.
+    load.backdate_ms.store(0, Ordering::SeqCst);
+    cluster().start_again();
+    until(
+        &prom,
+        "outage alerts cleared",
+        Duration::from_secs(120),
+        || async {
+            let firing = prom.firing().await;
+            !outage.iter().any(|a| firing.iter().any(|f| f == a))
+        },
+    )
+    .await;
+
+    // Every panel's query returns data, per replica where it says so.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("deploy/grafana/dashboards/ordo.json").unwrap(),
+    )
+    .unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap_or_default();
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = as_grafana_sends_it(target["expr"].as_str().unwrap());
+            let result = prom.query(&expr).await;
+            assert!(
+                result.iter().any(|s| s.value.is_finite()),
+                "panel {title:?}: {expr} returned no data: {result:?}"
+            );
+            // Every label the panel groups by (its legend) is on every series.
+            for label in grouped_by(&expr) {
+                assert!(
+                    result.iter().all(|s| s.labels.contains_key(&label)),
+                    "panel {title:?}: {expr}: series without {label}: {result:?}"
+                );
+            }
+            if expr.contains("by (instance") {
+                let instances: BTreeSet<String> = result
+                    .iter()
+                    .filter_map(|s| s.labels.get("instance")?.as_str().map(String::from))
+                    .collect();
+                assert_eq!(instances.len(), 2, "panel {title:?}: {expr}: {result:?}");
+            }
+            queried += 1;
+        }
+    }
+    assert!(queried >= 20, "{queried} panel queries");
+
+    // Nothing was lost on the way: every record is applied or dead-lettered.
+    load.stop.store(true, Ordering::SeqCst);
+    let distinct = producer.join().unwrap();
+    let hw = kafka.high_watermarks(&topic, PARTITIONS);
+    let client = db.client().await;
+    let mut first = replicas.remove(0);
+    data::wait_stored_offsets(&client, &mut first, &base.group, &topic, &hw).await;
+    let dead: i64 = kafka.high_watermarks(&dlq, 1)[0];
+    assert_eq!(dead, 5, "poison records in the dead-letter topic");
+    let produced = load.produced.load(Ordering::SeqCst) as i64;
+    assert_eq!(hw.iter().sum::<i64>(), produced);
+    let rows: i64 = client
+        .query_one("SELECT count(DISTINCT (stream, version)) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((rows, total), (distinct, distinct), "every event once");
+    assert_eq!(first.terminate(Duration::from_secs(30)).code(), Some(0));
+    for mut r in replicas {
+        assert_eq!(r.terminate(Duration::from_secs(30)).code(), Some(0));
+    }
+}
