@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::data::{self, Produced};
@@ -145,22 +146,22 @@ async fn lag_equals_high_watermark_minus_next_offset_and_a_stopped_partition_is_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letter_depth_comes_from_the_broker() {
+async fn dead_letter_depth_comes_from_the_broker_on_every_replica_and_after_a_restart() {
     let kafka = Kafka::start();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let ports = [free_port(), free_port()];
     let setup = Setup {
-        http: format!("127.0.0.1:{port}"),
         dead_letter: true,
         ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
     };
     let dlq = format!("{}.dlq", setup.topic);
     let parked = format!("{}.parked", setup.topic);
-    kafka.create_topic(&setup.topic, 1);
+    kafka.create_topic(&setup.topic, 2);
     kafka.create_topic(&dlq, 1);
     kafka.create_topic(&parked, 1);
     let mut records: Vec<Produced> = (1..=10).map(|v| record(0, "a", v)).collect();
+    records.extend((1..=10).map(|v| record(1, "b", v)));
     for _ in 0..3 {
         records.push(Produced {
             partition: 0,
@@ -169,19 +170,48 @@ async fn dead_letter_depth_comes_from_the_broker() {
         });
     }
     kafka.produce(&setup.topic, &records);
-    let config = setup.write(dir.path(), "ordo.toml");
-    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
-    let base = format!("http://127.0.0.1:{port}");
+    let configs: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Setup {
+                http: format!("127.0.0.1:{port}"),
+                ..setup.clone()
+            }
+            .write(dir.path(), &format!("ordo{i}.toml"))
+        })
+        .collect();
+    let mut replicas: Vec<Ordo> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Ordo::start(c, dir.path().join(format!("ordo{i}.log"))))
+        .collect();
+    let bases: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
     let client = db.client().await;
-    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &[13]).await;
+    data::wait_stored_offsets(
+        &client,
+        &mut replicas[0],
+        &setup.group,
+        &setup.topic,
+        &[13, 10],
+    )
+    .await;
+    // Both replicas report the broker's depth, whichever one dead-lettered the records.
     let series = format!("ordo_dlq_depth_records{{dlq_topic=\"{dlq}\"}}");
-    wait_metric(&base, &series, 3.0).await;
-    let (status, _) = get(&format!("{base}/readyz")).await;
-    assert_eq!(status, 200);
+    for base in &bases {
+        wait_metric(base, &series, 3.0).await;
+        let deadline = Deadline::new(format!("{base}/readyz"), Duration::from_secs(30));
+        while get(&format!("{base}/readyz")).await.0 != 200 {
+            deadline.tick().await;
+        }
+    }
 
-    // Replayed elsewhere: nothing left in the dead-letter topic to replay.
+    // Replayed elsewhere: nothing left in the dead-letter topic to replay, on either replica.
     let (status, _, stderr) = tokio::task::spawn_blocking({
-        let config = config.clone();
+        let config = configs[0].clone();
         let parked = parked.clone();
         move || {
             run_to_end(&[
@@ -197,12 +227,176 @@ async fn dead_letter_depth_comes_from_the_broker() {
     .await
     .unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
-    wait_metric(&base, &series, 0.0).await;
+    for base in &bases {
+        wait_metric(base, &series, 0.0).await;
+    }
 
     // A restarted replica reads the same depth from the broker.
-    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
-    let mut ordo = Ordo::start(&config, dir.path().join("ordo2.log"));
-    wait_metric(&base, &series, 0.0).await;
-    assert!(ordo.running());
-    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(
+        replicas[0].terminate(Duration::from_secs(30)).code(),
+        Some(0)
+    );
+    replicas[0] = Ordo::start(&configs[0], dir.path().join("ordo0-again.log"));
+    wait_metric(&bases[0], &series, 0.0).await;
+    for r in &mut replicas {
+        assert!(r.running());
+        assert_eq!(r.terminate(Duration::from_secs(30)).code(), Some(0));
+    }
+}
+
+/// Lag series of `topic` in a `/metrics` text: partition -> lag.
+fn lag_series(metrics: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let prefix = "ordo_consumer_lag_offsets{partition=\"";
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|rest| {
+            let (partition, rest) = rest.split_once('"')?;
+            let rest = rest.strip_prefix(&format!(",topic=\"{topic}\"}} "))?;
+            Some((partition.parse().ok()?, rest.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits until the replicas' lag series, together, name every partition of
+/// `topic` exactly once, each equal to the broker's high watermark minus the
+/// next offset to process (the sink's stored offset); returns which replica
+/// reported each partition.
+async fn wait_lag_matches_broker(
+    kafka: &Kafka,
+    db: &tokio_postgres::Client,
+    setup: &Setup,
+    bases: &[&str],
+    partitions: i32,
+) -> BTreeMap<i32, usize> {
+    let deadline = Deadline::new(
+        "lag = high watermark - next offset",
+        Duration::from_secs(60),
+    );
+    loop {
+        let hw = kafka.high_watermarks(&setup.topic, partitions);
+        let next = data::stored_offsets(db, &setup.group, &setup.topic).await;
+        let mut owner = BTreeMap::new();
+        let mut reported = BTreeMap::new();
+        let mut twice = false;
+        for (i, base) in bases.iter().enumerate() {
+            let (_, text) = get(&format!("{base}/metrics")).await;
+            for (p, lag) in lag_series(&text, &setup.topic) {
+                twice |= owner.insert(p, i).is_some();
+                reported.insert(p, lag);
+            }
+        }
+        let expected: BTreeMap<i32, i64> = (0..partitions)
+            .filter_map(|p| {
+                let n = *next.get(p as usize)?;
+                Some((p, hw[p as usize] - n))
+            })
+            .collect();
+        if !twice && expected.len() == partitions as usize && reported == expected {
+            return owner;
+        }
+        deadline.tick().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_matches_the_broker_for_each_owned_partition_across_rebalances() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port()];
+    let setup = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
+    const PARTITIONS: i32 = 4;
+    kafka.create_topic(&setup.topic, PARTITIONS);
+    // Partitions 0 and 2 stop in front of a broken record at offset 10 and
+    // fall behind; 1 and 3 keep up.
+    let batch = |from: i64, to: i64| {
+        let mut records = Vec::new();
+        for p in 0..PARTITIONS {
+            let key = format!("k{p}");
+            for v in from..=to {
+                records.push(record(p, &key, v));
+                if v == 10 && p % 2 == 0 {
+                    records.push(Produced {
+                        partition: p,
+                        key: Some(key.as_bytes().to_vec()),
+                        payload: b"{broken".to_vec(),
+                    });
+                }
+            }
+        }
+        records
+    };
+    kafka.produce(&setup.topic, &batch(1, 30));
+    let configs: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Setup {
+                http: format!("127.0.0.1:{port}"),
+                ..setup.clone()
+            }
+            .write(dir.path(), &format!("ordo{i}.toml"))
+        })
+        .collect();
+    let bases: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let (a, b) = (bases[0].as_str(), bases[1].as_str());
+    let client = db.client().await;
+
+    // One replica owns every partition.
+    let mut first = Ordo::start(&configs[0], dir.path().join("ordo0.log"));
+    data::wait_stored_offsets(
+        &client,
+        &mut first,
+        &setup.group,
+        &setup.topic,
+        &[10, 30, 10, 30],
+    )
+    .await;
+    let owners = wait_lag_matches_broker(&kafka, &client, &setup, &[a], PARTITIONS).await;
+    assert_eq!(owners.len(), 4);
+
+    // A second replica joins: the partitions split between them, each
+    // reported by its owner only, the moved ones no longer by the first.
+    let mut second = Ordo::start(&configs[1], dir.path().join("ordo1.log"));
+    let deadline = Deadline::new(
+        "partitions split between the replicas",
+        Duration::from_secs(60),
+    );
+    let owners = loop {
+        let owners = wait_lag_matches_broker(&kafka, &client, &setup, &[a, b], PARTITIONS).await;
+        if owners.values().any(|&i| i == 0) && owners.values().any(|&i| i == 1) {
+            break owners;
+        }
+        deadline.tick().await;
+    };
+    let (_, text) = get(&format!("{b}/metrics")).await;
+    assert_eq!(
+        value(&text, "ordo_assigned_partitions"),
+        Some(owners.values().filter(|&&i| i == 1).count() as f64)
+    );
+
+    // More records: the stopped partitions fall further behind, the others catch up.
+    kafka.produce(&setup.topic, &batch(31, 40));
+    data::wait_stored_offsets(
+        &client,
+        &mut second,
+        &setup.group,
+        &setup.topic,
+        &[10, 40, 10, 40],
+    )
+    .await;
+    let owners = wait_lag_matches_broker(&kafka, &client, &setup, &[a, b], PARTITIONS).await;
+    let owner_of_0 = bases[owners[&0]].as_str();
+    let (_, text) = get(&format!("{owner_of_0}/metrics")).await;
+    assert_eq!(lag_series(&text, &setup.topic).get(&0), Some(&31));
+
+    // The first replica leaves: the second owns and reports every partition.
+    assert_eq!(first.terminate(Duration::from_secs(30)).code(), Some(0));
+    let owners = wait_lag_matches_broker(&kafka, &client, &setup, &[b], PARTITIONS).await;
+    assert!(owners.values().all(|&i| i == 0), "{owners:?}");
+    assert_eq!(second.terminate(Duration::from_secs(30)).code(), Some(0));
 }
