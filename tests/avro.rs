@@ -297,7 +297,12 @@ async fn a_registry_outage_holds_new_schema_ids_until_it_returns() {
     };
     let first = batch(1, 1..=10);
     let second = batch(2, 11..=20);
-    let config = avro(&r.setup, 3, "string", &schemas.url()).write(r.dir.path(), "c.toml");
+    let port = support::postgres::free_port();
+    let config = Setup {
+        http: format!("127.0.0.1:{port}"),
+        ..avro(&r.setup, 3, "string", &schemas.url())
+    }
+    .write(r.dir.path(), "c.toml");
     r.kafka.produce(&r.setup.topic, &first);
     let mut ordo = Ordo::start(&config, r.dir.path().join("ordo.log"));
     wait_offsets(&r, &mut ordo, &[10]).await;
@@ -317,6 +322,18 @@ async fn a_registry_outage_holds_new_schema_ids_until_it_returns() {
         )),
         "{log}"
     );
+    // Each failed attempt is counted as a retry.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let retries = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ordo_retries_total{operation=\"decoding a record\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(retries.is_some_and(|n| n >= 1.0), "{metrics}");
     // Back on the same address: the held records land, in order.
     schemas.server = Some(schemas.registry.spawn(addr).unwrap());
     wait_offsets(&r, &mut ordo, &[20]).await;

@@ -1,5 +1,6 @@
 //! Ordo watched by a real Prometheus, with the dashboard and alert rules
-//! shipped in deploy/: two replicas under steady load are scraped; every
+//! shipped in deploy/: two replicas under steady load (Avro, three writer
+//! schema versions, through a schema registry) are scraped; every
 //! dashboard panel's query returns data; each alert stays quiet while all is
 //! well and fires when its condition is driven (dead letters arrive, the
 //! database goes away so the breaker opens, lag grows and ages and no replica
@@ -17,6 +18,8 @@ use std::time::Duration;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
+use ordo::demo::orders;
+use ordo_registry::Registry;
 use support::data;
 use support::kafka::Kafka;
 use support::ordo::{Ordo, Setup};
@@ -38,10 +41,17 @@ struct Load {
     produced: AtomicUsize,
 }
 
-/// Produces keyed, versioned JSON events at about `per_second` until told to
-/// stop: every 25th is a duplicate of its key's previous version, and poison
+/// Produces keyed, versioned Avro events (written with schemas v1, v2 and v3
+/// in turn, registered as `ids`) at about `per_second` until told to stop:
+/// every 25th is a duplicate of its key's previous version, and poison
 /// records are slipped in on demand. Returns the number of distinct events.
-fn produce(bootstrap: String, topic: String, load: Arc<Load>, per_second: u64) -> i64 {
+fn produce(
+    bootstrap: String,
+    topic: String,
+    ids: [u32; 3],
+    load: Arc<Load>,
+    per_second: u64,
+) -> i64 {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("enable.idempotence", "true")
@@ -64,7 +74,8 @@ fn produce(bootstrap: String, topic: String, load: Arc<Load>, per_second: u64) -
             if n % 25 != 24 || versions[k] == 0 {
                 versions[k] += 1;
             }
-            data::payload(&key, versions[k])
+            let writer = (k + versions[k] as usize) % 3 + 1;
+            orders::encode(writer, ids[writer - 1], &key, versions[k])
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -132,13 +143,29 @@ async fn dashboard_queries_return_data_and_every_alert_fires_on_its_condition() 
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port()];
+    let events = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
+    let topic = events.topic.clone();
+    let registry = Registry::new();
+    let server = registry.spawn("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut ids = [0; 3];
+    for (i, text) in orders::SCHEMAS.iter().enumerate() {
+        ids[i] = registry.register(&format!("{topic}-value"), text).unwrap();
+    }
+    let reader = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/orders-v3.avsc");
     let base = Setup {
         dead_letter: true,
+        source: format!(
+            "format = \"avro\"\n[[source.reader_schemas]]\ntopic = \"{topic}\"\nfile = \"{}\"",
+            reader.display()
+        ),
+        sequence: "field:meta.seq".into(),
         http_extra: "max_breaker_open_ms = 2000".into(),
-        tail: "[sink.breaker]\nopen_ms = 500\nmax_open_ms = 2000\n".into(),
-        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
+        tail: format!(
+            "[sink.breaker]\nopen_ms = 500\nmax_open_ms = 2000\n\n[schema_registry]\nurls = [\"{}\"]\n",
+            server.url()
+        ),
+        ..events
     };
-    let topic = base.topic.clone();
     let dlq = format!("{topic}.dlq");
     kafka.create_topic(&topic, PARTITIONS);
     kafka.create_topic(&dlq, 1);
@@ -146,7 +173,7 @@ async fn dashboard_queries_return_data_and_every_alert_fires_on_its_condition() 
     let load = Arc::new(Load::default());
     let producer = std::thread::spawn({
         let (bootstrap, topic, load) = (kafka.bootstrap(), topic.clone(), load.clone());
-        move || produce(bootstrap, topic, load, 300)
+        move || produce(bootstrap, topic, ids, load, 300)
     });
     let mut replicas = Vec::new();
     for (i, port) in ports.iter().enumerate() {

@@ -315,6 +315,10 @@ impl Worker {
                 }
                 self.pending = records.into_iter().skip(i).collect();
                 self.decode_attempts += 1;
+                crate::telemetry::metrics::metrics()
+                    .retries
+                    .with_label_values(&["decoding a record"])
+                    .inc();
                 let delay = backoff(&self.pipeline.retry, self.decode_attempts - 1);
                 tracing::warn!(topic = %self.topic, partition = self.lease.partition,
                     attempt = self.decode_attempts, retry_in_ms = delay.as_millis() as u64,

@@ -42,7 +42,8 @@ pub struct Metrics {
     pub end_to_end_seconds: HistogramVec,
     /// Writer schema lookups, by result: hit (seen before) or miss (fetched).
     pub schema_cache: IntCounterVec,
-    /// Failed attempts of sink operations that were retried.
+    /// Failed attempts that were retried, by operation: sink writes and reads,
+    /// and decoding a record whose writer schema could not be fetched yet.
     pub retries: IntCounterVec,
     /// Gaps skipped under `on_bound = "skip"`.
     pub gaps: IntCounterVec,
@@ -157,7 +158,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         retries: IntCounterVec::new(
             Opts::new(
                 "ordo_retries_total",
-                "Failed attempts of sink operations that were retried",
+                "Failed attempts that were retried with backoff, by operation",
             ),
             &["operation"],
         )?,
