@@ -358,6 +358,26 @@ async fn lag_matches_the_broker_for_each_owned_partition_across_rebalances() {
     .await;
     let owners = wait_lag_matches_broker(&kafka, &client, &setup, &[a], PARTITIONS).await;
     assert_eq!(owners.len(), 4);
+    // Both stopped partitions have an oldest unprocessed event with an age.
+    let deadline = Deadline::new("lag in seconds per partition", Duration::from_secs(30));
+    loop {
+        let (_, text) = get(&format!("{a}/metrics")).await;
+        let age = |p: i32| {
+            value(
+                &text,
+                &format!(
+                    "ordo_consumer_lag_seconds{{partition=\"{p}\",topic=\"{}\"}}",
+                    setup.topic
+                ),
+            )
+        };
+        let stopped_aged = [0, 2].iter().all(|&p| age(p).is_some_and(|s| s > 0.0));
+        let caught_up = [1, 3].iter().all(|&p| age(p) == Some(0.0));
+        if stopped_aged && caught_up {
+            break;
+        }
+        deadline.tick().await;
+    }
 
     // A second replica joins: the partitions split between them, each
     // reported by its owner only, the moved ones no longer by the first.

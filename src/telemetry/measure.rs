@@ -35,7 +35,10 @@ pub async fn run(settings: Settings) {
     probe_cfg
         .set("group.id", "ordo-lag-probe")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // It reads one record per lagging partition: keep its fetches small.
+        .set("max.partition.fetch.bytes", "65536")
+        .set("queued.max.messages.kbytes", "1024");
     let probe: Option<BaseConsumer> = probe_cfg.create().ok();
     let consumer = std::sync::Arc::new((consumer, probe));
     let dlq_topics: Vec<String> = if settings.dead_letter.enabled {
@@ -57,6 +60,7 @@ pub async fn run(settings: Settings) {
 }
 
 fn measure(consumer: &BaseConsumer, probe: Option<&BaseConsumer>, dlq_topics: &[String]) {
+    let mut lagging = Vec::new();
     for ((topic, partition), position) in health().positions() {
         let (low, high) = match consumer.fetch_watermarks(&topic, partition, TIMEOUT) {
             Ok(w) => w,
@@ -71,24 +75,28 @@ fn measure(consumer: &BaseConsumer, probe: Option<&BaseConsumer>, dlq_topics: &[
             Position::Latest => high,
         };
         let lag = (high - next).max(0);
-        let age = match (lag, probe) {
-            (0, _) => Some(0.0),
-            (_, Some(probe)) => oldest_unprocessed_age(probe, &topic, partition, next),
-            (_, None) => None,
-        };
         let p = partition.to_string();
         health().while_owned(&topic, partition, || {
-            metrics()
-                .lag_offsets
-                .with_label_values(&[&topic, &p])
-                .set(lag);
-            if let Some(age) = age {
+            let m = metrics();
+            m.lag_offsets.with_label_values(&[&topic, &p]).set(lag);
+            if lag == 0 {
+                m.lag_seconds.with_label_values(&[&topic, &p]).set(0.0);
+            }
+        });
+        if lag > 0 {
+            lagging.push(((topic, partition), next));
+        }
+    }
+    if let Some(probe) = probe {
+        for ((topic, partition), age) in oldest_unprocessed_ages(probe, &lagging) {
+            let p = partition.to_string();
+            health().while_owned(&topic, partition, || {
                 metrics()
                     .lag_seconds
                     .with_label_values(&[&topic, &p])
                     .set(age);
-            }
-        });
+            });
+        }
     }
     for topic in dlq_topics {
         match dlq_depth(consumer, topic) {
@@ -98,37 +106,59 @@ fn measure(consumer: &BaseConsumer, probe: Option<&BaseConsumer>, dlq_topics: &[
     }
 }
 
-/// Seconds since the record at `next` (the oldest not yet processed) was produced.
-fn oldest_unprocessed_age(
+/// For each partition at its next offset to process: seconds since the record
+/// there (the oldest not yet processed) was produced. The partitions are read
+/// together, so one slow partition does not hold the others' measurement.
+fn oldest_unprocessed_ages(
     probe: &BaseConsumer,
-    topic: &str,
-    partition: i32,
-    next: i64,
-) -> Option<f64> {
+    lagging: &[((String, i32), i64)],
+) -> BTreeMap<(String, i32), f64> {
     use rdkafka::Message;
+    let mut ages = BTreeMap::new();
+    if lagging.is_empty() {
+        return ages;
+    }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(next))
-        .ok()?;
-    probe.assign(&tpl).ok()?;
+    for ((topic, partition), next) in lagging {
+        if tpl
+            .add_partition_offset(topic, *partition, Offset::Offset(*next))
+            .is_err()
+        {
+            return ages;
+        }
+    }
+    if probe.assign(&tpl).is_err() {
+        return ages;
+    }
+    let wanted: BTreeMap<(&str, i32), i64> = lagging
+        .iter()
+        .map(|((t, p), n)| ((t.as_str(), *p), *n))
+        .collect();
     let started = std::time::Instant::now();
-    let mut age = None;
-    while started.elapsed() < TIMEOUT {
-        match probe.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) if m.partition() == partition && m.topic() == topic => {
-                let ts = m.timestamp().to_millis()?;
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?
-                    .as_millis() as i64;
-                age = Some((now - ts).max(0) as f64 / 1000.0);
-                break;
+    while ages.len() < wanted.len() && started.elapsed() < TIMEOUT {
+        match probe.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let key = (m.topic(), m.partition());
+                if wanted.get(&key).is_some_and(|next| m.offset() >= *next) {
+                    let (Some(ts), Ok(now)) = (
+                        m.timestamp().to_millis(),
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH),
+                    ) else {
+                        continue;
+                    };
+                    let age = (now.as_millis() as i64 - ts).max(0) as f64 / 1000.0;
+                    ages.entry((m.topic().to_string(), m.partition()))
+                        .or_insert(age);
+                }
             }
-            Some(Err(_)) => break,
-            _ => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "cannot read the oldest unprocessed record")
+            }
+            None => {}
         }
     }
     let _ = probe.unassign();
-    age
+    ages
 }
 
 /// Records of `topic` after the replay group's committed offsets.
