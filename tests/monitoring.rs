@@ -23,7 +23,7 @@ use ordo_registry::Registry;
 use support::data;
 use support::kafka::Kafka;
 use support::ordo::{Ordo, Setup};
-use support::postgres::{cluster, free_port, TestDb};
+use support::postgres::{cluster, TestDb};
 use support::prometheus::{rules_with_for, Prometheus};
 
 const PARTITIONS: i32 = 4;
@@ -142,7 +142,6 @@ async fn dashboard_queries_return_data_and_every_alert_fires_on_its_condition() 
     let kafka = Kafka::start();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port()];
     let events = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
     let topic = events.topic.clone();
     let registry = Registry::new();
@@ -175,19 +174,9 @@ async fn dashboard_queries_return_data_and_every_alert_fires_on_its_condition() 
         let (bootstrap, topic, load) = (kafka.bootstrap(), topic.clone(), load.clone());
         move || produce(bootstrap, topic, ids, load, 300)
     });
-    let mut replicas = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let setup = Setup {
-            http: format!("127.0.0.1:{port}"),
-            ..base.clone()
-        };
-        let config = setup.write(dir.path(), &format!("ordo{i}.toml"));
-        replicas.push(Ordo::start(
-            &config,
-            dir.path().join(format!("ordo{i}.log")),
-        ));
-    }
-    let targets: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let configs = base.replicas(dir.path(), 2);
+    let mut replicas: Vec<Ordo> = configs.iter().map(|r| r.start()).collect();
+    let targets: Vec<String> = configs.iter().map(|r| r.addr.clone()).collect();
     let rules = rules_with_for(std::path::Path::new("deploy/prometheus/alerts.yml"), "2s");
     let prom = Prometheus::start("ordo", &targets, &rules).await;
 

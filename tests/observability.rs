@@ -150,7 +150,6 @@ async fn dead_letter_depth_comes_from_the_broker_on_every_replica_and_after_a_re
     let kafka = Kafka::start();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port()];
     let setup = Setup {
         dead_letter: true,
         ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
@@ -170,26 +169,9 @@ async fn dead_letter_depth_comes_from_the_broker_on_every_replica_and_after_a_re
         });
     }
     kafka.produce(&setup.topic, &records);
-    let configs: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            Setup {
-                http: format!("127.0.0.1:{port}"),
-                ..setup.clone()
-            }
-            .write(dir.path(), &format!("ordo{i}.toml"))
-        })
-        .collect();
-    let mut replicas: Vec<Ordo> = configs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Ordo::start(c, dir.path().join(format!("ordo{i}.log"))))
-        .collect();
-    let bases: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
+    let configs = setup.replicas(dir.path(), 2);
+    let mut replicas: Vec<Ordo> = configs.iter().map(|r| r.start()).collect();
+    let bases: Vec<String> = configs.iter().map(|r| r.base()).collect();
     let client = db.client().await;
     data::wait_stored_offsets(
         &client,
@@ -211,7 +193,7 @@ async fn dead_letter_depth_comes_from_the_broker_on_every_replica_and_after_a_re
 
     // Replayed elsewhere: nothing left in the dead-letter topic to replay, on either replica.
     let (status, _, stderr) = tokio::task::spawn_blocking({
-        let config = configs[0].clone();
+        let config = configs[0].config.clone();
         let parked = parked.clone();
         move || {
             run_to_end(&[
@@ -236,7 +218,7 @@ async fn dead_letter_depth_comes_from_the_broker_on_every_replica_and_after_a_re
         replicas[0].terminate(Duration::from_secs(30)).code(),
         Some(0)
     );
-    replicas[0] = Ordo::start(&configs[0], dir.path().join("ordo0-again.log"));
+    replicas[0] = configs[0].start();
     wait_metric(&bases[0], &series, 0.0).await;
     for r in &mut replicas {
         assert!(r.running());
@@ -304,7 +286,6 @@ async fn lag_matches_the_broker_for_each_owned_partition_across_rebalances() {
     let kafka = Kafka::start();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port()];
     let setup = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
     const PARTITIONS: i32 = 4;
     kafka.create_topic(&setup.topic, PARTITIONS);
@@ -328,26 +309,13 @@ async fn lag_matches_the_broker_for_each_owned_partition_across_rebalances() {
         records
     };
     kafka.produce(&setup.topic, &batch(1, 30));
-    let configs: Vec<_> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            Setup {
-                http: format!("127.0.0.1:{port}"),
-                ..setup.clone()
-            }
-            .write(dir.path(), &format!("ordo{i}.toml"))
-        })
-        .collect();
-    let bases: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
+    let configs = setup.replicas(dir.path(), 2);
+    let bases: Vec<String> = configs.iter().map(|r| r.base()).collect();
     let (a, b) = (bases[0].as_str(), bases[1].as_str());
     let client = db.client().await;
 
     // One replica owns every partition.
-    let mut first = Ordo::start(&configs[0], dir.path().join("ordo0.log"));
+    let mut first = configs[0].start();
     data::wait_stored_offsets(
         &client,
         &mut first,
@@ -381,7 +349,7 @@ async fn lag_matches_the_broker_for_each_owned_partition_across_rebalances() {
 
     // A second replica joins: the partitions split between them, each
     // reported by its owner only, the moved ones no longer by the first.
-    let mut second = Ordo::start(&configs[1], dir.path().join("ordo1.log"));
+    let mut second = configs[1].start();
     let deadline = Deadline::new(
         "partitions split between the replicas",
         Duration::from_secs(60),

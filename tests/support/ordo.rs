@@ -121,6 +121,40 @@ measure_interval_ms = 200
         std::fs::write(&path, self.toml()).expect("write config");
         path
     }
+
+    /// Configs of `n` replicas of this setup, each with its own HTTP listener
+    /// on a free port: `ordo<i>.toml` in `dir`.
+    pub fn replicas(&self, dir: &Path, n: usize) -> Vec<Replica> {
+        (0..n)
+            .map(|i| {
+                let addr = format!("127.0.0.1:{}", super::postgres::free_port());
+                let config = Setup {
+                    http: addr.clone(),
+                    ..self.clone()
+                }
+                .write(dir, &format!("ordo{i}.toml"));
+                Replica { config, addr }
+            })
+            .collect()
+    }
+}
+
+/// One replica's config file and the address of its HTTP listener.
+pub struct Replica {
+    pub config: PathBuf,
+    pub addr: String,
+}
+
+impl Replica {
+    /// `http://<addr>`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts it, logging to `<config>.log`.
+    pub fn start(&self) -> Ordo {
+        Ordo::start(&self.config, self.config.with_extension("log"))
+    }
 }
 
 /// A running `ordo` process; killed when dropped.
