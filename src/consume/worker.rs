@@ -219,24 +219,18 @@ impl Worker {
         let decode_time = stages.with_label_values(&["decode"]);
         let order_time = stages.with_label_values(&["order"]);
         for (i, r) in records.iter().enumerate() {
-            let span = self.span_of(r);
             let started = Instant::now();
-            let result = self
-                .pipeline
-                .decoder
-                .decode(r)
-                .instrument(span.clone())
-                .await;
+            let result = self.pipeline.decoder.decode(r).await;
             decode_time.observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(mut e) => {
-                    span.record("key", e.key.as_str());
                     if self.pipeline.dead_letters.is_some() {
                         e.source = Some(r.clone());
                     }
                     decoded.push(Decoded::Event(e));
                 }
                 Err(e) if !e.is_transient() && self.pipeline.dead_letters.is_some() => {
+                    let span = self.span_of(r, None);
                     match self.dead_letter(r, &e).instrument(span).await {
                         Ok(()) => decoded.push(Decoded::DeadLettered(r.offset)),
                         Err(dle) => {
@@ -305,6 +299,11 @@ impl Worker {
                 return;
             }
         }
+        // Log lines about the record that failed carry its span.
+        let span = failed
+            .as_ref()
+            .map(|(i, _, _)| self.span_of(&records[*i], None));
+        let span = span.unwrap_or_else(tracing::Span::none);
         match failed {
             None => self.decode_attempts = 0,
             Some((i, err, None)) if err.is_transient() => {
@@ -320,9 +319,9 @@ impl Worker {
                     .with_label_values(&["decoding a record"])
                     .inc();
                 let delay = backoff(&self.pipeline.retry, self.decode_attempts - 1);
-                tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                span.in_scope(|| tracing::warn!(topic = %self.topic, partition = self.lease.partition,
                     attempt = self.decode_attempts, retry_in_ms = delay.as_millis() as u64,
-                    error = %err, "cannot decode the record yet; the partition is paused and the record will be tried again");
+                    error = %err, "cannot decode the record yet; the partition is paused and the record will be tried again"));
                 if self.state == State::Running {
                     self.pause();
                 }
@@ -335,10 +334,10 @@ impl Worker {
                 let also = dead_letter_error
                     .map(|e| format!("; {e}"))
                     .unwrap_or_default();
-                self.stop(format!(
+                span.in_scope(|| self.stop(format!(
                     "{err}{also}. The record stays in Kafka and the partition's stored offset does not pass it; \
                      the partition is paused until the record is dealt with and Ordo restarted"
-                ));
+                )));
             }
         }
     }
@@ -473,8 +472,10 @@ impl Worker {
                             return;
                         }
                         self.counts.dead_lettered += 1;
-                        tracing::warn!(topic = %self.topic, partition = self.lease.partition,
-                            offset = event.offset, error = %why, "held event sent to the dead-letter topic");
+                        self.span_of(record, Some(&event.key)).in_scope(|| {
+                            tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                                offset = event.offset, error = %why, "held event sent to the dead-letter topic")
+                        });
                     }
                     self.dirty_since.get_or_insert(now);
                 }
@@ -510,21 +511,13 @@ impl Worker {
         }
     }
 
-    /// A record's span: where it is, its key once decoded, and the correlation
-    /// and causation ids from the configured headers.
-    fn span_of(&self, r: &Record) -> tracing::Span {
-        let text = |name: &str| {
-            r.header(name)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
-        tracing::info_span!(
-            "record",
-            topic = %self.topic,
-            partition = r.partition,
-            offset = r.offset,
-            key = tracing::field::Empty,
-            correlation_id = text(&self.pipeline.correlation_header),
-            causation_id = text(&self.pipeline.causation_header),
+    /// The span of log lines about a record (see [`crate::telemetry::span`]).
+    fn span_of(&self, r: &Record, key: Option<&str>) -> tracing::Span {
+        crate::telemetry::span::record_span(
+            r,
+            key,
+            &self.pipeline.correlation_header,
+            &self.pipeline.causation_header,
         )
     }
 
@@ -749,8 +742,10 @@ impl Worker {
                         return Err(e);
                     }
                     self.counts.dead_lettered += 1;
-                    tracing::warn!(topic = %self.topic, partition = self.lease.partition,
-                        offset = event.offset, error = %why, "event sent to the dead-letter topic");
+                    self.span_of(record, Some(&event.key)).in_scope(|| {
+                        tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                            offset = event.offset, error = %why, "event sent to the dead-letter topic")
+                    });
                 }
                 Err(e) => return Err(e),
             }
