@@ -40,7 +40,8 @@ pub fn init(level: &str, format: LogFormat) {
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
+    use tracing_subscriber::util::SubscriberInitExt;
     let ansi = std::io::stderr().is_terminal();
-    let _ =
-        tracing::subscriber::set_global_default(subscriber(filter, format, ansi, std::io::stderr));
+    // `try_init` also forwards records of crates that log through `log`.
+    let _ = subscriber(filter, format, ansi, std::io::stderr).try_init();
 }
