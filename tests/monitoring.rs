@@ -245,7 +245,21 @@ async fn dashboard_queries_return_data_and_every_alert_fires_on_its_condition() 
 
     // Events now carry an event time 15 minutes old; then the database goes away.
     load.backdate_ms.store(15 * 60 * 1000, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    until(
+        &prom,
+        "old events landing (end-to-end above the largest bucket, 163.84 s)",
+        Duration::from_secs(30),
+        || async {
+            let old = prom
+                .query(
+                    "sum(ordo_end_to_end_seconds_count{job=\"ordo\"}) \
+                     - sum(ordo_end_to_end_seconds_bucket{job=\"ordo\",le=\"163.84\"})",
+                )
+                .await;
+            old.first().is_some_and(|s| s.value > 200.0)
+        },
+    )
+    .await;
     cluster().stop();
     let outage = [
         "OrdoConsumerLagGrowing",
