@@ -9,17 +9,16 @@
 //!
 //! `cargo bench --bench telemetry`; figures in BENCHMARKS.md.
 
-use std::collections::HashMap;
+mod support;
+
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ordo::config::LogFormat;
-use ordo::decode::avro::{AvroFormat, ReaderSchema, RegistryConfig};
 use ordo::decode::Record;
-use ordo::demo::orders;
 use ordo::telemetry::{logging, metrics::metrics, span};
+use support::AvroOrders;
 use tracing_subscriber::EnvFilter;
 
 /// What the worker does for telemetry around one record that lands.
@@ -41,27 +40,18 @@ fn eager_span(record: &Record) {
     let _entered = span.enter();
 }
 
+/// A span per record made before decoding, the key recorded into it after,
+/// and a clone instrumenting the decode.
+fn eager_span_key_recorded(record: &Record) {
+    let span = span::record_span(record, None, "correlation-id", "causation-id");
+    let instrumented = span.clone();
+    drop(instrumented.enter());
+    span.record("key", "acct-0042");
+}
+
 fn bench(c: &mut Criterion) {
-    let registry = ordo_registry::Registry::new();
-    let server = registry
-        .spawn(([127, 0, 0, 1], 0).into())
-        .expect("registry");
-    let id = registry
-        .register("orders-value", orders::SCHEMAS[2])
-        .expect("register");
-    let config: RegistryConfig =
-        serde_json::from_value(serde_json::json!({ "urls": [server.url()] })).expect("config");
-    let reader =
-        ReaderSchema::parse(Path::new("orders-v3.avsc"), orders::SCHEMAS[2]).expect("reader");
-    let format =
-        AvroFormat::new(&config, HashMap::from([("orders".to_string(), reader)])).expect("format");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let framed = orders::encode(3, id, "acct-0042", 1234);
-    rt.block_on(format.decode("orders", &framed))
-        .expect("decodes");
+    let avro = AvroOrders::start();
+    let framed = avro.record(3);
     let record = Record {
         topic: "orders".into(),
         partition: 3,
@@ -84,10 +74,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("per_record");
     group.throughput(Throughput::Elements(1));
     group.bench_function("decode_avro_v3", |b| {
-        b.iter(|| {
-            rt.block_on(format.decode("orders", black_box(&framed)))
-                .expect("decodes")
-        })
+        b.iter(|| avro.decode(black_box(&framed)))
     });
     let subscriber = logging::subscriber(
         EnvFilter::new("info"),
@@ -99,6 +86,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function("ordo_telemetry", |b| b.iter(per_record));
         group.bench_function("eager_record_span_json_info", |b| {
             b.iter(|| eager_span(black_box(&record)))
+        });
+        group.bench_function("eager_record_span_key_recorded_json_info", |b| {
+            b.iter(|| eager_span_key_recorded(black_box(&record)))
         });
     });
     group.finish();
