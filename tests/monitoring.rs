@@ -109,8 +109,9 @@ where
     while !check().await {
         if start.elapsed() > timeout {
             panic!(
-                "timed out after {timeout:?} waiting for {what}; alerts: {:?}",
-                prom.alerts().await
+                "timed out after {timeout:?} waiting for {what}; alerts: {:?}\nprometheus log:\n{}",
+                prom.alerts().await,
+                prom.log()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
