@@ -54,6 +54,9 @@ enum Command {
         /// Distinct keys.
         #[arg(long, default_value_t = 200)]
         keys: usize,
+        /// The database is removed when the demo ends: print no hint to look at it.
+        #[arg(long)]
+        throwaway: bool,
     },
 }
 
@@ -155,9 +158,10 @@ fn main() -> ExitCode {
         postgres,
         events,
         keys,
+        throwaway,
     } = &cli.command
     {
-        return demo(postgres, *events, *keys);
+        return demo(postgres, *events, *keys, *throwaway);
     }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -376,7 +380,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn demo(postgres: &str, events: usize, keys: usize) -> ExitCode {
+fn demo(postgres: &str, events: usize, keys: usize, throwaway: bool) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -394,10 +398,12 @@ fn demo(postgres: &str, events: usize, keys: usize) -> ExitCode {
                 "stored offsets reached the high watermarks {:?}",
                 r.high_watermarks
             );
-            println!(
-                "see them: psql {postgres} -c 'SELECT stream, version, payload FROM {} ORDER BY position LIMIT 10'",
-                r.table
-            );
+            if !throwaway {
+                println!(
+                    "see them: psql {postgres} -c 'SELECT stream, version, payload FROM {} ORDER BY position LIMIT 10'",
+                    r.table
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -521,7 +521,7 @@ fn produce_with_confluent_client(bootstrap: &str, registry: &str, topic: &str, l
     use std::io::Write;
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/producers/confluent_avro.py");
-    let mut cmd = std::process::Command::new("python3");
+    let mut cmd = std::process::Command::new(support::python());
     cmd.arg(&script).args([
         "--bootstrap",
         bootstrap,
@@ -538,7 +538,7 @@ fn produce_with_confluent_client(bootstrap: &str, registry: &str, topic: &str, l
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("python3 is required for this test");
+        .expect("Python is required for this test (scripts/setup.sh test)");
     child
         .stdin
         .take()

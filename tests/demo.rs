@@ -29,6 +29,10 @@ async fn the_demo_lands_every_event_once_with_its_values() {
     .unwrap();
     assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("of 3000 distinct events"), "{stdout}");
+    assert!(
+        !stdout.contains("CONFWARN") && !stderr.contains("CONFWARN"),
+        "librdkafka configuration warnings in the demo's output:\n{stdout}\n{stderr}"
+    );
     let client = db.client().await;
     let rows = client
         .query(

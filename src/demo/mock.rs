@@ -23,6 +23,16 @@ impl MockCluster {
         unsafe {
             let conf = rd::rd_kafka_conf_new();
             let mut errstr = [0 as std::os::raw::c_char; 512];
+            // This handle only hosts the cluster and connects nowhere: without
+            // this, librdkafka warns that it has no bootstrap.servers.
+            let (name, value) = (c"log_level", c"3");
+            rd::rd_kafka_conf_set(
+                conf,
+                name.as_ptr(),
+                value.as_ptr(),
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            );
             let rk = rd::rd_kafka_new(
                 rd::rd_kafka_type_t::RD_KAFKA_PRODUCER,
                 conf,
@@ -101,6 +111,17 @@ impl MockCluster {
                 errors.as_ptr(),
             )
         }
+    }
+
+    /// Makes broker `id` advertise `host:port` instead of its own listener
+    /// (to put a TLS or SASL front before it).
+    /// Broker ids start at 1.
+    pub fn set_advertised(&self, id: i32, host: &str, port: u16) -> Result<(), String> {
+        let host = CString::new(host).map_err(|e| e.to_string())?;
+        unsafe {
+            rd::rd_kafka_mock_broker_set_host_port(self.mc, id, host.as_ptr(), i32::from(port))
+        };
+        Ok(())
     }
 
     fn check(err: rd::rd_kafka_resp_err_t, what: &str) -> Result<(), String> {

@@ -40,6 +40,20 @@ impl Deadline {
     }
 }
 
+/// The Python of the test producers: the project's virtual environment that
+/// `scripts/setup.sh test` makes (`.venv`), or `ORDO_TEST_PYTHON`, or `python3`.
+pub fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("ORDO_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
 /// A name unique within this test run.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
