@@ -26,13 +26,21 @@ pub async fn run(settings: &Settings) -> Vec<Finding> {
             .unwrap_or_else(|e| Err(e.to_string()))
     };
     findings.push(Finding {
-        what: format!("Kafka at {servers}: topics {:?}", settings.source.topics),
+        what: format!(
+            "Kafka at {servers} ({}): topics {:?}",
+            settings.kafka.security_summary(),
+            settings.source.topics
+        ),
         problem: kafka.err(),
     });
     let pg = PostgresSink::connect(&settings.postgres, &settings.sink, settings.group_id()).await;
     findings.push(Finding {
         what: match &pg {
-            Ok(sink) => format!("PostgreSQL at {}", sink.target()),
+            Ok(sink) => format!(
+                "PostgreSQL at {} ({})",
+                sink.target(),
+                sink.tls().describe()
+            ),
             Err(_) => "PostgreSQL".to_string(),
         },
         problem: pg.err().map(|e| e.to_string()),

@@ -5,14 +5,15 @@
 //! `ORDO_KAFKA__BOOTSTRAP_SERVERS=broker:9092` (under `kafka`, `_` becomes `.`
 //! because librdkafka property names never contain `_`).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::kafka::KafkaProperties;
 use crate::order::BoundPolicy;
+pub use crate::sink::postgres::connect::PostgresConfig;
 
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "ORDO";
@@ -34,7 +35,7 @@ const MANAGED_KAFKA_PROPERTIES: &[(&str, &str)] = &[
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// librdkafka properties, passed through unchanged (`bootstrap.servers`, `group.id`, ...).
-    pub kafka: BTreeMap<String, String>,
+    pub kafka: KafkaProperties,
     pub source: SourceConfig,
     pub ordering: OrderingConfig,
     pub sink: SinkConfig,
@@ -154,20 +155,6 @@ pub enum SinkMode {
     Projection,
 }
 
-/// Connection to PostgreSQL.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// libpq URL or key=value string, e.g. `postgres://ordo@db:5432/ordo`.
-    pub url: String,
-    /// Connections in the pool.
-    #[serde(default = "default_pool_size")]
-    pub pool_size: usize,
-    /// Timeout for establishing a connection.
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
-}
-
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,12 +223,6 @@ fn default_batch_max_events() -> usize {
 }
 fn default_batch_max_wait_ms() -> u64 {
     100
-}
-fn default_pool_size() -> usize {
-    8
-}
-fn default_connect_timeout_ms() -> u64 {
-    5000
 }
 fn default_log_level() -> String {
     "info,tokio_postgres=warn".to_string()
@@ -424,13 +405,28 @@ impl Settings {
                 reason: strip_config_noise(&e.inner().to_string()),
             }
         })?;
-        settings.kafka = settings
-            .kafka
-            .into_iter()
-            .map(|(k, v)| (k.replace('_', "."), v))
-            .collect();
-        if let Some(base) = file.and_then(Path::parent) {
+        settings.kafka = KafkaProperties(
+            std::mem::take(&mut settings.kafka.0)
+                .into_iter()
+                .map(|(k, v)| (k.replace('_', "."), v))
+                .collect(),
+        );
+        let base = file.and_then(Path::parent);
+        if let Some(base) = base {
             settings.resolve_paths(base);
+        }
+        for (section, props) in [
+            ("kafka", &mut settings.kafka),
+            ("dead_letter.producer", &mut settings.dead_letter.producer),
+        ] {
+            props.resolve_files(base).map_err(|e| {
+                let key = format!("{section}.{}", e.key);
+                ConfigError::Key {
+                    origin: origin_of(&key),
+                    key,
+                    reason: e.reason,
+                }
+            })?;
         }
         settings
             .validate()
@@ -452,8 +448,17 @@ impl Settings {
         for r in &mut self.source.reader_schemas {
             r.file.as_mut().map(resolve);
         }
+        for p in [
+            &mut self.postgres.password_file,
+            &mut self.postgres.sslrootcert,
+            &mut self.postgres.sslcert,
+            &mut self.postgres.sslkey,
+        ] {
+            p.as_mut().map(resolve);
+        }
         if let Some(registry) = &mut self.schema_registry {
             registry.ca_file.as_mut().map(resolve);
+            registry.password_file.as_mut().map(resolve);
             registry.client_identity_file.as_mut().map(resolve);
         }
     }
@@ -521,16 +526,8 @@ impl Settings {
                 return err(&format!("kafka.{key}"), format!("is set by Ordo ({why})"));
             }
         }
-        let mut client = rdkafka::ClientConfig::new();
-        for (k, v) in &self.kafka {
-            client.set(k, v);
-        }
-        if let Err(e) = client.create_native_config() {
-            let key = match &e {
-                rdkafka::error::KafkaError::ClientConfig(_, _, key, _) => format!("kafka.{key}"),
-                _ => "kafka".into(),
-            };
-            return err(&key, e.to_string());
+        if let Err(e) = self.kafka.validate() {
+            return err(&format!("kafka.{}", e.key), e.reason);
         }
         if self.source.topics.is_empty() {
             return err("source.topics", "must list at least one topic".into());
@@ -582,11 +579,8 @@ impl Settings {
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return err(key, "must be greater than 0".into());
         }
-        if let Err(e) = self.postgres.url.parse::<tokio_postgres::Config>() {
-            return err(
-                "postgres.url",
-                format!("is not a PostgreSQL connection string: {e}"),
-            );
+        if let Err(e) = crate::sink::postgres::connect::Connection::from_config(&self.postgres) {
+            return err(&e.key, e.reason);
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", format!("`{}`: {e}", self.log.level));
@@ -622,18 +616,8 @@ impl Settings {
                 "must be greater than 0".into(),
             ));
         }
-        let mut client = rdkafka::ClientConfig::new();
-        for (k, v) in &dl.producer {
-            client.set(k, v);
-        }
-        if let Err(e) = client.create_native_config() {
-            let key = match &e {
-                rdkafka::error::KafkaError::ClientConfig(_, _, key, _) => {
-                    format!("dead_letter.producer.{key}")
-                }
-                _ => "dead_letter.producer".into(),
-            };
-            return Err((key, e.to_string()));
+        if let Err(e) = dl.producer.validate() {
+            return Err((format!("dead_letter.producer.{}", e.key), e.reason));
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ pub mod consume;
 pub mod decode;
 pub mod demo;
 pub mod dlq;
+pub mod kafka;
 pub mod order;
 pub mod schema_check;
 pub mod sink;

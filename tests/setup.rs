@@ -48,7 +48,12 @@ fn the_build_packages_match_librdkafkas_features_and_the_dockerfile() {
         "the image builds with the same set-up"
     );
     // The runtime image carries the libraries the build linked.
-    for lib in ["libssl3", "libsasl2-2", "libsasl2-modules-gssapi-mit", "libcurl4"] {
+    for lib in [
+        "libssl3",
+        "libsasl2-2",
+        "libsasl2-modules-gssapi-mit",
+        "libcurl4",
+    ] {
         assert!(dockerfile.contains(lib), "runtime image lacks {lib}");
     }
 }
@@ -60,7 +65,10 @@ fn the_test_packages_cover_what_the_tests_start() {
     // The tests' throw-away PostgreSQL (tests/support/postgres.rs) and the demo's.
     assert!(demo.contains("postgresql"));
     let pg = std::fs::read_to_string("tests/support/postgres.rs").unwrap();
-    assert!(pg.contains("/usr/lib/postgresql"), "where initdb is looked up");
+    assert!(
+        pg.contains("/usr/lib/postgresql"),
+        "where initdb is looked up"
+    );
     // The real Prometheus and promtool (tests/support/prometheus.rs, tests/deploy.rs).
     let started = std::fs::read_to_string("tests/support/prometheus.rs").unwrap()
         + &std::fs::read_to_string("tests/deploy.rs").unwrap();
@@ -112,7 +120,10 @@ fn a_second_set_up_does_nothing() {
             .expect("run scripts/setup.sh");
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "scripts/setup.sh test failed:\n{text}");
+        assert!(
+            out.status.success(),
+            "scripts/setup.sh test failed:\n{text}"
+        );
         text
     };
     run();

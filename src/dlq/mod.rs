@@ -13,6 +13,7 @@ use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 use crate::decode::Record;
+use crate::kafka::KafkaProperties;
 
 /// Header names Ordo adds to a dead letter.
 pub mod headers {
@@ -47,7 +48,7 @@ pub struct DeadLetterConfig {
     /// Extra librdkafka producer properties (the `[kafka]` connection and
     /// security properties are used too).
     #[serde(default)]
-    pub producer: BTreeMap<String, String>,
+    pub producer: KafkaProperties,
 }
 
 impl Default for DeadLetterConfig {
@@ -56,7 +57,7 @@ impl Default for DeadLetterConfig {
             enabled: default_enabled(),
             topic: default_topic(),
             send_timeout_ms: default_send_timeout_ms(),
-            producer: BTreeMap::new(),
+            producer: KafkaProperties::default(),
         }
     }
 }
@@ -119,6 +120,10 @@ fn is_connection_property(key: &str) -> bool {
         || key.starts_with("ssl.")
         || key.starts_with("socket.")
         || key.starts_with("broker.")
+        || key.starts_with("enable.ssl.")
+        || key.starts_with("enable.sasl.")
+        || key == "client.dns.lookup"
+        || key == "api.version.request"
 }
 
 /// Writes dead letters.

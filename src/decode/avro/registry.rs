@@ -10,7 +10,7 @@ use schema_registry_converter::error::SRCError;
 use serde::Deserialize;
 
 /// `[schema_registry]`: where writer schemas are fetched from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Base URLs, tried in order (`http://registry:8081`).
@@ -21,6 +21,9 @@ pub struct RegistryConfig {
     /// HTTP basic auth password.
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding the HTTP basic auth password (e.g. a mounted Secret).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// PEM file of CA certificates to trust in addition to the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -37,6 +40,18 @@ pub struct RegistryConfig {
 
 fn default_timeout_ms() -> u64 {
     5000
+}
+
+/// The password never prints.
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("ca_file", &self.ca_file)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Confluent's subject naming strategies.
@@ -109,9 +124,32 @@ impl RegistryConfig {
         for url in urls {
             builder.add_url(url.trim_end_matches('/').to_string());
         }
-        match (&self.username, &self.password) {
+        let from_file = match &self.password_file {
+            Some(path) if self.password.is_some() => {
+                return Err(bad(
+                    "password_file",
+                    format!(
+                        "{} is given with password; give one of them",
+                        path.display()
+                    ),
+                ))
+            }
+            Some(path) => {
+                let bytes = read_file("password_file", path)?;
+                Some(
+                    String::from_utf8_lossy(&bytes)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                )
+            }
+            None => None,
+        };
+        match (
+            &self.username,
+            from_file.as_ref().or(self.password.as_ref()),
+        ) {
             (Some(user), password) => {
-                builder.set_basic_authorization(user, password.as_deref());
+                builder.set_basic_authorization(user, password.map(String::as_str));
             }
             (None, Some(_)) => {
                 return Err(bad("password", "is set without a username".into()));

@@ -1,5 +1,6 @@
 //! The PostgreSQL sink: a connection pool, migrations, leases and batch writes.
 
+pub mod connect;
 mod migrate;
 mod write;
 
@@ -7,10 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use super::{Batch, Lease, Written};
-use crate::config::{PostgresConfig, SinkConfig, SinkMode};
+use crate::config::{SinkConfig, SinkMode};
+use connect::{Connection, PostgresConfig, TlsSettings};
 
 /// A failure of the PostgreSQL sink.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +125,7 @@ impl Tables {
 pub struct PostgresSink {
     pool: Pool,
     target: String,
+    tls: TlsSettings,
     group: String,
     mode: SinkMode,
     tables: Tables,
@@ -167,13 +169,13 @@ impl PostgresSink {
         sink: &SinkConfig,
         group: &str,
     ) -> Result<Self, SinkError> {
-        let mut cfg: tokio_postgres::Config =
-            pg.url
-                .parse()
-                .map_err(|e: tokio_postgres::Error| SinkError::Connect {
-                    target: "postgres.url".into(),
-                    reason: e.to_string(),
-                })?;
+        let bad_config = |e: connect::ConnectionError| SinkError::Connect {
+            target: e.key.clone(),
+            reason: e.reason,
+        };
+        let connection = Connection::from_config(pg).map_err(bad_config)?;
+        let tls = connection.connector().map_err(bad_config)?;
+        let mut cfg = connection.config;
         let timeout = Duration::from_millis(pg.connect_timeout_ms);
         cfg.connect_timeout(timeout);
         if cfg.get_application_name().is_none() {
@@ -182,7 +184,7 @@ impl PostgresSink {
         let target = describe_target(&cfg);
         let manager = Manager::from_config(
             cfg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -200,6 +202,7 @@ impl PostgresSink {
         let sink = PostgresSink {
             pool,
             target,
+            tls: connection.tls,
             group: group.to_string(),
             mode: sink.mode,
             tables: Tables::new(sink),
@@ -218,11 +221,18 @@ impl PostgresSink {
         &self.target
     }
 
+    /// TLS as this sink connects: mode, verification, files.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, SinkError> {
         self.pool.get().await.map_err(|e| SinkError::Connect {
             target: self.target.clone(),
             reason: match e {
-                deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+                deadpool_postgres::PoolError::Backend(e) => {
+                    connect::explain_connect_error(&e, &self.tls)
+                }
                 other => other.to_string(),
             },
         })

@@ -1,0 +1,368 @@
+//! The `[kafka]` table: librdkafka properties shared by every Kafka client
+//! Ordo makes (consumer, dead-letter producer, lag probe, `ordo dlq`, `ordo
+//! check`). Secrets may come from files (`<property>_file`); no value of a
+//! secret property, nor of a property librdkafka does not know, is ever shown:
+//! not in errors, not in `Debug` output, not in `ordo check`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// librdkafka properties, by name (`bootstrap.servers`, `sasl.password`, ...).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for KafkaProperties {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KafkaProperties {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a KafkaProperties {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Secret values print as `[redacted]`.
+impl std::fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let shown = if is_secret(k) { REDACTED } else { v.as_str() };
+                (k, shown)
+            }))
+            .finish()
+    }
+}
+
+const REDACTED: &str = "[redacted]";
+
+/// Suffix of a property whose value is a file holding the real property's value.
+const FILE_SUFFIX: &str = "_file";
+
+/// Properties whose values are secrets (passwords, keys, tokens, credentials).
+pub fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "jaas",
+        "credential",
+        "private",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
+        || key == "ssl.key.pem"
+        || key == "ssl_key"
+        || key == "sasl.oauthbearer.config"
+        || key == "sasl.oauthbearer.assertion.private.key.pem"
+}
+
+/// Properties known to librdkafka and not secret, whose values may be shown
+/// in an error (so a typo such as `SASL_SSLX` can be seen).
+fn is_shown(key: &str) -> bool {
+    !is_secret(key)
+        && (matches!(
+            key,
+            "bootstrap.servers"
+                | "group.id"
+                | "client.id"
+                | "security.protocol"
+                | "sasl.mechanism"
+                | "sasl.mechanisms"
+                | "sasl.oauthbearer.method"
+                | "ssl.endpoint.identification.algorithm"
+                | "enable.ssl.certificate.verification"
+                | "partition.assignment.strategy"
+                | "auto.offset.reset"
+                | "group.protocol"
+                | "isolation.level"
+                | "compression.codec"
+                | "compression.type"
+        ) || key.ends_with(".ms")
+            || key.ends_with(".bytes")
+            || key.ends_with(".messages")
+            || key.ends_with(".kbytes"))
+}
+
+/// A property that cannot be used; `reason` never holds a secret value.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct PropertyError {
+    /// The property, e.g. `sasl.password`.
+    pub key: String,
+    pub reason: String,
+}
+
+impl KafkaProperties {
+    /// Replaces every `<property>_file` by `<property>` read from that file
+    /// (trailing newlines removed). `base` resolves relative paths.
+    ///
+    /// Environment variables map `_` to `.`, so `ORDO_KAFKA__SASL_PASSWORD_FILE`
+    /// arrives as `sasl.password.file` and is read the same way.
+    pub fn resolve_files(&mut self, base: Option<&Path>) -> Result<(), PropertyError> {
+        let file_keys: Vec<String> = self
+            .0
+            .keys()
+            .filter(|k| k.ends_with(FILE_SUFFIX) || k.ends_with(".file"))
+            .cloned()
+            .collect();
+        for key in file_keys {
+            let target = key[..key.len() - FILE_SUFFIX.len()].to_string();
+            let path = self.0.remove(&key).unwrap_or_default();
+            let path = match base {
+                Some(b) if Path::new(&path).is_relative() => b.join(&path),
+                _ => path.into(),
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| PropertyError {
+                key: key.clone(),
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?;
+            if self.0.contains_key(&target) {
+                return Err(PropertyError {
+                    key: key.clone(),
+                    reason: format!("{target} is set too; give one of them"),
+                });
+            }
+            self.0
+                .insert(target, text.trim_end_matches(['\r', '\n']).to_string());
+        }
+        Ok(())
+    }
+
+    /// Checks the properties with librdkafka itself (as `kind` client would
+    /// use them), returning the offending property and a reason without its value.
+    pub fn validate(&self) -> Result<(), PropertyError> {
+        let mut client = rdkafka::ClientConfig::new();
+        for (k, v) in &self.0 {
+            client.set(k, v);
+        }
+        client
+            .create_native_config()
+            .map(|_| ())
+            .map_err(|e| describe_error(&e))
+    }
+
+    /// The security settings in effect, without secret values, for `ordo check`.
+    pub fn security_summary(&self) -> String {
+        let get = |k: &str| self.0.get(k).map(String::as_str);
+        let protocol = get("security.protocol").unwrap_or("plaintext");
+        let lower = protocol.to_ascii_lowercase();
+        let mut parts = vec![format!("security.protocol={protocol}")];
+        if lower.starts_with("sasl") {
+            let mechanism = get("sasl.mechanisms")
+                .or(get("sasl.mechanism"))
+                .unwrap_or("GSSAPI");
+            let mut m = format!("sasl.mechanism={mechanism}");
+            if let Some(user) = get("sasl.username") {
+                m.push_str(&format!(" as user {user}"));
+            }
+            if mechanism.eq_ignore_ascii_case("OAUTHBEARER") {
+                match get("sasl.oauthbearer.method") {
+                    Some(method) if method.eq_ignore_ascii_case("oidc") => m.push_str(&format!(
+                        " (OIDC token endpoint {})",
+                        get("sasl.oauthbearer.token.endpoint.url").unwrap_or("not set")
+                    )),
+                    _ => m.push_str(" (unsecured JWT or default method)"),
+                }
+            }
+            let secrets: Vec<&str> = self
+                .0
+                .keys()
+                .filter(|k| is_secret(k))
+                .map(String::as_str)
+                .collect();
+            if !secrets.is_empty() {
+                m.push_str(&format!(", secrets set: {}", secrets.join(", ")));
+            }
+            parts.push(m);
+        }
+        if lower.ends_with("ssl") {
+            let verify = get("enable.ssl.certificate.verification")
+                .is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+            let host = get("ssl.endpoint.identification.algorithm")
+                .is_none_or(|v| !v.eq_ignore_ascii_case("none"));
+            let ca = get("ssl.ca.location")
+                .map(|l| format!("CA {l}"))
+                .or(get("ssl.ca.pem").map(|_| "CA from ssl.ca.pem".to_string()))
+                .unwrap_or_else(|| "system CAs".into());
+            parts.push(match (verify, host) {
+                (false, _) => "TLS certificate verification OFF".into(),
+                (true, true) => {
+                    format!("TLS verifies the broker's certificate and host name ({ca})")
+                }
+                (true, false) => {
+                    format!("TLS verifies the broker's certificate, not its host name ({ca})")
+                }
+            });
+            if get("ssl.certificate.location").is_some() || get("ssl.certificate.pem").is_some() {
+                parts.push("client certificate (mutual TLS)".into());
+            }
+        }
+        parts.join("; ")
+    }
+}
+
+/// An rdkafka error from creating a client, with the property named and its
+/// value left out unless the property is known not to be secret.
+pub fn describe_error(e: &rdkafka::error::KafkaError) -> PropertyError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
+            let mut reason = desc.clone();
+            if !is_shown(key) && !value.is_empty() {
+                reason = reason.replace(value.as_str(), REDACTED);
+            }
+            if key == "sasl.jaas.config" {
+                reason.push_str(
+                    "; sasl.jaas.config is the Java client's: set sasl.mechanism, \
+                     sasl.username and sasl.password (or sasl.oauthbearer.*) instead",
+                );
+            }
+            if is_shown(key) && !value.is_empty() && !reason.contains(value.as_str()) {
+                reason = format!("`{value}`: {reason}");
+            }
+            PropertyError {
+                key: key.clone(),
+                reason,
+            }
+        }
+        other => PropertyError {
+            key: String::new(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Replaces every secret value of `props` found in `text` (a librdkafka log
+/// line or error) by `[redacted]`.
+pub fn redact(text: &str, props: &KafkaProperties) -> String {
+    let mut out = text.to_string();
+    for (k, v) in props.0.iter() {
+        if is_secret(k) && v.len() >= 3 {
+            out = out.replace(v.as_str(), REDACTED);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> KafkaProperties {
+        KafkaProperties(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn an_unknown_property_is_named_without_its_value() {
+        let p = props(&[
+            ("bootstrap.servers", "b:9092"),
+            ("sasl.pasword", "LeakMe123"),
+        ]);
+        let e = p.validate().unwrap_err();
+        assert_eq!(e.key, "sasl.pasword");
+        assert!(!e.to_string().contains("LeakMe123"), "{e}");
+        assert!(
+            e.to_string().contains("No such configuration property"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_java_jaas_config_is_refused_with_what_to_set_instead() {
+        let jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"u\" password=\"Sup3rS3cret\";";
+        let e = props(&[("sasl.jaas.config", jaas)]).validate().unwrap_err();
+        let text = e.to_string();
+        assert!(
+            !text.contains("Sup3rS3cret") && !text.contains("ScramLoginModule"),
+            "{text}"
+        );
+        assert!(text.contains("sasl.username"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_non_secret_value_is_shown() {
+        let e = props(&[("security.protocol", "SASL_SSLX")])
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("SASL_SSLX"), "{e}");
+    }
+
+    #[test]
+    fn tls_sasl_and_every_codec_are_built_in() {
+        let p = props(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "u"),
+            ("sasl.password", "p"),
+            ("compression.codec", "zstd"),
+        ]);
+        p.validate().unwrap();
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "OAUTHBEARER", "GSSAPI"] {
+            props(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", mechanism),
+            ])
+            .validate()
+            .unwrap_or_else(|e| panic!("{mechanism}: {e}"));
+        }
+        props(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "OAUTHBEARER"),
+            ("sasl.oauthbearer.method", "oidc"),
+            ("sasl.oauthbearer.client.id", "id"),
+            ("sasl.oauthbearer.client.secret", "s"),
+            ("sasl.oauthbearer.token.endpoint.url", "https://idp/token"),
+        ])
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cr3t-value\n").unwrap();
+        let mut p = props(&[
+            ("sasl.username", "ordo"),
+            ("sasl.password_file", "pw"),
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+        ]);
+        p.resolve_files(Some(dir.path())).unwrap();
+        assert_eq!(p.get("sasl.password").unwrap(), "s3cr3t-value");
+        assert!(!p.contains_key("sasl.password_file"));
+        assert!(!format!("{p:?}").contains("s3cr3t"));
+        let summary = p.security_summary();
+        assert!(summary.contains("SCRAM-SHA-512") && summary.contains("sasl.password"));
+        assert!(!summary.contains("s3cr3t"), "{summary}");
+        assert_eq!(
+            redact("auth failed for s3cr3t-value", &p),
+            "auth failed for [redacted]"
+        );
+        // From an environment variable `_` became `.`.
+        let mut p = props(&[("sasl.password.file", "pw")]);
+        p.resolve_files(Some(dir.path())).unwrap();
+        assert_eq!(p.get("sasl.password").unwrap(), "s3cr3t-value");
+        let mut p = props(&[("ssl.key.password_file", "/no/such/file")]);
+        let e = p.resolve_files(None).unwrap_err();
+        assert!(e.to_string().contains("/no/such/file"), "{e}");
+    }
+}
