@@ -49,11 +49,20 @@ pub async fn run(settings: &Settings) -> Vec<Finding> {
 }
 
 fn kafka(settings: &Settings) -> Result<(), String> {
-    let consumer: BaseConsumer = crate::consume::client_config(settings)
-        .create()
-        .map_err(|e| e.to_string())?;
-    crate::consume::check_topics(&consumer, settings, Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer<crate::kafka::RecordingContext> =
+        crate::consume::client_config(settings)
+            .create_with_context(Default::default())
+            .map_err(|e| crate::kafka::describe_error(&e).to_string())?;
+    if let Err(e) = crate::consume::check_topics(&consumer, settings, Duration::from_secs(10)) {
+        // Serve the main queue: librdkafka's log lines and errors say why.
+        for _ in 0..3 {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        return Err(crate::consume::with_last_error(
+            e.to_string(),
+            crate::kafka::RemembersErrors::last_error(consumer.context().as_ref()),
+        ));
+    }
     let _ = consumer.subscription();
     Ok(())
 }

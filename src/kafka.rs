@@ -258,6 +258,76 @@ pub fn redact(text: &str, props: &KafkaProperties) -> String {
     out
 }
 
+/// The last error a client's librdkafka reported, through its error callback
+/// or an error-level log line (e.g. `SASL authentication error: ...`, a failed
+/// TLS handshake), so that a connection failure can say why rather than just
+/// "transport failure". Log lines are forwarded to `tracing` (target
+/// `librdkafka`); an error callback repeating the last logged line is not
+/// logged again.
+#[derive(Debug, Default)]
+pub struct LastError(std::sync::Mutex<Option<String>>);
+
+impl LastError {
+    /// For `ClientContext::error`.
+    pub fn error(&self, error: &rdkafka::error::KafkaError, reason: &str) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !last.as_deref().is_some_and(|l| l.contains(reason)) {
+            tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+        }
+        *last = Some(reason.to_string());
+    }
+
+    /// For `ClientContext::log`.
+    pub fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.to_string());
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A client context that remembers the last error, for one-shot clients
+/// (`ordo check`, `ordo dlq`).
+#[derive(Default)]
+pub struct RecordingContext {
+    pub last_error: LastError,
+}
+
+impl rdkafka::ClientContext for RecordingContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.last_error.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.last_error.error(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RecordingContext {}
+
+/// Contexts that remember the last error librdkafka reported.
+pub trait RemembersErrors {
+    fn last_error(&self) -> Option<String>;
+}
+
+impl RemembersErrors for RecordingContext {
+    fn last_error(&self) -> Option<String> {
+        self.last_error.get()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

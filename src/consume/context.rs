@@ -47,9 +47,24 @@ pub struct OrdoContext {
     consumer: OnceLock<Weak<OrdoConsumer>>,
     workers: Mutex<HashMap<PartitionId, WorkerHandle>>,
     closing: AtomicBool,
+    last_error: crate::kafka::LastError,
 }
 
-impl ClientContext for OrdoContext {}
+impl ClientContext for OrdoContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.last_error.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.last_error.error(&error, reason);
+    }
+}
+
+impl crate::kafka::RemembersErrors for OrdoContext {
+    fn last_error(&self) -> Option<String> {
+        self.last_error.get()
+    }
+}
 
 impl ConsumerContext for OrdoContext {
     fn rebalance(
@@ -141,6 +156,7 @@ impl OrdoContext {
             consumer: OnceLock::new(),
             workers: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
+            last_error: Default::default(),
         }
     }
 

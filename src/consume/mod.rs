@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+
+use crate::kafka::RemembersErrors;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -143,6 +145,14 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
     cfg
 }
 
+/// `reason` with the last error librdkafka reported (why the broker could not be reached).
+pub fn with_last_error(reason: String, last: Option<String>) -> String {
+    match last {
+        Some(last) if !reason.contains(&last) => format!("{reason}; librdkafka: {last}"),
+        _ => reason,
+    }
+}
+
 /// Fails fast, naming the servers or the topic, when Kafka is unreachable or a topic is missing.
 pub fn check_topics<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
@@ -227,9 +237,20 @@ pub async fn run(
     {
         let c = consumer.clone();
         let s = settings.clone();
-        tokio::task::spawn_blocking(move || check_topics(&*c, &s, Duration::from_secs(10)))
-            .await
-            .map_err(|e| ConsumeError::Fatal(e.to_string()))??;
+        let checked =
+            tokio::task::spawn_blocking(move || check_topics(&*c, &s, Duration::from_secs(10)))
+                .await
+                .map_err(|e| ConsumeError::Fatal(e.to_string()))?;
+        if let Err(ConsumeError::Unreachable { servers, reason }) = checked {
+            // librdkafka's log lines and errors (the reason: a refused
+            // password, an untrusted certificate) wait in the main queue.
+            let _ = tokio::time::timeout(Duration::from_millis(300), consumer.recv()).await;
+            return Err(ConsumeError::Unreachable {
+                reason: with_last_error(reason, consumer.context().last_error()),
+                servers,
+            });
+        }
+        checked?;
     }
     let topics: Vec<&str> = settings.source.topics.iter().map(String::as_str).collect();
     consumer

@@ -97,6 +97,27 @@ pub struct Worker {
     /// The sink's breaker state, and whether this worker paused its partition for it.
     breaker: watch::Receiver<BreakerState>,
     paused_by_breaker: bool,
+    /// When a transient fetch error was last logged.
+    fetch_error_logged_at: Option<Instant>,
+}
+
+/// Transient fetch errors are logged at most this often per partition.
+const FETCH_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Fetch errors that fetching the same record again cannot fix.
+fn fetch_error_is_permanent(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::NotImplemented
+            | C::BadCompression
+            | C::BadMessage
+            | C::InvalidMessage
+            | C::MessageSizeTooLarge
+            | C::UnsupportedForMessageFormat
+            | C::UnsupportedCompressionType
+            | C::InvalidRecord
+    )
 }
 
 impl Worker {
@@ -104,6 +125,7 @@ impl Worker {
         Self {
             breaker: pipeline.breaker.subscribe(),
             paused_by_breaker: false,
+            fetch_error_logged_at: None,
             buffer: SequenceBuffer::new(pipeline.buffer.clone()),
             topic: lease.topic.as_str().into(),
             committed: lease.next_offset,
@@ -164,8 +186,7 @@ impl Worker {
                     match msg {
                         Ok(m) => records.push(self.record_of(&m)),
                         Err(e) => {
-                            tracing::warn!(topic = %self.topic, partition = self.lease.partition,
-                                error = %e, "fetch error");
+                            self.on_fetch_error(e).await;
                             continue;
                         }
                     }
@@ -790,6 +811,34 @@ impl Worker {
         }
     }
 
+    /// A fetch error on this partition's queue. One that retrying cannot fix
+    /// (a record librdkafka cannot decompress or parse, or that is too large)
+    /// stops the partition in front of the record; any other is logged, at
+    /// most once a minute, while librdkafka retries.
+    async fn on_fetch_error(&mut self, e: rdkafka::error::KafkaError) {
+        let offset = self.last_consumed.map(|o| o + 1).or(self.lease.next_offset);
+        let at = offset.map_or("the start".to_string(), |o| format!("offset {o}"));
+        if e.rdkafka_error_code().is_some_and(fetch_error_is_permanent) {
+            self.flush_or_stop(None).await;
+            self.stop(format!(
+                "cannot read the record at {at} of {}/{}: {e}; retrying cannot fix this \
+                 (a compression codec or record format this build cannot read, a corrupt or \
+                 oversized record); the partition's stored offset does not pass it",
+                self.topic, self.lease.partition
+            ));
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .fetch_error_logged_at
+            .is_none_or(|t| now.duration_since(t) >= FETCH_ERROR_LOG_INTERVAL)
+        {
+            self.fetch_error_logged_at = Some(now);
+            tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                next_offset = ?offset, error = %e, "fetch error; librdkafka retries");
+        }
+    }
+
     /// Stops handling this partition: it is paused and stays so until the process restarts.
     fn stop(&mut self, reason: String) {
         if self.state == State::Stopped {
@@ -817,5 +866,32 @@ impl Worker {
             dead_lettered = c.dead_lettered, replayed_late = c.replayed_late,
             held = self.buffer.held_events(), "partition drained");
         self.committed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    #[test]
+    fn undecodable_records_stop_and_broker_trouble_retries() {
+        for code in [
+            C::NotImplemented,
+            C::BadCompression,
+            C::BadMessage,
+            C::MessageSizeTooLarge,
+        ] {
+            assert!(fetch_error_is_permanent(code), "{code:?}");
+        }
+        for code in [
+            C::BrokerTransportFailure,
+            C::AllBrokersDown,
+            C::NotLeaderForPartition,
+            C::RequestTimedOut,
+            C::OffsetOutOfRange,
+        ] {
+            assert!(!fetch_error_is_permanent(code), "{code:?}");
+        }
     }
 }

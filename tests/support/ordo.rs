@@ -33,6 +33,10 @@ pub struct Setup {
     pub http: String,
     /// Extra TOML lines appended to `[http]`.
     pub http_extra: String,
+    /// Extra TOML lines appended to `[kafka]` (security settings, ...).
+    pub kafka: String,
+    /// Extra TOML lines appended to `[postgres]`.
+    pub postgres: String,
 }
 
 impl Setup {
@@ -57,6 +61,7 @@ impl Setup {
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
 "topic.metadata.refresh.interval.ms" = "2000"
+{kafka}
 
 [source]
 topics = ["{topic}"]
@@ -76,6 +81,7 @@ batch_max_wait_ms = 50
 [postgres]
 url = "{db}"
 pool_size = 8
+{postgres}
 
 [log]
 level = "info,rdkafka=warn"
@@ -100,6 +106,8 @@ measure_interval_ms = 200
             dead_letter = self.dead_letter,
             http = self.http,
             http_extra = self.http_extra,
+            kafka = self.kafka,
+            postgres = self.postgres,
             key = if self.key.is_empty() {
                 "message_key"
             } else {

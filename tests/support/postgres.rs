@@ -109,10 +109,36 @@ fn start() -> PgCluster {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // TLS on, with a certificate for `localhost` from a CA of this run
+    // (`ca.pem` in the cluster's dir); plain connections are accepted too.
+    let ca = super::tls::Ca::new();
+    let server = ca.issue(&["localhost"]);
+    for (name, text) in [
+        ("ca.pem", &ca.pem),
+        ("server.crt", &server.cert_pem),
+        ("server.key", &server.key_pem),
+    ] {
+        std::fs::write(dir.join(name), text).expect("write TLS file");
+    }
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("key permissions");
+    if is_root() {
+        let status = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(dir.join("server.crt"))
+            .arg(dir.join("server.key"))
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
     let port = free_port();
     let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-        dir.display()
+        "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 \
+         -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+        dir = dir.display()
     );
     let out = as_server_user(&bin.join("pg_ctl"))
         .arg("-D")
