@@ -49,6 +49,9 @@ pub struct Settings {
     /// The HTTP listener: /metrics, /healthz, /readyz.
     #[serde(default)]
     pub http: crate::telemetry::http::HttpConfig,
+    /// How long a stop may take.
+    #[serde(default)]
+    pub shutdown: crate::consume::ShutdownConfig,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -563,6 +566,7 @@ impl Settings {
                 self.ordering.max_buffered_bytes as u64,
             ),
             ("ordering.gap_timeout_ms", self.ordering.gap_timeout_ms),
+            ("shutdown.deadline_ms", self.shutdown.deadline_ms),
             (
                 "sink.breaker.failures_to_open",
                 self.sink.breaker.failures_to_open as u64,

@@ -47,7 +47,15 @@ pub enum RunError {
 pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     telemetry::http::start(&settings.http).await?;
     let measuring = tokio::spawn(telemetry::measure::run(settings.clone()));
-    let sink = consume::prepare_sink(settings).await?;
+    tokio::pin!(shutdown);
+    // PostgreSQL not there yet is waited out; a shutdown meanwhile ends it.
+    let sink = tokio::select! {
+        sink = consume::prepare_sink(settings) => sink?,
+        _ = &mut shutdown => {
+            measuring.abort();
+            return Ok(());
+        }
+    };
     let result = consume::run(settings, sink, shutdown).await;
     measuring.abort();
     result?;

@@ -195,7 +195,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
-    ordo::run(settings, shutdown_signal())
+    let deadline = std::time::Duration::from_millis(settings.shutdown.deadline_ms);
+    let stop = async move {
+        shutdown_signal().await;
+        // Whatever is down (every broker, PostgreSQL), the process is gone by
+        // the deadline: what committed is kept, the sink holds the truth.
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline);
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "shutdown deadline reached: abandoning what did not commit (the next owner resumes from the sink's offsets); exiting"
+            );
+            std::process::exit(0);
+        });
+    };
+    ordo::run(settings, stop)
         .await
         .context("ordo run stopped")?;
     Ok(ExitCode::SUCCESS)

@@ -137,3 +137,64 @@ async fn a_dead_letter_that_cannot_be_written_stops_the_partition_in_front_of_it
     assert!(log.contains("cannot write to dead-letter topic"), "{log}");
     assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_writes_failing_for_a_while_are_waited_out() {
+    let cluster = MockCluster::start(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        dead_letter: true,
+        http: format!("127.0.0.1:{}", support::postgres::free_port()),
+        dead_letter_extra: "send_timeout_ms = 500".into(),
+        ..Setup::event_store(bootstrap.clone(), db.url.clone(), "events")
+    };
+    cluster.create_topic(&setup.topic, 1).unwrap();
+    let dlq = format!("{}.dlq", setup.topic);
+    cluster.create_topic(&dlq, 1).unwrap();
+    let good = |v: i64| data::Produced {
+        partition: 0,
+        key: Some(b"k".to_vec()),
+        payload: data::payload("k", v),
+    };
+    let bad = |n: u8| data::Produced {
+        partition: 0,
+        key: Some(vec![b'p', n]),
+        payload: b"{not json".to_vec(),
+    };
+    let records = [good(1), bad(1), good(2), bad(2), good(3)];
+    ordo::demo::produce(&bootstrap, &setup.topic, &records).unwrap();
+    // Produce requests fail with a retriable error for a while: each
+    // dead-letter write times out (500 ms) a few times before one goes through.
+    const PRODUCE: i16 = 0;
+    cluster.push_request_errors(PRODUCE, &[Err::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 16]);
+    let config = setup.write(dir.path(), "ordo.toml");
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
+    let client = db.client().await;
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &[5]).await;
+    let log = ordo.log_text();
+    assert!(log.contains("waits for dead_letter_topic"), "{log}");
+    assert!(!log.contains("partition stopped"), "{log}");
+    let versions: Vec<i64> = client
+        .query("SELECT version FROM events ORDER BY position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    let kafka = support::kafka::Kafka::External(bootstrap.clone());
+    let letters = kafka.read_all(&dlq, 2);
+    let keys: Vec<Vec<u8>> = letters
+        .iter()
+        .map(|m| rdkafka::Message::key(m).unwrap_or_default().to_vec())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![b"p\x01".to_vec(), b"p\x02".to_vec()],
+        "each poison record once"
+    );
+    assert_eq!(support::ordo::readyz(&setup.http).await.0, 200);
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+}

@@ -13,8 +13,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use support::data;
 use support::kafka::Kafka;
-use support::ordo::{run_to_end, Ordo, Setup};
+use support::ordo::{readyz, run_to_end, wait_not_ready_with, Ordo, Setup};
 use support::postgres::TestDb;
+use support::Deadline;
 
 /// One record as produced: partition, key, payload (None: a tombstone), headers.
 #[derive(Clone)]
@@ -209,28 +210,34 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_land() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_dead_letter_topic_is_refused_at_start() {
+async fn a_missing_dead_letter_topic_is_waited_for_and_named() {
     let kafka = Kafka::start();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
         dead_letter: true,
+        http: format!("127.0.0.1:{}", support::postgres::free_port()),
         ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
     };
     kafka.create_topic(&setup.topic, 1);
     let path = setup.write(dir.path(), "ordo.toml");
     let dlq = format!("{}.dlq", setup.topic);
-    let (status, _, stderr) = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || run_to_end(&["run", "--config", path.to_str().unwrap()])
-    })
-    .await
-    .unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!("dead-letter topic `{dlq}`")),
-        "{stderr}"
-    );
+    // `ordo run` waits for it, not ready and naming it; it starts once the
+    // topic exists.
+    let mut ordo = Ordo::start(&path, dir.path().join("ordo.log"));
+    wait_not_ready_with(
+        &mut ordo,
+        &setup.http,
+        &["waits for kafka", &format!("dead-letter topic `{dlq}`")],
+    )
+    .await;
+    kafka.create_topic(&dlq, 1);
+    let deadline = Deadline::new("ready once the topic exists", Duration::from_secs(60));
+    while readyz(&setup.http).await.0 != 200 {
+        assert!(ordo.running(), "{}", ordo.log_text());
+        deadline.tick().await;
+    }
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
     let (status, stdout, _) = tokio::task::spawn_blocking(move || {
         run_to_end(&["check", "--config", path.to_str().unwrap()])
     })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use support::data::{self, Produced};
 use support::kafka::Kafka;
-use support::ordo::{run_to_end, Ordo, Setup};
+use support::ordo::{run_to_end, wait_not_ready_with, Ordo, Setup};
 use support::postgres::{free_port, TestDb};
 use support::{unique, Deadline};
 
@@ -92,12 +92,23 @@ async fn unreachable_broker_and_database_are_named() {
         stdout.contains("ok    PostgreSQL at 127.0.0.1:"),
         "{stdout}"
     );
-    let (status, _, stderr) = run_to_end(&["run", "--config", path.to_str().unwrap()]);
-    assert_eq!(status.code(), Some(1));
-    assert!(
-        stderr.contains(&format!("cannot reach Kafka at {dead_kafka}")),
-        "{stderr}"
-    );
+    // `ordo run` waits for Kafka, not ready and saying why; a stop ends it.
+    let s = Setup {
+        http: format!("127.0.0.1:{}", free_port()),
+        ..s
+    };
+    let path = s.write(dir.path(), "no-kafka-run.toml");
+    let mut ordo = Ordo::start(&path, dir.path().join("no-kafka.log"));
+    wait_not_ready_with(
+        &mut ordo,
+        &s.http,
+        &[
+            "waits for kafka",
+            &format!("cannot reach Kafka at {dead_kafka}"),
+        ],
+    )
+    .await;
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
 
     let kafka = Kafka::start();
     let s = setup(kafka.bootstrap(), dead_pg);
@@ -112,14 +123,22 @@ async fn unreachable_broker_and_database_are_named() {
         )),
         "{stdout}"
     );
-    let (status, _, stderr) = run_to_end(&["run", "--config", path.to_str().unwrap()]);
-    assert_eq!(status.code(), Some(1));
-    assert!(
-        stderr.contains(&format!(
-            "cannot connect to PostgreSQL at 127.0.0.1:{dead_pg_port}/ordo"
-        )),
-        "{stderr}"
-    );
+    let s = Setup {
+        http: format!("127.0.0.1:{}", free_port()),
+        ..s
+    };
+    let path = s.write(dir.path(), "no-pg-run.toml");
+    let mut ordo = Ordo::start(&path, dir.path().join("no-pg.log"));
+    wait_not_ready_with(
+        &mut ordo,
+        &s.http,
+        &[
+            "waits for postgres",
+            &format!("cannot connect to PostgreSQL at 127.0.0.1:{dead_pg_port}/ordo"),
+        ],
+    )
+    .await;
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
 
     // A topic that does not exist is named too.
     let mut s = setup(kafka.bootstrap(), db.url.clone());

@@ -222,3 +222,59 @@ async fn dead_letter_policy_parks_a_stuck_key_until_its_gap_fills_and_a_replay()
     );
     assert!(ordo.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_never_holds_more_than_batch_max_events() {
+    const MAX: usize = 25;
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let setup = Setup {
+        topic: unique("batches"),
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
+    };
+    kafka.create_topic(&setup.topic, 1);
+    // Versions 2..=120 wait for version 1, which comes last: its arrival
+    // releases 120 events at once.
+    let record = |v: i64| Produced {
+        partition: 0,
+        key: Some(b"a".to_vec()),
+        payload: data::payload("a", v),
+    };
+    let records: Vec<Produced> = (2..=120).chain([1]).map(record).collect();
+    kafka.produce(&setup.topic, &records);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ordo.toml");
+    std::fs::write(
+        &config,
+        setup.toml().replace(
+            "batch_max_events = 500",
+            &format!("batch_max_events = {MAX}"),
+        ),
+    )
+    .unwrap();
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
+    let client = db.client().await;
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &[120]).await;
+    let versions: Vec<i64> = client
+        .query("SELECT version FROM events ORDER BY position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=120).collect::<Vec<i64>>());
+    // Rows written by one transaction share its xmin.
+    let largest: i64 = client
+        .query_one(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM events GROUP BY xmin::text) t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        largest <= MAX as i64,
+        "a transaction wrote {largest} events (batch_max_events = {MAX})"
+    );
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
+}

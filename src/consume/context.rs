@@ -30,8 +30,6 @@ use crate::telemetry::metrics::metrics;
 /// How long a revoked partition may take to finish its batch before it is abandoned
 /// (abandoning loses nothing: the next owner resumes from the sink's offset).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Attempts at taking a partition's lease before the process stops.
-const LEASE_ATTEMPTS: u32 = 5;
 
 type PartitionId = (Arc<str>, i32);
 
@@ -275,7 +273,7 @@ impl OrdoContext {
             vec![]
         } else {
             tracing::info!(partitions = %list(tpl), "partitions revoked: draining");
-            self.block_on(drain(handles))
+            self.block_on(drain(handles, DRAIN_TIMEOUT))
         };
         // After the drain: a draining worker no longer publishes its position.
         for e in tpl.elements() {
@@ -285,19 +283,22 @@ impl OrdoContext {
     }
 
     /// Drains every worker (shutdown) and commits their offsets to Kafka.
-    pub(super) async fn drain_all(&self, consumer: &OrdoConsumer) {
+    pub(super) async fn drain_all(&self, consumer: &OrdoConsumer, budget: Duration) {
         let handles: Vec<(PartitionId, WorkerHandle)> = self.workers().drain().collect();
-        let offsets = drain(handles).await;
+        let offsets = drain(handles, budget.min(DRAIN_TIMEOUT)).await;
         commit_advisory(consumer, &offsets);
     }
 }
 
 /// Asks each worker to finish its batch and waits (bounded) for its committed offset.
-async fn drain(handles: Vec<(PartitionId, WorkerHandle)>) -> Vec<(PartitionId, i64)> {
+async fn drain(
+    handles: Vec<(PartitionId, WorkerHandle)>,
+    timeout: Duration,
+) -> Vec<(PartitionId, i64)> {
     let waits = handles.into_iter().map(|(id, handle)| async move {
         let (ack, done) = oneshot::channel();
         let _ = handle.control.send(Control::Drain(ack)).await;
-        let result = tokio::time::timeout(DRAIN_TIMEOUT, done).await;
+        let result = tokio::time::timeout(timeout, done).await;
         let mut task = handle.task;
         match result {
             Ok(Ok(next)) => {
@@ -320,28 +321,18 @@ async fn drain(handles: Vec<(PartitionId, WorkerHandle)>) -> Vec<(PartitionId, i
         .collect()
 }
 
-/// Takes a partition's lease, retrying transient sink errors a few times.
+/// Takes a partition's lease, waiting for as long as PostgreSQL cannot be
+/// reached (a rebalance during an outage); only a permanent error fails.
 async fn acquire(pipeline: &Pipeline, topic: &str, partition: i32) -> Result<Lease, String> {
-    let mut delay = Duration::from_millis(200);
-    let mut attempt = 1;
-    loop {
-        match pipeline
-            .sink
-            .acquire(topic, partition, &pipeline.owner)
-            .await
-        {
-            Ok(lease) => return Ok(lease),
-            Err(e) if e.is_transient() && attempt < LEASE_ATTEMPTS => {
-                tracing::warn!(error = %e, topic, partition, attempt, "cannot take partition lease; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
-            }
-            Err(e) => {
-                return Err(format!(
-                    "topic {topic} partition {partition}: cannot take the partition's lease: {e}"
-                ))
-            }
-        }
-    }
+    crate::sink::retry::wait_for(
+        "postgres",
+        &format!("partition {topic}/{partition} (taking its lease)"),
+        &pipeline.retry,
+        crate::sink::postgres::SinkError::is_transient,
+        || pipeline.sink.acquire(topic, partition, &pipeline.owner),
+    )
+    .await
+    .map_err(|e| {
+        format!("topic {topic} partition {partition}: cannot take the partition's lease: {e}")
+    })
 }

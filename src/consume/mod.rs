@@ -145,6 +145,30 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
     cfg
 }
 
+/// `[shutdown]`: how long SIGTERM/SIGINT may take.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After a stop signal, the process exits 0 within this long, whatever is
+    /// down: batches that commit in time are kept, the rest is abandoned (the
+    /// sink holds the truth; the next owner resumes from its offsets). Keep
+    /// it below the orchestrator's grace period (Kubernetes: 30 s).
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            deadline_ms: default_deadline_ms(),
+        }
+    }
+}
+
+fn default_deadline_ms() -> u64 {
+    20_000
+}
+
 /// `reason` with the last error librdkafka reported (why the broker could not be reached).
 pub fn with_last_error(reason: String, last: Option<String>) -> String {
     match last {
@@ -234,23 +258,47 @@ pub async fn run(
             .map_err(ConsumeError::Create)?,
     );
     consumer.context().bind(&consumer);
-    {
-        let c = consumer.clone();
-        let s = settings.clone();
-        let checked =
-            tokio::task::spawn_blocking(move || check_topics(&*c, &s, Duration::from_secs(10)))
+    // Kafka unreachable, or a topic missing: waited out (not ready), never fatal.
+    tokio::pin!(shutdown);
+    let reached = crate::sink::retry::wait_for(
+        "kafka",
+        "starting",
+        &settings.sink.retry,
+        |e: &ConsumeError| {
+            matches!(
+                e,
+                ConsumeError::Unreachable { .. }
+                    | ConsumeError::NoSuchTopic { .. }
+                    | ConsumeError::NoSuchDeadLetterTopic { .. }
+            )
+        },
+        || async {
+            let c = consumer.clone();
+            let s = settings.clone();
+            let checked =
+                tokio::task::spawn_blocking(move || check_topics(&*c, &s, Duration::from_secs(10)))
+                    .await
+                    .map_err(|e| ConsumeError::Fatal(e.to_string()))?;
+            if let Err(ConsumeError::Unreachable { servers, reason }) = checked {
+                // librdkafka's log lines and errors (the reason: a refused
+                // password, an untrusted certificate) wait in the main queue.
+                let _ = tokio::time::timeout(Duration::from_millis(300), consumer.recv()).await;
+                return Err(ConsumeError::Unreachable {
+                    reason: with_last_error(reason, consumer.context().last_error()),
+                    servers,
+                });
+            }
+            checked
+        },
+    );
+    tokio::select! {
+        reached = reached => reached?,
+        _ = &mut shutdown => {
+            tokio::task::spawn_blocking(move || drop(consumer))
                 .await
                 .map_err(|e| ConsumeError::Fatal(e.to_string()))?;
-        if let Err(ConsumeError::Unreachable { servers, reason }) = checked {
-            // librdkafka's log lines and errors (the reason: a refused
-            // password, an untrusted certificate) wait in the main queue.
-            let _ = tokio::time::timeout(Duration::from_millis(300), consumer.recv()).await;
-            return Err(ConsumeError::Unreachable {
-                reason: with_last_error(reason, consumer.context().last_error()),
-                servers,
-            });
+            return Ok(());
         }
-        checked?;
     }
     let topics: Vec<&str> = settings.source.topics.iter().map(String::as_str).collect();
     consumer
@@ -267,7 +315,6 @@ pub async fn run(
         "consuming"
     );
 
-    tokio::pin!(shutdown);
     let outcome = loop {
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
@@ -287,7 +334,11 @@ pub async fn run(
 
     tracing::info!("stopping: draining partitions");
     consumer.context().close();
-    consumer.context().drain_all(&consumer).await;
+    // The shutdown deadline (ShutdownConfig) ends the process regardless;
+    // the drain gives up a little before it so what committed is reported.
+    let budget =
+        Duration::from_millis(settings.shutdown.deadline_ms).saturating_sub(Duration::from_secs(3));
+    consumer.context().drain_all(&consumer, budget).await;
     consumer.unsubscribe();
     // Dropping the consumer leaves the group; it blocks while librdkafka closes.
     tokio::task::spawn_blocking(move || drop(consumer))
@@ -297,10 +348,21 @@ pub async fn run(
     outcome
 }
 
-/// Connects to PostgreSQL and runs migrations; names the database on failure.
+/// Connects to PostgreSQL and runs migrations, waiting (not ready) for as
+/// long as PostgreSQL cannot be reached; names the database on other failures.
 pub async fn prepare_sink(settings: &Settings) -> Result<PostgresSink, SinkError> {
-    let sink =
-        PostgresSink::connect(&settings.postgres, &settings.sink, settings.group_id()).await?;
-    sink.migrate().await?;
-    Ok(sink)
+    crate::sink::retry::wait_for(
+        "postgres",
+        "starting",
+        &settings.sink.retry,
+        SinkError::is_transient,
+        || async {
+            let sink =
+                PostgresSink::connect(&settings.postgres, &settings.sink, settings.group_id())
+                    .await?;
+            sink.migrate().await?;
+            Ok(sink)
+        },
+    )
+    .await
 }

@@ -16,7 +16,6 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::Instrument;
 
 use super::{OrdoConsumer, OrdoContext, Pipeline};
 use crate::decode::{Event, Record};
@@ -251,8 +250,7 @@ impl Worker {
                     decoded.push(Decoded::Event(e));
                 }
                 Err(e) if !e.is_transient() && self.pipeline.dead_letters.is_some() => {
-                    let span = self.span_of(r, None);
-                    match self.dead_letter(r, &e).instrument(span).await {
+                    match self.dead_letter(r, None, &e.to_string()).await {
                         Ok(()) => decoded.push(Decoded::DeadLettered(r.offset)),
                         Err(dle) => {
                             failed = Some((i, e, Some(dle)));
@@ -396,28 +394,38 @@ impl Worker {
         }
     }
 
-    /// Sends an undecodable record to the dead-letter topic; `Ok` once acknowledged.
+    /// The one way a record goes to the dead-letter topic: written (and
+    /// written again while the failure is transient, the partition waiting),
+    /// counted and logged with its span. `Ok` once acknowledged; an error
+    /// when dead letters are off or the write cannot succeed.
     async fn dead_letter(
         &mut self,
         record: &Record,
-        error: &crate::decode::DecodeError,
+        key: Option<&str>,
+        why: &str,
     ) -> Result<(), crate::dlq::DeadLetterError> {
         let Some(dl) = &self.pipeline.dead_letters else {
-            return Ok(());
+            return Err(crate::dlq::DeadLetterError {
+                topic: String::new(),
+                reason: "dead letters are off (dead_letter.enabled = false)".into(),
+                permanent: true,
+            });
         };
         let topic = dl.config().topic_for(&self.topic);
-        dl.send(
+        dl.send_waiting(
             record,
             crate::dlq::ErrorClass::Permanent,
-            &error.to_string(),
-            1,
+            why,
+            &self.pipeline.retry,
         )
         .await?;
         self.counts.dead_lettered += 1;
         self.outcome("dead_lettered");
-        tracing::warn!(topic = %self.topic, partition = self.lease.partition,
-            offset = record.offset, dead_letter_topic = %topic, error = %error,
-            "record sent to the dead-letter topic");
+        self.span_of(record, key).in_scope(|| {
+            tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                offset = record.offset, dead_letter_topic = %topic, error = %why,
+                "record sent to the dead-letter topic")
+        });
         Ok(())
     }
 
@@ -479,24 +487,12 @@ impl Worker {
                             event.sequence,
                             bound.as_str()
                         );
-                        let sent = match &self.pipeline.dead_letters {
-                            Some(dl) => dl
-                                .send(record, crate::dlq::ErrorClass::Permanent, &why, 1)
-                                .await
-                                .map_err(|e| e.to_string()),
-                            None => Err("dead letters are off".into()),
-                        };
-                        if let Err(e) = sent {
+                        if let Err(e) = self.dead_letter(record, Some(&event.key), &why).await {
                             // The taken events are no longer held: stop before any
                             // write could store an offset past them.
                             self.stop(format!("{why}; {e}"));
                             return;
                         }
-                        self.counts.dead_lettered += 1;
-                        self.span_of(record, Some(&event.key)).in_scope(|| {
-                            tracing::warn!(topic = %self.topic, partition = self.lease.partition,
-                                offset = event.offset, error = %why, "held event sent to the dead-letter topic")
-                        });
                     }
                     self.dirty_since.get_or_insert(now);
                 }
@@ -599,7 +595,10 @@ impl Worker {
     }
 
     /// Writes the batch and the partition's progress; retries transient failures
-    /// (until `deadline`, if given).
+    /// (until `deadline`, if given). A transaction never holds more than
+    /// `sink.batch_max_events` events: when a gap filling released more, the
+    /// first parts are written with the stored offset held where it is (so it
+    /// passes no event not yet written) and the last part moves it.
     async fn flush(&mut self, deadline: Option<Instant>) -> Result<(), SinkError> {
         let Some(next) = self.next_offset() else {
             self.dirty_since = None;
@@ -612,6 +611,36 @@ impl Worker {
             self.dirty_since = None;
             return Ok(());
         }
+        let max = self.pipeline.batch_max_events;
+        while self.batch.events.len() > max {
+            let rest = self.batch.events.split_off(max);
+            let hold = self.hold_offset(&rest).unwrap_or(next);
+            self.commit(hold, deadline).await?;
+            self.batch.events = rest;
+        }
+        self.commit(next, deadline).await?;
+        self.dirty_since = None;
+        Ok(())
+    }
+
+    /// The lowest offset an event not yet written (held, or in `unwritten`)
+    /// came from, or the stored offset if lower: how far a partial write may
+    /// move the partition's offset.
+    fn hold_offset(&self, unwritten: &[Event]) -> Option<i64> {
+        [
+            self.committed,
+            self.buffer.min_held_offset(),
+            unwritten.iter().map(|e| e.offset).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Writes the batch with `next` as the partition's next offset (events
+    /// PostgreSQL refuses for their data going to the dead-letter topic),
+    /// records the outcome, and empties the batch.
+    async fn commit(&mut self, next: i64, deadline: Option<Instant>) -> Result<(), SinkError> {
         self.batch.next_offset = next;
         let started = Instant::now();
         let events = self.batch.events.len();
@@ -663,7 +692,6 @@ impl Worker {
         self.committed = Some(next);
         self.batch.events.clear();
         self.batch.gaps.clear();
-        self.dirty_since = None;
         self.buffer.evict_idle(self.pipeline.max_cached_keys);
         self.store_advisory(next);
         Ok(())
@@ -719,15 +747,7 @@ impl Worker {
             "PostgreSQL refused a batch for its data; writing its events one at a time");
         let events = std::mem::take(&mut self.batch.events);
         let mut gaps = std::mem::take(&mut self.batch.gaps);
-        let hold = [
-            self.committed,
-            self.buffer.min_held_offset(),
-            events.iter().map(|e| e.offset).min(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(self.batch.next_offset);
+        let hold = self.hold_offset(&events).unwrap_or(self.batch.next_offset);
         for event in events {
             let single = Batch {
                 events: vec![event],
@@ -752,21 +772,10 @@ impl Worker {
                         event.key,
                         event.sequence
                     );
-                    let Some(dl) = &self.pipeline.dead_letters else {
-                        return Err(e);
-                    };
-                    if let Err(dle) = dl
-                        .send(record, crate::dlq::ErrorClass::Permanent, &why, 1)
-                        .await
-                    {
+                    if let Err(dle) = self.dead_letter(record, Some(&event.key), &why).await {
                         tracing::error!(error = %dle, "{why}");
                         return Err(e);
                     }
-                    self.counts.dead_lettered += 1;
-                    self.span_of(record, Some(&event.key)).in_scope(|| {
-                        tracing::warn!(topic = %self.topic, partition = self.lease.partition,
-                            offset = event.offset, error = %why, "event sent to the dead-letter topic")
-                    });
                 }
                 Err(e) => return Err(e),
             }

@@ -100,6 +100,24 @@ impl ErrorClass {
 pub struct DeadLetterError {
     pub topic: String,
     pub reason: String,
+    /// Writing again cannot succeed (the record is too large for the topic,
+    /// the producer is not authorised): the partition stops instead.
+    pub permanent: bool,
+}
+
+/// Produce errors that writing the same record again cannot fix.
+fn is_permanent(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidRecord
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::InvalidMessage
+        )
+    )
 }
 
 /// The `[kafka]` properties another client of the same cluster needs.
@@ -141,6 +159,8 @@ impl DeadLetters {
         let mut cfg = connection_config(kafka);
         cfg.set("enable.idempotence", "true")
             .set("acks", "all")
+            // One attempt fails after this long; it is then tried again.
+            .set("message.timeout.ms", config.send_timeout_ms.to_string())
             .set(
                 "client.id",
                 format!("ordo-dlq-{}", crate::consume::owner_id()),
@@ -212,8 +232,30 @@ impl DeadLetters {
             .await
             .map(|_| ())
             .map_err(|(e, _)| DeadLetterError {
+                permanent: is_permanent(&e),
                 topic,
                 reason: e.to_string(),
             })
+    }
+
+    /// [`DeadLetters::send`], written again (backoff with full jitter, no
+    /// attempt limit) while the failure is transient (a broker away, a
+    /// timeout): the caller's partition waits, not ready, and nothing passes
+    /// the record. A permanent failure is returned.
+    pub async fn send_waiting(
+        &self,
+        record: &Record,
+        class: ErrorClass,
+        error: &str,
+        retry: &crate::sink::retry::RetryConfig,
+    ) -> Result<(), DeadLetterError> {
+        crate::sink::retry::wait_for(
+            "dead_letter_topic",
+            &format!("partition {}/{}", record.topic, record.partition),
+            retry,
+            |e: &DeadLetterError| !e.permanent,
+            || self.send(record, class, error, 1),
+        )
+        .await
     }
 }

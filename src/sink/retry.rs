@@ -116,6 +116,65 @@ where
     }
 }
 
+/// Waits out a dependency that is not there (yet): Kafka or PostgreSQL at
+/// start, a partition's lease, a dead-letter write. Tries `op` until it
+/// succeeds or fails for a reason `is_transient` says retrying cannot fix,
+/// backing off with full jitter (never more than `config.cap_ms`), with no
+/// attempt limit. Meanwhile `what` is reported as waiting for `on` (`/readyz`
+/// not ready, `ordo_waiting{on}` = 1), and a warning is logged at the first
+/// failure and at most every 30 s after it.
+pub async fn wait_for<T, E, F, Fut>(
+    on: &'static str,
+    what: &str,
+    config: &RetryConfig,
+    is_transient: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    const LOG_EVERY: Duration = Duration::from_secs(30);
+    let health = crate::telemetry::health::health();
+    let mut attempt: u32 = 0;
+    let mut logged: Option<Instant> = None;
+    loop {
+        match op().await {
+            Ok(v) => {
+                if attempt > 0 {
+                    health.done_waiting(on, what);
+                    tracing::info!(
+                        waited_for = on,
+                        attempts = attempt + 1,
+                        "{what}: {on} is back"
+                    );
+                }
+                return Ok(v);
+            }
+            Err(e) if is_transient(&e) => {
+                attempt += 1;
+                health.waiting(on, what, &e.to_string());
+                crate::telemetry::metrics::metrics()
+                    .retries
+                    .with_label_values(&[&format!("waiting for {on}")])
+                    .inc();
+                let delay = backoff(config, attempt - 1);
+                if logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                    logged = Some(Instant::now());
+                    tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64,
+                        "{what} waits for {on}; retrying until it is back");
+                }
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                health.done_waiting(on, what);
+                return Err(e);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,8 @@ struct Inner {
     breaker_open_since: Option<Instant>,
     /// Per owned partition: where processing stands.
     positions: BTreeMap<(String, i32), Position>,
+    /// What the replica or one of its partitions waits for: (dependency, what) -> why.
+    waiting: BTreeMap<(&'static str, String), String>,
 }
 
 /// Where an owned partition's processing stands, for lag.
@@ -57,6 +59,32 @@ impl Health {
         super::metrics::metrics()
             .stopped_partitions
             .set(inner.stopped.len() as i64);
+    }
+
+    /// `what` (the replica at start, or a partition) waits for dependency
+    /// `on` (one of [`super::metrics::WAITING_ON`]) because of `why`; it is
+    /// not ready until [`Health::done_waiting`].
+    pub fn waiting(&self, on: &'static str, what: &str, why: &str) {
+        let mut inner = self.lock();
+        inner
+            .waiting
+            .insert((on, what.to_string()), why.to_string());
+        super::metrics::metrics()
+            .waiting
+            .with_label_values(&[on])
+            .set(1);
+    }
+
+    pub fn done_waiting(&self, on: &'static str, what: &str) {
+        let mut inner = self.lock();
+        if inner.waiting.remove(&(on, what.to_string())).is_some()
+            && !inner.waiting.keys().any(|(o, _)| *o == on)
+        {
+            super::metrics::metrics()
+                .waiting
+                .with_label_values(&[on])
+                .set(0);
+        }
     }
 
     pub fn breaker_open(&self, open: bool) {
@@ -114,6 +142,9 @@ impl Health {
         let mut why = Vec::new();
         if !inner.joined {
             why.push("the consumer group has not been joined yet".to_string());
+        }
+        for ((on, what), reason) in &inner.waiting {
+            why.push(format!("{what} waits for {on}: {reason}"));
         }
         for ((topic, partition), reason) in &inner.stopped {
             why.push(format!(

@@ -3,6 +3,9 @@
 
 use std::sync::OnceLock;
 
+/// The dependencies `ordo_waiting` reports on.
+pub const WAITING_ON: [&str; 3] = ["postgres", "kafka", "dead_letter_topic"];
+
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -32,6 +35,8 @@ pub struct Metrics {
     pub dlq_depth: IntGaugeVec,
     /// Partitions stopped in front of a record.
     pub stopped_partitions: IntGauge,
+    /// What this replica waits for (1) or not (0): `postgres`, `kafka`, `dead_letter_topic`.
+    pub waiting: IntGaugeVec,
     /// 1 while `/readyz` answers ready, else 0 (set when scraped).
     pub ready: IntGauge,
     /// Age of the oldest record not yet processed, per owned partition.
@@ -121,6 +126,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "ordo_stopped_partitions",
             "Partitions stopped in front of a record",
         )?,
+        waiting: IntGaugeVec::new(
+            Opts::new(
+                "ordo_waiting",
+                "1 while this replica waits for a dependency (on: postgres, kafka, dead_letter_topic), else 0",
+            ),
+            &["on"],
+        )?,
         ready: IntGauge::new(
             "ordo_ready",
             "1 while this replica is ready (/readyz answers 200), else 0",
@@ -186,6 +198,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.dlq_depth.clone()))?;
     m.registry
         .register(Box::new(m.stopped_partitions.clone()))?;
+    for on in WAITING_ON {
+        m.waiting.with_label_values(&[on]).set(0);
+    }
+    m.registry.register(Box::new(m.waiting.clone()))?;
     m.registry.register(Box::new(m.ready.clone()))?;
     m.registry.register(Box::new(m.lag_seconds.clone()))?;
     m.registry.register(Box::new(m.stage_seconds.clone()))?;

@@ -105,15 +105,18 @@ pub async fn wait_stored_offsets(
     topic: &str,
     want: &[i64],
 ) {
-    let deadline = super::Deadline::new(
-        format!("stored offsets {want:?}"),
-        std::time::Duration::from_secs(120),
-    );
+    let start = std::time::Instant::now();
     loop {
         assert!(ordo.running(), "{}", ordo.log_text());
-        if stored_offsets(db, group, topic).await == want {
+        let stored = stored_offsets(db, group, topic).await;
+        if stored == want {
             return;
         }
-        deadline.tick().await;
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "timed out after 120 s waiting for stored offsets {want:?}; they are {stored:?}; log:\n{}",
+            ordo.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

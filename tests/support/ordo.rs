@@ -37,6 +37,8 @@ pub struct Setup {
     pub kafka: String,
     /// Extra TOML lines appended to `[postgres]`.
     pub postgres: String,
+    /// Extra TOML lines appended to `[dead_letter]`.
+    pub dead_letter_extra: String,
 }
 
 impl Setup {
@@ -89,6 +91,7 @@ format = "text"
 
 [dead_letter]
 enabled = {dead_letter}
+{dead_letter_extra}
 
 [http]
 listen = "{http}"
@@ -107,6 +110,7 @@ measure_interval_ms = 200
             http = self.http,
             http_extra = self.http_extra,
             kafka = self.kafka,
+            dead_letter_extra = self.dead_letter_extra,
             postgres = self.postgres,
             key = if self.key.is_empty() {
                 "message_key"
@@ -162,6 +166,32 @@ impl Replica {
     /// Starts it, logging to `<config>.log`.
     pub fn start(&self) -> Ordo {
         Ordo::start(&self.config, self.config.with_extension("log"))
+    }
+}
+
+/// `/readyz` of the listener at `addr`: status and body (0 and empty while
+/// nothing answers).
+pub async fn readyz(addr: &str) -> (u16, String) {
+    match reqwest::get(format!("http://{addr}/readyz")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// Waits until `/readyz` at `addr` answers 503 with every one of `texts` in
+/// its reasons, asserting all along that `ordo` runs; returns the body.
+pub async fn wait_not_ready_with(ordo: &mut Ordo, addr: &str, texts: &[&str]) -> String {
+    let deadline = super::Deadline::new(
+        format!("/readyz to name {texts:?}"),
+        Duration::from_secs(60),
+    );
+    loop {
+        assert!(ordo.running(), "ordo exited:\n{}", ordo.log_text());
+        let (code, body) = readyz(addr).await;
+        if code == 503 && texts.iter().all(|t| body.contains(t)) {
+            return body;
+        }
+        deadline.tick().await;
     }
 }
 
