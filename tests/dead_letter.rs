@@ -222,6 +222,17 @@ async fn a_missing_dead_letter_topic_is_waited_for_and_named() {
     kafka.create_topic(&setup.topic, 1);
     let path = setup.write(dir.path(), "ordo.toml");
     let dlq = format!("{}.dlq", setup.topic);
+    let (status, stdout, _) = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || run_to_end(&["check", "--config", path.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("dead-letter topic `{dlq}`")),
+        "{stdout}"
+    );
     // `ordo run` waits for it, not ready and naming it; it starts once the
     // topic exists.
     let mut ordo = Ordo::start(&path, dir.path().join("ordo.log"));
@@ -238,16 +249,6 @@ async fn a_missing_dead_letter_topic_is_waited_for_and_named() {
         deadline.tick().await;
     }
     assert!(ordo.terminate(Duration::from_secs(30)).success());
-    let (status, stdout, _) = tokio::task::spawn_blocking(move || {
-        run_to_end(&["check", "--config", path.to_str().unwrap()])
-    })
-    .await
-    .unwrap();
-    assert_eq!(status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains(&format!("dead-letter topic `{dlq}`")),
-        "{stdout}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,5 +364,90 @@ async fn events_postgres_refuses_go_to_the_dead_letter_topic_and_land_once_repla
     let hw = kafka.high_watermarks(&setup.topic, 2);
     data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
     assert_eq!(count_rows(&client).await, keys * versions as usize);
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_is_dead_lettered_once_across_restarts_while_a_gap_holds_the_offset() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        dead_letter: true,
+        http: format!("127.0.0.1:{}", support::postgres::free_port()),
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
+    };
+    kafka.create_topic(&setup.topic, 1);
+    let dlq = format!("{}.dlq", setup.topic);
+    kafka.create_topic(&dlq, 1);
+    let event = |v: i64| data::Produced {
+        partition: 0,
+        key: Some(b"a".to_vec()),
+        payload: data::payload("a", v),
+    };
+    let poison = |n: u8| data::Produced {
+        partition: 0,
+        key: Some(vec![b'p', n]),
+        payload: b"{not json".to_vec(),
+    };
+    // Version 2 waits for version 1: the stored offset stays at 0 while the
+    // poison records behind it are dead-lettered.
+    kafka.produce(&setup.topic, &[event(2), poison(1), poison(2), poison(3)]);
+    let config = setup.write(dir.path(), "ordo.toml");
+    let client = db.client().await;
+    for run in 0..3 {
+        let mut ordo = Ordo::start(&config, dir.path().join(format!("ordo{run}.log")));
+        // Every record was read again (lag 0 from the fetch position) and
+        // the marks are stored.
+        let deadline = Deadline::new("the poison records handled", Duration::from_secs(60));
+        loop {
+            assert!(ordo.running(), "{}", ordo.log_text());
+            let marks: i64 = client
+                .query_one("SELECT count(*) FROM ordo_dead_lettered", &[])
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            let metrics = match reqwest::get(format!("http://{}/metrics", setup.http)).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let read_all = metrics.lines().any(|l| {
+                l.starts_with("ordo_consumer_lag_offsets{")
+                    && l.contains("partition=\"0\"")
+                    && l.ends_with(" 0")
+            });
+            if marks == 3 && read_all {
+                break;
+            }
+            deadline.tick().await;
+        }
+        assert_eq!(
+            data::stored_offsets(&client, &setup.group, &setup.topic).await,
+            vec![0],
+            "the gap holds the offset"
+        );
+        let status = ordo.terminate(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(0), "{}", ordo.log_text());
+    }
+    // The gap fills: everything lands, the marks are gone, and each poison
+    // record is in the dead-letter topic once.
+    kafka.produce(&setup.topic, &[event(1)]);
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo-last.log"));
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &[5]).await;
+    let marks: i64 = client
+        .query_one("SELECT count(*) FROM ordo_dead_lettered", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(marks, 0);
+    let letters = kafka.read_all(&dlq, 3);
+    let keys: Vec<Vec<u8>> = letters
+        .iter()
+        .map(|m| m.key().unwrap_or_default().to_vec())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![b"p\x01".to_vec(), b"p\x02".to_vec(), b"p\x03".to_vec()]
+    );
     assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
 }

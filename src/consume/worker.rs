@@ -98,6 +98,10 @@ pub struct Worker {
     paused_by_breaker: bool,
     /// When a transient fetch error was last logged.
     fetch_error_logged_at: Option<Instant>,
+    /// Offsets not below the stored offset whose records are in the
+    /// dead-letter topic already (stored with the batches, loaded with the
+    /// lease): not sent again when re-read.
+    dead_letter_marks: std::collections::BTreeSet<i64>,
 }
 
 /// Transient fetch errors are logged at most this often per partition.
@@ -125,6 +129,7 @@ impl Worker {
             breaker: pipeline.breaker.subscribe(),
             paused_by_breaker: false,
             fetch_error_logged_at: None,
+            dead_letter_marks: lease.dead_lettered.iter().copied().collect(),
             buffer: SequenceBuffer::new(pipeline.buffer.clone()),
             topic: lease.topic.as_str().into(),
             committed: lease.next_offset,
@@ -411,6 +416,12 @@ impl Worker {
                 permanent: true,
             });
         };
+        if self.dead_letter_marks.contains(&record.offset) {
+            // Sent before a restart while a gap held the stored offset back.
+            tracing::debug!(topic = %self.topic, partition = self.lease.partition,
+                offset = record.offset, "record already in the dead-letter topic; not sent again");
+            return Ok(());
+        }
         let topic = dl.config().topic_for(&self.topic);
         dl.send_waiting(
             record,
@@ -419,6 +430,8 @@ impl Worker {
             &self.pipeline.retry,
         )
         .await?;
+        self.dead_letter_marks.insert(record.offset);
+        self.batch.dead_lettered.push(record.offset);
         self.counts.dead_lettered += 1;
         self.outcome("dead_lettered");
         self.span_of(record, key).in_scope(|| {
@@ -606,6 +619,7 @@ impl Worker {
         };
         if self.batch.events.is_empty()
             && self.batch.gaps.is_empty()
+            && self.batch.dead_lettered.is_empty()
             && Some(next) == self.committed
         {
             self.dirty_since = None;
@@ -692,6 +706,8 @@ impl Worker {
         self.committed = Some(next);
         self.batch.events.clear();
         self.batch.gaps.clear();
+        self.batch.dead_lettered.clear();
+        self.dead_letter_marks = self.dead_letter_marks.split_off(&next);
         self.buffer.evict_idle(self.pipeline.max_cached_keys);
         self.store_advisory(next);
         Ok(())
@@ -728,6 +744,10 @@ impl Worker {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<crate::sink::Written, SinkError> {
+        // Dead letters the offset passes need no mark; stored marks it passes go.
+        let next = self.batch.next_offset;
+        self.batch.dead_lettered.retain(|&o| o >= next);
+        self.batch.prune_dead_lettered = self.dead_letter_marks.range(..next).next().is_some();
         let (written, paused) = self.write(&self.batch, deadline).await;
         self.paused_by_breaker |= paused;
         written
@@ -753,6 +773,7 @@ impl Worker {
                 events: vec![event],
                 gaps: std::mem::take(&mut gaps),
                 next_offset: hold,
+                ..Batch::default()
             };
             let (written, paused) = self.write(&single, deadline).await;
             self.paused_by_breaker |= paused;

@@ -23,6 +23,10 @@ pub struct Lease {
     pub epoch: i64,
     /// Where the partition resumes; `None` when the sink has never seen it.
     pub next_offset: Option<i64>,
+    /// Offsets at or after `next_offset` whose records are already in the
+    /// dead-letter topic (a gap held the offset back when they were sent):
+    /// re-read after a restart, they are not sent again.
+    pub dead_lettered: Vec<i64>,
 }
 
 /// One transaction's worth of a partition's work.
@@ -34,6 +38,11 @@ pub struct Batch {
     pub gaps: Vec<Gap>,
     /// The lowest offset not yet durably handled once this batch commits.
     pub next_offset: i64,
+    /// Offsets dead-lettered since the last commit that this batch's
+    /// `next_offset` does not pass: stored so they are not sent again.
+    pub dead_lettered: Vec<i64>,
+    /// Stored dead-lettered offsets below `next_offset` are deleted.
+    pub prune_dead_lettered: bool,
 }
 
 /// What a committed batch did.

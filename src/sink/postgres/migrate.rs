@@ -7,9 +7,10 @@ use super::{SinkError, Tables};
 use crate::config::SinkMode;
 
 /// Versioned migrations of Ordo's own tables; `{schema}`, `{offsets}`, ... are table names.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE IF NOT EXISTS {offsets} (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS {offsets} (
         consumer_group text NOT NULL,
         topic text NOT NULL,
         partition integer NOT NULL,
@@ -36,7 +37,18 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         \"offset\" bigint NOT NULL,
         bound text NOT NULL,
         recorded_at timestamptz NOT NULL DEFAULT now());",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE IF NOT EXISTS {dead_lettered} (
+        consumer_group text NOT NULL,
+        topic text NOT NULL,
+        partition integer NOT NULL,
+        \"offset\" bigint NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (consumer_group, topic, partition, \"offset\"));",
+    ),
+];
 
 const EVENT_STORE: &str = "CREATE TABLE IF NOT EXISTS {target} (
     position bigint GENERATED ALWAYS AS IDENTITY,
@@ -90,6 +102,7 @@ fn fill(sql: &str, t: &Tables) -> String {
         .replace("{offsets}", &t.offsets)
         .replace("{key_state}", &t.key_state)
         .replace("{gaps}", &t.gaps)
+        .replace("{dead_lettered}", &t.dead_lettered)
         .replace("{target}", &t.target)
 }
 

@@ -101,6 +101,7 @@ pub(crate) struct Tables {
     pub offsets: String,
     pub key_state: String,
     pub gaps: String,
+    pub dead_lettered: String,
     pub migrations: String,
 }
 
@@ -114,6 +115,7 @@ impl Tables {
             offsets: q("ordo_offsets"),
             key_state: q("ordo_key_state"),
             gaps: q("ordo_gaps"),
+            dead_lettered: q("ordo_dead_lettered"),
             migrations: q("ordo_schema_migrations"),
             schema,
         }
@@ -273,11 +275,29 @@ impl PostgresSink {
             .query_one(&sql, &[&self.group, &topic, &partition, &owner])
             .await
             .map_err(self.query_error(&format!("taking the lease of {topic}/{partition}")))?;
+        let next_offset: Option<i64> = row.get(0);
+        let dead_lettered = client
+            .query(
+                &format!(
+                    "SELECT \"offset\" FROM {} WHERE consumer_group = $1 AND topic = $2 \
+                     AND partition = $3 AND \"offset\" >= $4 ORDER BY 1",
+                    self.tables.dead_lettered
+                ),
+                &[&self.group, &topic, &partition, &next_offset.unwrap_or(0)],
+            )
+            .await
+            .map_err(self.query_error(&format!(
+                "reading dead-lettered offsets of {topic}/{partition}"
+            )))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         Ok(Lease {
             topic: topic.to_string(),
             partition,
             epoch: row.get(1),
-            next_offset: row.get(0),
+            next_offset,
+            dead_lettered,
         })
     }
 

@@ -126,6 +126,28 @@ pub async fn batch(
         )
         .await?;
     }
+    if !batch.dead_lettered.is_empty() {
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (consumer_group, topic, partition, \"offset\") \
+                 SELECT $1, $2, $3, o FROM unnest($4::bigint[]) AS u(o) ON CONFLICT DO NOTHING",
+                t.dead_lettered
+            ),
+            &[&group, &lease.topic, &lease.partition, &batch.dead_lettered],
+        )
+        .await?;
+    }
+    if batch.prune_dead_lettered {
+        tx.execute(
+            &format!(
+                "DELETE FROM {} WHERE consumer_group = $1 AND topic = $2 AND partition = $3 \
+                 AND \"offset\" < $4",
+                t.dead_lettered
+            ),
+            &[&group, &lease.topic, &lease.partition, &batch.next_offset],
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(written)
 }
