@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 
 use crate::config::Settings;
 use crate::sink::postgres::PostgresSink;
@@ -53,16 +53,7 @@ fn kafka(settings: &Settings) -> Result<(), String> {
         crate::consume::client_config(settings)
             .create_with_context(Default::default())
             .map_err(|e| crate::kafka::describe_error(&e).to_string())?;
-    if let Err(e) = crate::consume::check_topics(&consumer, settings, Duration::from_secs(10)) {
-        // Serve the main queue: librdkafka's log lines and errors say why.
-        for _ in 0..3 {
-            let _ = consumer.poll(Duration::from_millis(100));
-        }
-        return Err(crate::consume::with_last_error(
-            e.to_string(),
-            crate::kafka::RemembersErrors::last_error(consumer.context().as_ref()),
-        ));
-    }
-    let _ = consumer.subscription();
+    crate::consume::reach(&consumer, settings, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
     Ok(())
 }

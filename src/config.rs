@@ -52,6 +52,9 @@ pub struct Settings {
     /// How long a stop may take.
     #[serde(default)]
     pub shutdown: crate::consume::ShutdownConfig,
+    /// What Ordo's records may occupy across all partitions.
+    #[serde(default)]
+    pub memory: crate::consume::memory::MemoryConfig,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -567,6 +570,7 @@ impl Settings {
             ),
             ("ordering.gap_timeout_ms", self.ordering.gap_timeout_ms),
             ("shutdown.deadline_ms", self.shutdown.deadline_ms),
+            ("memory.budget_mb", self.memory.budget_mb),
             (
                 "sink.breaker.failures_to_open",
                 self.sink.breaker.failures_to_open as u64,

@@ -6,6 +6,7 @@
 //! finish their in-flight batch and commit before the revoke returns.
 
 mod context;
+pub mod memory;
 mod worker;
 
 use std::future::Future;
@@ -14,8 +15,8 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 
-use crate::kafka::RemembersErrors;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use crate::kafka::{RecordingContext, RemembersErrors};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 
@@ -177,12 +178,35 @@ pub fn with_last_error(reason: String, last: Option<String>) -> String {
     }
 }
 
+/// Reaches Kafka with a one-shot client: the topics' total partition count,
+/// or why not (with the last error librdkafka reported, e.g. a refused
+/// password or an untrusted certificate).
+pub fn reach(
+    consumer: &BaseConsumer<RecordingContext>,
+    settings: &Settings,
+    timeout: Duration,
+) -> Result<usize, ConsumeError> {
+    match check_topics(consumer, settings, timeout) {
+        Err(ConsumeError::Unreachable { servers, reason }) => {
+            // librdkafka's log lines and errors wait in the main queue.
+            for _ in 0..3 {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+            Err(ConsumeError::Unreachable {
+                reason: with_last_error(reason, consumer.context().last_error()),
+                servers,
+            })
+        }
+        other => other,
+    }
+}
+
 /// Fails fast, naming the servers or the topic, when Kafka is unreachable or a topic is missing.
 pub fn check_topics<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,
     settings: &Settings,
     timeout: Duration,
-) -> Result<(), ConsumeError> {
+) -> Result<usize, ConsumeError> {
     let servers = settings.bootstrap_servers().to_string();
     let meta = consumer
         .fetch_metadata(None, timeout)
@@ -211,7 +235,12 @@ pub fn check_topics<C: rdkafka::consumer::ConsumerContext>(
             });
         }
     }
-    Ok(())
+    Ok(meta
+        .topics()
+        .iter()
+        .filter(|t| settings.source.topics.iter().any(|s| s == t.name()))
+        .map(|t| t.partitions().len())
+        .sum())
 }
 
 /// Runs the pipeline until `shutdown` resolves (then drains, commits and leaves
@@ -221,6 +250,50 @@ pub async fn run(
     sink: PostgresSink,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConsumeError> {
+    tokio::pin!(shutdown);
+    // Kafka unreachable, or a topic missing: waited out (not ready), never
+    // fatal. The topics' partition count divides the memory budget.
+    let probe: Arc<BaseConsumer<RecordingContext>> = Arc::new(
+        client_config(settings)
+            .create_with_context(RecordingContext::default())
+            .map_err(ConsumeError::Create)?,
+    );
+    let reached = crate::sink::retry::wait_for(
+        "kafka",
+        "starting",
+        &settings.sink.retry,
+        |e: &ConsumeError| {
+            matches!(
+                e,
+                ConsumeError::Unreachable { .. }
+                    | ConsumeError::NoSuchTopic { .. }
+                    | ConsumeError::NoSuchDeadLetterTopic { .. }
+            )
+        },
+        || {
+            let (probe, settings) = (probe.clone(), settings.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    reach(&probe, &settings, Duration::from_secs(10))
+                })
+                .await
+                .map_err(|e| ConsumeError::Fatal(e.to_string()))?
+            }
+        },
+    );
+    let partitions = tokio::select! {
+        reached = reached => reached?,
+        _ = &mut shutdown => return Ok(()),
+    };
+    drop(probe);
+    let limits = settings.memory.limits(partitions);
+    tracing::info!(
+        partitions,
+        budget_mb = settings.memory.budget_mb,
+        prefetch_kbytes_per_partition = limits.prefetch_kbytes_per_partition,
+        buffered_bytes_per_partition = limits.buffered_bytes_per_partition,
+        "memory budget divided"
+    );
     let pipeline = Arc::new(Pipeline {
         decoder: Decoder::from_settings(settings)
             .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?,
@@ -238,7 +311,10 @@ pub async fn run(
         buffer: BufferConfig {
             first_sequence: settings.ordering.first_sequence,
             max_events: settings.ordering.max_buffered_events,
-            max_bytes: settings.ordering.max_buffered_bytes,
+            max_bytes: settings
+                .ordering
+                .max_buffered_bytes
+                .min(usize::try_from(limits.buffered_bytes_per_partition).unwrap_or(usize::MAX)),
             gap_timeout: Duration::from_millis(settings.ordering.gap_timeout_ms),
         },
         policy: settings.ordering.on_bound,
@@ -252,54 +328,26 @@ pub async fn run(
         fatal: Fatal::default(),
     });
     let context = OrdoContext::new(pipeline.clone(), tokio::runtime::Handle::current());
+    let mut config = client_config(settings);
+    for (key, value) in [
+        (
+            "queued.max.messages.kbytes",
+            limits.prefetch_kbytes_per_partition,
+        ),
+        ("max.partition.fetch.bytes", limits.partition_fetch_bytes),
+        ("fetch.max.bytes", limits.fetch_max_bytes),
+    ] {
+        // A value set in [kafka] wins over the budget's.
+        if !settings.kafka.contains_key(key) {
+            config.set(key, value.to_string());
+        }
+    }
     let consumer: Arc<OrdoConsumer> = Arc::new(
-        client_config(settings)
+        config
             .create_with_context(context)
             .map_err(ConsumeError::Create)?,
     );
     consumer.context().bind(&consumer);
-    // Kafka unreachable, or a topic missing: waited out (not ready), never fatal.
-    tokio::pin!(shutdown);
-    let reached = crate::sink::retry::wait_for(
-        "kafka",
-        "starting",
-        &settings.sink.retry,
-        |e: &ConsumeError| {
-            matches!(
-                e,
-                ConsumeError::Unreachable { .. }
-                    | ConsumeError::NoSuchTopic { .. }
-                    | ConsumeError::NoSuchDeadLetterTopic { .. }
-            )
-        },
-        || async {
-            let c = consumer.clone();
-            let s = settings.clone();
-            let checked =
-                tokio::task::spawn_blocking(move || check_topics(&*c, &s, Duration::from_secs(10)))
-                    .await
-                    .map_err(|e| ConsumeError::Fatal(e.to_string()))?;
-            if let Err(ConsumeError::Unreachable { servers, reason }) = checked {
-                // librdkafka's log lines and errors (the reason: a refused
-                // password, an untrusted certificate) wait in the main queue.
-                let _ = tokio::time::timeout(Duration::from_millis(300), consumer.recv()).await;
-                return Err(ConsumeError::Unreachable {
-                    reason: with_last_error(reason, consumer.context().last_error()),
-                    servers,
-                });
-            }
-            checked
-        },
-    );
-    tokio::select! {
-        reached = reached => reached?,
-        _ = &mut shutdown => {
-            tokio::task::spawn_blocking(move || drop(consumer))
-                .await
-                .map_err(|e| ConsumeError::Fatal(e.to_string()))?;
-            return Ok(());
-        }
-    }
     let topics: Vec<&str> = settings.source.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
