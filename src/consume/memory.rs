@@ -43,6 +43,10 @@ const LIBRDKAFKA_FETCH_MAX: u64 = 52_428_800;
 pub struct Limits {
     /// librdkafka `queued.max.messages.kbytes` (per partition queue).
     pub prefetch_kbytes_per_partition: u64,
+    /// librdkafka `queued.min.messages`: librdkafka keeps a few hundred bytes
+    /// per prefetched message besides its payload, so small records are
+    /// bounded by count as well (a share of 1 KiB each).
+    pub prefetch_messages_per_partition: u64,
     /// librdkafka `max.partition.fetch.bytes`.
     pub partition_fetch_bytes: u64,
     /// librdkafka `fetch.max.bytes` (one fetch request, all its partitions).
@@ -63,6 +67,7 @@ impl MemoryConfig {
             (prefetch / partitions / 1024).clamp(MIN_PREFETCH_KB, LIBRDKAFKA_QUEUE_KB);
         Limits {
             prefetch_kbytes_per_partition: per_partition_kb,
+            prefetch_messages_per_partition: per_partition_kb.clamp(100, 100_000),
             partition_fetch_bytes: (per_partition_kb * 1024).min(LIBRDKAFKA_PARTITION_FETCH),
             fetch_max_bytes: prefetch.clamp(1 << 20, LIBRDKAFKA_FETCH_MAX),
             buffered_bytes_per_partition: (buffers / partitions).max(64 * 1024),
@@ -80,6 +85,7 @@ mod tests {
         // 40 % of 512 MiB over 48 partitions.
         assert_eq!(l.prefetch_kbytes_per_partition, 512 * 1024 * 4 / 10 / 48);
         assert_eq!(l.partition_fetch_bytes, 1 << 20);
+        assert_eq!(l.prefetch_messages_per_partition, l.prefetch_kbytes_per_partition);
         assert_eq!(l.buffered_bytes_per_partition, (512u64 << 20) / 10 * 4 / 48);
         let total =
             l.prefetch_kbytes_per_partition * 1024 * 48 + l.buffered_bytes_per_partition * 48;

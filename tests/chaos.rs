@@ -1,0 +1,187 @@
+//! Chaos: three replicas as processes consume a stream (late and duplicated
+//! events, poison records among them) while replicas are SIGKILLed at
+//! seeded-random moments and restarted, PostgreSQL goes down across a
+//! rebalance, every broker goes down and comes back, and dead-letter writes
+//! fail for a while. In the end: nothing lost, nothing doubled, every key in
+//! order, every poison record in the dead-letter topic, and no replica exited
+//! or stopped a partition on its own.
+//!
+//! Its own test binary: it stops the PostgreSQL cluster the binary's tests share.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::bindings::rd_kafka_resp_err_t as Err;
+use support::data::{self, Produced};
+use support::kafka::{Kafka, MockCluster};
+use support::ordo::{Ordo, Replica, Setup};
+use support::postgres::{cluster, TestDb};
+
+const PARTITIONS: i32 = 8;
+const POISON: usize = 20;
+const SEED: u64 = 2026;
+
+fn mock(kafka: &Kafka) -> &MockCluster {
+    match kafka {
+        Kafka::Mock(m) => m,
+        Kafka::External(_) => unreachable!("chaos needs the mock cluster"),
+    }
+}
+
+/// The replicas and what happened to them.
+struct Fleet<'a> {
+    replicas: &'a [Replica],
+    running: Vec<Ordo>,
+    dir: &'a std::path::Path,
+    kills: usize,
+    starts: usize,
+}
+
+impl Fleet<'_> {
+    fn start(&mut self, i: usize) {
+        self.starts += 1;
+        self.running[i] = Ordo::start(
+            &self.replicas[i].config,
+            self.dir.join(format!("r{i}-{}.log", self.starts)),
+        );
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.assert_alive();
+        self.running[i].crash();
+        self.kills += 1;
+    }
+
+    /// No replica exited on its own, and none stopped a partition.
+    fn assert_alive(&mut self) {
+        for (i, r) in self.running.iter_mut().enumerate() {
+            assert!(r.running(), "replica {i} exited:\n{}", r.log_text());
+            let log = r.log_text();
+            assert!(
+                !log.contains("partition stopped") && !log.contains("fatal"),
+                "replica {i}:\n{log}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_survive_kills_outages_and_failing_dead_letters_exactly() {
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let kafka = Kafka::Mock(MockCluster::start(3).expect("mock cluster"));
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        dead_letter: true,
+        dead_letter_extra: "send_timeout_ms = 1000".into(),
+        tail: "[shutdown]\ndeadline_ms = 5000\n".into(),
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
+    };
+    kafka.create_topic(&setup.topic, PARTITIONS);
+    let dlq = format!("{}.dlq", setup.topic);
+    kafka.create_topic(&dlq, 1);
+    let ds = data::generate(48_000, PARTITIONS, 480, 0.05, 20, 0.02, SEED);
+    let mut records = ds.records.clone();
+    for n in 0..POISON {
+        let at = rng.random_range(0..records.len());
+        records.insert(
+            at,
+            Produced {
+                partition: rng.random_range(0..PARTITIONS),
+                key: Some(format!("poison-{n}").into_bytes()),
+                payload: b"{ not json".to_vec(),
+            },
+        );
+    }
+    let producer = {
+        let (bootstrap, topic, records) = (kafka.bootstrap(), setup.topic.clone(), records.clone());
+        std::thread::spawn(move || support::kafka::produce_at(&bootstrap, &topic, &records, 2000))
+    };
+    let replicas = setup.replicas(dir.path(), 3);
+    let mut fleet = Fleet {
+        replicas: &replicas,
+        running: replicas.iter().map(Replica::start).collect(),
+        dir: dir.path(),
+        kills: 0,
+        starts: 3,
+    };
+    let pause = |rng: &mut StdRng, base: u64| {
+        Duration::from_millis(base + rng.random_range(0..1500))
+    };
+
+    // A crash and a restart.
+    tokio::time::sleep(pause(&mut rng, 3000)).await;
+    fleet.kill(1);
+    tokio::time::sleep(pause(&mut rng, 1000)).await;
+    fleet.start(1);
+
+    // PostgreSQL goes down; a replica crashes meanwhile, so its partitions
+    // move while no lease can be taken; it comes back before PostgreSQL does.
+    tokio::time::sleep(pause(&mut rng, 3000)).await;
+    cluster().stop();
+    tokio::time::sleep(pause(&mut rng, 1000)).await;
+    fleet.kill(2);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    fleet.start(2);
+    tokio::time::sleep(pause(&mut rng, 2000)).await;
+    cluster().start_again();
+
+    // Every broker down, then back.
+    tokio::time::sleep(pause(&mut rng, 3000)).await;
+    mock(&kafka).broker_down(-1).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    mock(&kafka).broker_up(-1).unwrap();
+
+    // Produce requests fail for a while: dead letters (and the test's own
+    // producer, which retries) wait.
+    tokio::time::sleep(pause(&mut rng, 2000)).await;
+    mock(&kafka).push_request_errors(0, &[Err::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 30]);
+
+    // One more crash at a random moment.
+    tokio::time::sleep(pause(&mut rng, 2000)).await;
+    fleet.kill(0);
+    tokio::time::sleep(pause(&mut rng, 500)).await;
+    fleet.start(0);
+
+    producer.join().expect("producer");
+    let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
+    let client = db.client().await;
+    let started = Instant::now();
+    loop {
+        fleet.assert_alive();
+        if data::stored_offsets(&client, &setup.group, &setup.topic).await == hw {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "stored offsets {:?} never reached {hw:?}",
+            data::stored_offsets(&client, &setup.group, &setup.topic).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fleet.assert_alive();
+    data::assert_event_store_exact(&client, "events", &ds, &setup.group, &setup.topic, &hw).await;
+    // Every poison record is in the dead-letter topic; a second copy only
+    // where a kill fell between a letter's acknowledgement and its commit.
+    let letters = kafka.read_all(&dlq, POISON);
+    for n in 0..POISON {
+        let key = format!("poison-{n}");
+        let copies = letters
+            .iter()
+            .filter(|m| rdkafka::Message::key(*m) == Some(key.as_bytes()))
+            .count();
+        assert!(copies >= 1, "{key} is not in the dead-letter topic");
+    }
+    assert!(
+        letters.len() <= POISON + fleet.kills,
+        "{} letters for {POISON} poison records and {} kills",
+        letters.len(),
+        fleet.kills
+    );
+    for r in &mut fleet.running {
+        assert!(r.terminate(Duration::from_secs(30)).success());
+    }
+}
