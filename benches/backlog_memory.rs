@@ -60,7 +60,9 @@ fn main() {
             let db = TestDb::new().await;
             let setup = Setup {
                 tail: format!("[memory]\nbudget_mb = {budget}\n"),
-                kafka: std::env::var("BENCH_KAFKA").unwrap_or_default().replace(';', "\n"),
+                kafka: std::env::var("BENCH_KAFKA")
+                    .unwrap_or_default()
+                    .replace(';', "\n"),
                 ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
             };
             kafka.create_topic(&setup.topic, PARTITIONS);

@@ -85,7 +85,10 @@ mod tests {
         // 40 % of 512 MiB over 48 partitions.
         assert_eq!(l.prefetch_kbytes_per_partition, 512 * 1024 * 4 / 10 / 48);
         assert_eq!(l.partition_fetch_bytes, 1 << 20);
-        assert_eq!(l.prefetch_messages_per_partition, l.prefetch_kbytes_per_partition);
+        assert_eq!(
+            l.prefetch_messages_per_partition,
+            l.prefetch_kbytes_per_partition
+        );
         assert_eq!(l.buffered_bytes_per_partition, (512u64 << 20) / 10 * 4 / 48);
         let total =
             l.prefetch_kbytes_per_partition * 1024 * 48 + l.buffered_bytes_per_partition * 48;

@@ -334,7 +334,10 @@ pub async fn run(
             "queued.max.messages.kbytes",
             limits.prefetch_kbytes_per_partition,
         ),
-        ("queued.min.messages", limits.prefetch_messages_per_partition),
+        (
+            "queued.min.messages",
+            limits.prefetch_messages_per_partition,
+        ),
         ("max.partition.fetch.bytes", limits.partition_fetch_bytes),
         ("fetch.max.bytes", limits.fetch_max_bytes),
     ] {
