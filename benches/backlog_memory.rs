@@ -9,7 +9,7 @@
 //! `64 256 512`); figures in BENCHMARKS.md.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::{Duration, Instant};
