@@ -105,7 +105,9 @@ async fn replicas_survive_kills_and_outages_exactly() {
     }
     let producer = {
         let (bootstrap, topic, records) = (kafka.bootstrap(), setup.topic.clone(), records.clone());
-        std::thread::spawn(move || support::kafka::produce_at(&bootstrap, &topic, &records, 2000))
+        // Done in about 12 s, before the brokers go down: the test's own
+        // idempotent producer is not what is under test there.
+        std::thread::spawn(move || support::kafka::produce_at(&bootstrap, &topic, &records, 4000))
     };
     let replicas = setup.replicas(dir.path(), 3);
     let mut fleet = Fleet {
