@@ -305,13 +305,9 @@ impl rdkafka::ClientContext for RecordingContext {
 
 impl rdkafka::consumer::ConsumerContext for RecordingContext {}
 
-/// Contexts that remember the last error librdkafka reported.
-pub trait RemembersErrors {
-    fn last_error(&self) -> Option<String>;
-}
-
-impl RemembersErrors for RecordingContext {
-    fn last_error(&self) -> Option<String> {
+impl RecordingContext {
+    /// The last error librdkafka reported to this client.
+    pub fn last_error(&self) -> Option<String> {
         self.last_error.get()
     }
 }

@@ -58,12 +58,6 @@ impl ClientContext for OrdoContext {
     }
 }
 
-impl crate::kafka::RemembersErrors for OrdoContext {
-    fn last_error(&self) -> Option<String> {
-        self.last_error.get()
-    }
-}
-
 impl ConsumerContext for OrdoContext {
     fn rebalance(
         &self,

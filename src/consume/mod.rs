@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 
-use crate::kafka::{RecordingContext, RemembersErrors};
+use crate::kafka::RecordingContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
