@@ -66,7 +66,14 @@ fn main() {
                 ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
             };
             kafka.create_topic(&setup.topic, PARTITIONS);
-            kafka.produce(&setup.topic, &ds.records);
+            let producer: Vec<(String, String)> = std::env::var("BENCH_PRODUCER")
+                .unwrap_or_default()
+                .split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            ordo::demo::produce_with(&kafka.bootstrap(), &setup.topic, &ds.records, &producer)
+                .expect("produce");
             let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
             let dir = tempfile::tempdir().unwrap();
             // The bench's sink settings: Ordo's defaults, not the tests' small batches.

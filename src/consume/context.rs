@@ -3,7 +3,9 @@
 //! librdkafka calls [`ConsumerContext::rebalance`] while the main queue is
 //! polled. On assign, before the partitions are added: each partition's lease
 //! is taken in the sink, its start offset is set to the sink's `next_offset`,
-//! its queue is split off and its worker started. On revoke, before the
+//! its queue is split off and its worker started (a partition whose lease the
+//! sink cannot give now is assigned paused and waits for it in the
+//! background, see [`super::lease`]). On revoke, before the
 //! partitions are removed: each worker finishes and commits its batch, then the
 //! sink's offsets are committed to Kafka (advisory, for lag tools).
 
@@ -22,9 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::worker::{Control, Worker};
 use super::{OrdoConsumer, Pipeline};
-use crate::config::StartFrom;
-use crate::sink::Lease;
-use crate::telemetry::health::{health, Position};
+use crate::telemetry::health::health;
 use crate::telemetry::metrics::metrics;
 
 /// How long a revoked partition may take to finish its batch before it is abandoned
@@ -32,6 +32,14 @@ use crate::telemetry::metrics::metrics;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 type PartitionId = (Arc<str>, i32);
+
+/// Partitions assigned without their lease: paused once assigned, then
+/// their tasks are let go to wait for the lease.
+#[derive(Default)]
+struct Deferred {
+    partitions: TopicPartitionList,
+    gates: Vec<oneshot::Sender<()>>,
+}
 
 struct WorkerHandle {
     control: mpsc::Sender<Control>,
@@ -68,16 +76,23 @@ impl ConsumerContext for OrdoContext {
         let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.on_assign(tpl);
+                let deferred = self.on_assign(tpl);
                 let result = if cooperative {
                     base.incremental_assign(tpl)
                 } else {
                     base.assign(tpl)
                 };
-                if let Err(e) = result {
-                    self.pipeline
+                match result {
+                    Ok(()) => {
+                        super::lease::pause(base, &deferred.partitions);
+                        for gate in deferred.gates {
+                            let _ = gate.send(());
+                        }
+                    }
+                    Err(e) => self
+                        .pipeline
                         .fatal
-                        .set(format!("cannot assign partitions {}: {e}", list(tpl)));
+                        .set(format!("cannot assign partitions {}: {e}", list(tpl))),
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -174,9 +189,14 @@ impl OrdoContext {
         }
     }
 
-    fn on_assign(&self, tpl: &mut TopicPartitionList) {
+    /// Starts the assigned partitions: those whose lease the sink gives at
+    /// once start at its offset; the others (the sink unreachable) are
+    /// returned, to be paused once assigned, and wait for their lease in the
+    /// background (see [`super::lease`]): `gate` fires after that pause.
+    fn on_assign(&self, tpl: &mut TopicPartitionList) -> Deferred {
+        let mut deferred = Deferred::default();
         if self.closing.load(Ordering::SeqCst) {
-            return;
+            return deferred;
         }
         health().joined();
         metrics().rebalances.with_label_values(&["assign"]).inc();
@@ -184,7 +204,7 @@ impl OrdoContext {
             self.pipeline
                 .fatal
                 .set("partitions assigned before the consumer was ready".into());
-            return;
+            return deferred;
         };
         let partitions: Vec<PartitionId> = tpl
             .elements()
@@ -192,61 +212,95 @@ impl OrdoContext {
             .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
             .collect();
         let pipeline = self.pipeline.clone();
-        let leases = self.block_on(async move {
+        // One attempt each; after the first the sink could not answer, the
+        // rest wait in the background without holding the rebalance up.
+        let taken = self.block_on(async move {
             let mut leases = Vec::with_capacity(partitions.len());
+            let mut later = Vec::new();
             for (topic, partition) in partitions {
-                leases.push(acquire(&pipeline, &topic, partition).await?);
+                if !later.is_empty() {
+                    later.push((topic, partition));
+                    continue;
+                }
+                match pipeline.sink.acquire(&topic, partition, &pipeline.owner).await {
+                    Ok(lease) => leases.push(lease),
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(topic = %topic, partition, error = %e,
+                            "cannot take the partition's lease now; it stays paused until the lease is taken");
+                        later.push((topic, partition));
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "topic {topic} partition {partition}: cannot take the partition's lease: {e}"
+                        ))
+                    }
+                }
             }
-            Ok::<_, String>(leases)
+            Ok::<_, String>((leases, later))
         });
-        let leases = match leases {
-            Ok(l) => l,
+        let (leases, later) = match taken {
+            Ok(t) => t,
             Err(e) => {
                 self.pipeline.fatal.set(e);
-                return;
+                return deferred;
             }
         };
         let mut workers = self.workers();
         for lease in leases {
-            let offset = match (lease.next_offset, self.pipeline.start_from) {
-                (Some(n), _) => Offset::Offset(n),
-                (None, StartFrom::Earliest) => Offset::Beginning,
-                (None, StartFrom::Latest) => Offset::End,
-            };
+            let (offset, position) = super::lease::start_offset(&lease, self.pipeline.start_from);
             if let Err(e) = tpl.set_partition_offset(&lease.topic, lease.partition, offset) {
                 self.pipeline.fatal.set(format!(
                     "topic {} partition {}: cannot set start offset: {e}",
                     lease.topic, lease.partition
                 ));
-                return;
+                return deferred;
             }
             let Some(queue) = consumer.split_partition_queue(&lease.topic, lease.partition) else {
                 self.pipeline.fatal.set(format!(
                     "topic {} partition {}: cannot split the partition queue",
                     lease.topic, lease.partition
                 ));
-                return;
+                return deferred;
             };
-            tracing::info!(
-                topic = %lease.topic,
-                partition = lease.partition,
-                next_offset = ?lease.next_offset,
-                epoch = lease.epoch,
-                "partition assigned"
-            );
-            let id: PartitionId = (lease.topic.as_str().into(), lease.partition);
-            let position = match (lease.next_offset, self.pipeline.start_from) {
-                (Some(n), _) => Position::Next(n),
-                (None, StartFrom::Earliest) => Position::Earliest,
-                (None, StartFrom::Latest) => Position::Latest,
-            };
-            health().position(&lease.topic, lease.partition, position);
+            super::lease::announce(&lease, position);
             metrics().assigned_partitions.inc();
+            let id: PartitionId = (lease.topic.as_str().into(), lease.partition);
             let (control, rx) = mpsc::channel(1);
             let worker = Worker::new(self.pipeline.clone(), consumer.clone(), lease);
             let task = self.runtime.spawn(worker.run(queue, rx));
             workers.insert(id, WorkerHandle { control, task });
         }
+        for (topic, partition) in later {
+            // Fetched from the start until paused; the seek after the lease
+            // drops whatever came before it.
+            if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Beginning) {
+                self.pipeline.fatal.set(format!(
+                    "topic {topic} partition {partition}: cannot set start offset: {e}"
+                ));
+                return deferred;
+            }
+            let Some(queue) = consumer.split_partition_queue(&topic, partition) else {
+                self.pipeline.fatal.set(format!(
+                    "topic {topic} partition {partition}: cannot split the partition queue"
+                ));
+                return deferred;
+            };
+            metrics().assigned_partitions.inc();
+            let (control, rx) = mpsc::channel(1);
+            let (gate, assigned) = oneshot::channel();
+            let task = self.runtime.spawn(super::lease::take_then_run(
+                self.pipeline.clone(),
+                consumer.clone(),
+                (topic.clone(), partition),
+                queue,
+                assigned,
+                rx,
+            ));
+            workers.insert((topic.clone(), partition), WorkerHandle { control, task });
+            deferred.partitions.add_partition(&topic, partition);
+            deferred.gates.push(gate);
+        }
+        deferred
     }
 
     /// Drains the workers of the revoked partitions; returns their committed offsets.
@@ -313,20 +367,4 @@ async fn drain(
         .into_iter()
         .flatten()
         .collect()
-}
-
-/// Takes a partition's lease, waiting for as long as PostgreSQL cannot be
-/// reached (a rebalance during an outage); only a permanent error fails.
-async fn acquire(pipeline: &Pipeline, topic: &str, partition: i32) -> Result<Lease, String> {
-    crate::sink::retry::wait_for(
-        "postgres",
-        &format!("partition {topic}/{partition} (taking its lease)"),
-        &pipeline.retry,
-        crate::sink::postgres::SinkError::is_transient,
-        || pipeline.sink.acquire(topic, partition, &pipeline.owner),
-    )
-    .await
-    .map_err(|e| {
-        format!("topic {topic} partition {partition}: cannot take the partition's lease: {e}")
-    })
 }

@@ -2,10 +2,12 @@
 //!
 //! The group's rebalance callbacks live in [`context`]: on assign, each
 //! partition's lease and resume offset are taken from the sink and a
-//! [`worker`] is started on the partition's own queue; on revoke, the workers
+//! [`worker`] is started on the partition's own queue ([`lease`] when the
+//! sink cannot give the lease at once); on revoke, the workers
 //! finish their in-flight batch and commit before the revoke returns.
 
 mod context;
+mod lease;
 pub mod memory;
 mod worker;
 

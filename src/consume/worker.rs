@@ -188,7 +188,7 @@ impl Worker {
                 msg = queue.recv(), if self.state == State::Running && !self.paused_by_breaker => {
                     let mut records = Vec::new();
                     match msg {
-                        Ok(m) => records.push(self.record_of(&m)),
+                        Ok(m) => self.take(&m, &mut records),
                         Err(e) => {
                             self.on_fetch_error(e).await;
                             continue;
@@ -196,9 +196,12 @@ impl Worker {
                     }
                     while records.len() < self.pipeline.batch_max_events {
                         match queue.recv().now_or_never() {
-                            Some(Ok(m)) => records.push(self.record_of(&m)),
+                            Some(Ok(m)) => self.take(&m, &mut records),
                             _ => break,
                         }
+                    }
+                    if records.is_empty() {
+                        continue;
                     }
                     self.handle(records).await;
                     self.publish_position();
@@ -208,6 +211,18 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Adds a fetched record to the run, unless it lies below the lease's
+    /// stored offset (the sink has it already; only a fetch from before the
+    /// partition moved to that offset can bring one).
+    fn take(&self, m: &BorrowedMessage<'_>, records: &mut Vec<Arc<Record>>) {
+        if self.lease.next_offset.is_some_and(|n| m.offset() < n) {
+            tracing::debug!(topic = %self.topic, partition = self.lease.partition,
+                offset = m.offset(), "record below the stored offset ignored");
+            return;
+        }
+        records.push(self.record_of(m));
     }
 
     fn record_of(&self, m: &BorrowedMessage<'_>) -> Arc<Record> {

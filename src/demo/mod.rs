@@ -185,13 +185,26 @@ fn produce_all(bootstrap: &str, records: &[data::Produced]) -> Result<Vec<i64>, 
 
 /// Produces records to their partitions in order (idempotently) and waits for all.
 pub fn produce(bootstrap: &str, topic: &str, records: &[data::Produced]) -> Result<(), String> {
-    let producer: BaseProducer = ClientConfig::new()
+    produce_with(bootstrap, topic, records, &[])
+}
+
+/// [`produce`] with extra producer properties (e.g. `batch.size`).
+pub fn produce_with(
+    bootstrap: &str,
+    topic: &str,
+    records: &[data::Produced],
+    properties: &[(String, String)],
+) -> Result<(), String> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .map_err(|e| e.to_string())?;
+        .set("queue.buffering.max.messages", "1000000");
+    for (k, v) in properties {
+        config.set(k, v);
+    }
+    let producer: BaseProducer = config.create().map_err(|e| e.to_string())?;
     for r in records {
         let mut rec = BaseRecord::to(topic)
             .partition(r.partition)
