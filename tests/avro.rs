@@ -331,7 +331,7 @@ async fn a_registry_outage_holds_new_schema_ids_until_it_returns() {
         .unwrap();
     let retries = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("ordo_retries_total{operation=\"decoding a record\"} "))
+        .find_map(|l| l.strip_prefix("ordo_retries_total{operation=\"decode_record\"} "))
         .and_then(|v| v.parse::<f64>().ok());
     assert!(retries.is_some_and(|n| n >= 1.0), "{metrics}");
     // Back on the same address: the held records land, in order.

@@ -1,8 +1,8 @@
 //! Chaos: three replicas as processes consume a stream (late and duplicated
 //! events, poison records among them) while replicas are SIGKILLed at
 //! seeded-random moments and restarted, PostgreSQL goes down across a
-//! rebalance, and every broker goes down and comes back (dead-letter writes
-//! failing for a while are tests/broker_faults.rs's). In the end: nothing lost, nothing doubled, every key in
+//! rebalance, every broker goes down and comes back, and dead-letter writes
+//! fail for a while. In the end: nothing lost, nothing doubled, every key in
 //! order, every poison record in the dead-letter topic, and no replica exited
 //! or stopped a partition on its own.
 //!
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rdkafka::bindings::rd_kafka_resp_err_t as Err;
 use support::data::{self, Produced};
 use support::kafka::{Kafka, MockCluster};
 use support::ordo::{Ordo, Replica, Setup};
@@ -76,7 +77,7 @@ impl Fleet<'_> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_survive_kills_and_outages_exactly() {
+async fn replicas_survive_kills_outages_and_failing_dead_letters_exactly() {
     let mut rng = StdRng::seed_from_u64(SEED);
     let kafka = Kafka::Mock(MockCluster::start(3).expect("mock cluster"));
     let db = TestDb::new().await;
@@ -153,6 +154,11 @@ async fn replicas_survive_kills_and_outages_exactly() {
     mock(&kafka).broker_down(-1).unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     mock(&kafka).broker_up(-1).unwrap();
+
+    // Produce requests fail for a while: dead letters (and the test's own
+    // producer, which retries) wait.
+    tokio::time::sleep(pause(&mut rng, 2000)).await;
+    mock(&kafka).push_request_errors(0, &[Err::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 30]);
 
     // One more crash at a random moment.
     tokio::time::sleep(pause(&mut rng, 2000)).await;

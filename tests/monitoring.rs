@@ -39,6 +39,8 @@ struct Load {
     poison: AtomicUsize,
     /// Records produced (good, duplicate and poison).
     produced: AtomicUsize,
+    /// Events to send to partition 0 next: (key, version).
+    extra: std::sync::Mutex<Vec<(String, i64)>>,
 }
 
 /// Produces keyed, versioned Avro events (written with schemas v1, v2 and v3
@@ -61,6 +63,18 @@ fn produce(
     let mut versions = [0i64; KEYS];
     let mut n: usize = 0;
     while !load.stop.load(Ordering::SeqCst) {
+        let extra: Vec<(String, i64)> = std::mem::take(&mut *load.extra.lock().unwrap());
+        for (key, version) in extra {
+            let payload = orders::encode(3, ids[2], &key, version);
+            let record = BaseRecord::to(&topic)
+                .partition(0)
+                .key(&key)
+                .payload(&payload);
+            if let Err((e, _)) = producer.send(record) {
+                panic!("produce: {e}");
+            }
+            load.produced.fetch_add(1, Ordering::SeqCst);
+        }
         let k = n % KEYS;
         let key = format!("k{k}");
         let partition = (k % PARTITIONS as usize) as i32;
@@ -159,6 +173,7 @@ async fn dashboard_queries_return_data_and_every_alert_fires_on_its_condition() 
             reader.display()
         ),
         sequence: "field:meta.seq".into(),
+        ordering: "gap_timeout_ms = 3000".into(),
         http_extra: "max_breaker_open_ms = 2000".into(),
         tail: format!(
             "[sink.breaker]\nopen_ms = 500\nmax_open_ms = 2000\n\n[schema_registry]\nurls = [\"{}\"]\n",
@@ -213,6 +228,93 @@ async fn dashboard_queries_return_data_and_every_alert_fires_on_its_condition() 
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+
+    // A key whose first event carries version 6 (1 expected) and one whose
+    // first carries version 0: the first key's events are held, so partition
+    // 0's stored offset stops while its fetch position moves on; the held
+    // age and the lag from the stored offset show it, the log names the key
+    // and both versions, and the held-events alert fires, then clears once
+    // the missing versions arrive.
+    load.extra.lock().unwrap().extend([
+        ("gap-key".to_string(), 6),
+        ("gap-key".to_string(), 7),
+        ("gap-key".to_string(), 8),
+        ("below-key".to_string(), 0),
+    ]);
+    until(
+        &prom,
+        "a held event's age and the lag from the stored offset on partition 0",
+        Duration::from_secs(30),
+        || async {
+            let age = prom
+                .query("max(ordo_held_oldest_age_seconds{job=\"ordo\",partition=\"0\"})")
+                .await;
+            let lag = prom
+                .query("max(ordo_consumer_lag_committed_offsets{job=\"ordo\",partition=\"0\"})")
+                .await;
+            age.first().is_some_and(|s| s.value > 1.0)
+                && lag.first().is_some_and(|s| s.value > 50.0)
+        },
+    )
+    .await;
+    until(
+        &prom,
+        "OrdoEventsHeldBehindGap firing for partition 0",
+        Duration::from_secs(30),
+        || async {
+            prom.alerts().await.iter().any(|a| {
+                a.name == "OrdoEventsHeldBehindGap"
+                    && a.state == "firing"
+                    && a.labels.get("partition").and_then(|v| v.as_str()) == Some("0")
+            })
+        },
+    )
+    .await;
+    let logs: String = replicas.iter().map(|r| r.log_text()).collect();
+    let said = |words: &[&str]| logs.lines().any(|l| words.iter().all(|w| l.contains(w)));
+    assert!(
+        said(&[
+            "gap-key",
+            "expected_version=1",
+            "received_version=6",
+            "waits for a missing version"
+        ]),
+        "no line says gap-key waits for 1 having received 6:\n{logs}"
+    );
+    assert!(
+        said(&[
+            "gap-key",
+            "expected_version=1",
+            "received_version=6",
+            "longer than ordering.gap_timeout_ms"
+        ]),
+        "no line says gap-key timed out waiting for 1:\n{logs}"
+    );
+    assert!(
+        said(&["below-key", "first_sequence=1", "received_version=0"]),
+        "no line names below-key's version 0 and first_sequence 1:\n{logs}"
+    );
+    load.extra
+        .lock()
+        .unwrap()
+        .extend((1..=5).map(|v| ("gap-key".to_string(), v)));
+    until(
+        &prom,
+        "OrdoEventsHeldBehindGap cleared once the gap filled",
+        Duration::from_secs(30),
+        || async {
+            let age = prom
+                .query("max(ordo_held_oldest_age_seconds{job=\"ordo\",partition=\"0\"})")
+                .await;
+            age.first().is_some_and(|s| s.value == 0.0)
+                && !prom
+                    .firing()
+                    .await
+                    .iter()
+                    .any(|f| f == "OrdoEventsHeldBehindGap")
+        },
+    )
+    .await;
 
     // Dead letters arrive: both replicas report the broker's depth, and the alert fires.
     load.poison.store(5, Ordering::SeqCst);
@@ -353,6 +455,8 @@ async fn dashboard_queries_return_data_and_every_alert_fires_on_its_condition() 
         .await
         .unwrap()
         .get(0);
+    // gap-key's 8 versions landed; below-key's version 0 was dropped as stale.
+    let distinct = distinct + 8;
     assert_eq!((rows, total), (distinct, distinct), "every event once");
     assert_eq!(first.terminate(Duration::from_secs(30)).code(), Some(0));
     for mut r in replicas {

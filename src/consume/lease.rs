@@ -68,6 +68,9 @@ pub(super) fn announce(lease: &Lease, position: Position) {
         "partition assigned"
     );
     health().position(&lease.topic, lease.partition, position);
+    if let Some(next) = lease.next_offset {
+        health().stored(&lease.topic, lease.partition, next);
+    }
 }
 
 /// A partition assigned paused because its lease could not be taken in the

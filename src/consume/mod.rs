@@ -296,6 +296,10 @@ pub async fn run(
         buffered_bytes_per_partition = limits.buffered_bytes_per_partition,
         "memory budget divided"
     );
+    let m = crate::telemetry::metrics::metrics();
+    m.init_topics(&settings.source.topics);
+    m.gap_timeout_seconds
+        .set(settings.ordering.gap_timeout_ms as f64 / 1000.0);
     let pipeline = Arc::new(Pipeline {
         decoder: Decoder::from_settings(settings)
             .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?,

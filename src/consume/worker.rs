@@ -29,6 +29,10 @@ use crate::sink::{Batch, Lease};
 const DRAIN_WRITE_BUDGET: Duration = Duration::from_secs(25);
 /// How often held events are checked against the gap timeout.
 const TICK: Duration = Duration::from_millis(250);
+/// A key starting to wait is logged at info at most this often per partition.
+const WAITING_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Keys remembered per partition for the below-`first_sequence` line.
+const BELOW_FIRST_LOGGED_KEYS: usize = 10_000;
 
 /// Messages from the rebalance callback to a worker.
 pub enum Control {
@@ -88,6 +92,12 @@ pub struct Worker {
     state: State,
     counts: Counts,
     warned_timeout_at: Option<i64>,
+    /// When a key starting to wait was last logged at info level, and how
+    /// many started since (logged at debug).
+    waiting_logged_at: Option<Instant>,
+    waiting_unlogged: u64,
+    /// Keys whose first event below `first_sequence` was logged.
+    below_first_logged: std::collections::HashSet<String>,
     /// Records taken from the queue but not yet decoded (state `Retrying`).
     pending: Vec<Arc<Record>>,
     /// Failed decode attempts of `pending`'s first record, and when to try again.
@@ -142,6 +152,9 @@ impl Worker {
             state: State::Running,
             counts: Counts::default(),
             warned_timeout_at: None,
+            waiting_logged_at: None,
+            waiting_unlogged: 0,
+            below_first_logged: Default::default(),
             pending: Vec::new(),
             decode_attempts: 0,
             retry_at: None,
@@ -314,6 +327,20 @@ impl Worker {
                     match offered {
                         Ok(Offer::Released(n)) => self.counts.released += n as u64,
                         Ok(Offer::Held) => {}
+                        Ok(Offer::Waits {
+                            key,
+                            expected,
+                            received,
+                        }) => self.note_waiting(&key, expected, received, offset, now),
+                        Ok(Offer::BelowFirst {
+                            key,
+                            first,
+                            received,
+                        }) => {
+                            self.counts.stale += 1;
+                            self.outcome("stale");
+                            self.note_below_first(key, first, received, offset);
+                        }
                         Ok(Offer::Duplicate) => {
                             self.counts.duplicates += 1;
                             self.outcome("duplicate");
@@ -355,7 +382,7 @@ impl Worker {
                 self.decode_attempts += 1;
                 crate::telemetry::metrics::metrics()
                     .retries
-                    .with_label_values(&["decoding a record"])
+                    .with_label_values(&[crate::telemetry::metrics::operation::DECODE_RECORD])
                     .inc();
                 let delay = backoff(&self.pipeline.retry, self.decode_attempts - 1);
                 span.in_scope(|| tracing::warn!(topic = %self.topic, partition = self.lease.partition,
@@ -481,6 +508,7 @@ impl Worker {
         };
         let states = retry(
             "reading key state",
+            crate::telemetry::metrics::operation::SINK_READ_KEY_STATE,
             None,
             &self.pipeline.retry,
             &self.pipeline.breaker,
@@ -556,6 +584,47 @@ impl Worker {
         }
     }
 
+    /// A key starts waiting for a missing version. Late events are common
+    /// and their gaps fill within moments, so one such line per partition
+    /// every [`WAITING_LOG_INTERVAL`] is logged at info (the others at debug,
+    /// counted in the next); a gap that lasts is warned about at
+    /// `gap_timeout_ms` (see [`Self::on_tick`]).
+    fn note_waiting(&mut self, key: &str, expected: i64, received: i64, offset: i64, now: Instant) {
+        let due = self
+            .waiting_logged_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= WAITING_LOG_INTERVAL);
+        if due {
+            tracing::info!(topic = %self.topic, partition = self.lease.partition, key,
+                expected_version = expected, received_version = received, offset,
+                other_keys_started_waiting = self.waiting_unlogged,
+                "key waits for a missing version; its later events are held");
+            self.waiting_logged_at = Some(now);
+            self.waiting_unlogged = 0;
+        } else {
+            self.waiting_unlogged += 1;
+            tracing::debug!(topic = %self.topic, partition = self.lease.partition, key,
+                expected_version = expected, received_version = received, offset,
+                "key waits for a missing version");
+        }
+    }
+
+    /// A key's first event carries a version below `ordering.first_sequence`:
+    /// dropped as stale, and said once per key.
+    fn note_below_first(&mut self, key: String, first: i64, received: i64, offset: i64) {
+        if self.below_first_logged.len() >= BELOW_FIRST_LOGGED_KEYS
+            || self.below_first_logged.contains(&key)
+        {
+            tracing::debug!(topic = %self.topic, partition = self.lease.partition, key,
+                first_sequence = first, received_version = received, offset,
+                "version below ordering.first_sequence dropped");
+            return;
+        }
+        tracing::warn!(topic = %self.topic, partition = self.lease.partition, key = %key,
+            first_sequence = first, received_version = received, offset,
+            "a key's event has a version below ordering.first_sequence and nothing was applied for the key: dropped as stale (set ordering.first_sequence to the producers' first version)");
+        self.below_first_logged.insert(key);
+    }
+
     /// The span of log lines about a record (see [`crate::telemetry::span`]).
     fn span_of(&self, r: &Record, key: Option<&str>) -> tracing::Span {
         crate::telemetry::span::record_span(
@@ -591,10 +660,25 @@ impl Worker {
         m.buffered_bytes
             .with_label_values(&[&*self.topic, p.as_str()])
             .set(self.buffer.held_bytes() as i64);
+        self.publish_held_age(Instant::now());
+    }
+
+    /// How long the oldest held event has waited (0: none held).
+    fn publish_held_age(&self, now: Instant) {
+        let age = self
+            .buffer
+            .oldest_since()
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        let p = self.lease.partition.to_string();
+        crate::telemetry::metrics::metrics()
+            .held_oldest_age_seconds
+            .with_label_values(&[&*self.topic, p.as_str()])
+            .set(age);
     }
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
+        self.publish_held_age(now);
         match self.pipeline.policy {
             BoundPolicy::Skip | BoundPolicy::DeadLetter => {
                 if self.buffer.exceeded(now).is_some() {
@@ -605,9 +689,13 @@ impl Worker {
                 let oldest = self.buffer.min_held_offset();
                 if self.buffer.exceeded(now).is_some() && oldest != self.warned_timeout_at {
                     self.warned_timeout_at = oldest;
-                    tracing::warn!(topic = %self.topic, partition = self.lease.partition,
-                        oldest_offset = ?oldest, held_events = self.buffer.held_events(),
-                        "an event has waited longer than ordering.gap_timeout_ms for its gap to fill");
+                    if let Some((key, expected, received, offset)) = self.buffer.oldest_waiting() {
+                        tracing::warn!(topic = %self.topic, partition = self.lease.partition,
+                            key, expected_version = expected, received_version = received,
+                            offset, held_events = self.buffer.held_events(),
+                            stored_next_offset = ?self.committed,
+                            "a key has waited longer than ordering.gap_timeout_ms for a missing version; its events and the partition's stored offset are held (ordering.on_bound = wait)");
+                    }
                 }
             }
         }
@@ -719,6 +807,7 @@ impl Worker {
                 "events already present in the event store were not written again");
         }
         self.committed = Some(next);
+        crate::telemetry::health::health().stored(&self.topic, self.lease.partition, next);
         self.batch.events.clear();
         self.batch.gaps.clear();
         self.batch.dead_lettered.clear();
@@ -744,6 +833,7 @@ impl Worker {
         };
         let written = retry(
             "writing a batch",
+            crate::telemetry::metrics::operation::SINK_WRITE_BATCH,
             deadline,
             &self.pipeline.retry,
             &self.pipeline.breaker,

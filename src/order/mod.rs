@@ -63,16 +63,30 @@ impl Bound {
 }
 
 /// What became of an offered event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offer {
     /// Released, with this many events in all (itself and the held ones it unblocked).
     Released(usize),
-    /// Held until its gap fills.
+    /// Held until its gap fills; the key already held others.
     Held,
+    /// Held until its gap fills, and the first held for its key: the key
+    /// starts waiting for `expected`, having received `received`.
+    Waits {
+        key: String,
+        expected: i64,
+        received: i64,
+    },
     /// Its sequence is already held or already applied: dropped.
     Duplicate,
     /// Its sequence was skipped over by a recorded gap: dropped.
     Stale,
+    /// Its sequence (`received`) is below `first_sequence` (`first`) and the
+    /// key has applied nothing: dropped.
+    BelowFirst {
+        key: String,
+        first: i64,
+        received: i64,
+    },
 }
 
 /// A gap the buffer skipped over (policy `skip`).
@@ -162,9 +176,20 @@ impl SequenceBuffer {
         };
         let seq = event.sequence;
         if seq <= state.last_applied {
+            let key = &event.key;
             let skipped = state.skipped.iter().any(|&(lo, hi)| lo <= seq && seq <= hi);
-            return Ok(if skipped || seq < self.cfg.first_sequence {
+            return Ok(if skipped {
                 Offer::Stale
+            } else if seq < self.cfg.first_sequence {
+                if state.last_applied < self.cfg.first_sequence {
+                    Offer::BelowFirst {
+                        key: key.clone(),
+                        first: self.cfg.first_sequence,
+                        received: seq,
+                    }
+                } else {
+                    Offer::Stale
+                }
             } else {
                 Offer::Duplicate
             });
@@ -179,11 +204,22 @@ impl SequenceBuffer {
             let released = 1 + self.release_ready(&key, out);
             return Ok(Offer::Released(released));
         }
+        let starts_waiting = state.pending.is_empty();
+        let expected = state.last_applied + 1;
         self.held_bytes += event.size;
         self.held_by_offset
             .insert(event.offset, (event.key.clone(), seq));
+        let key = starts_waiting.then(|| event.key.clone());
         state.pending.insert(seq, Held { event, since: now });
-        Ok(Offer::Held)
+        Ok(if let Some(key) = key {
+            Offer::Waits {
+                key,
+                expected,
+                received: seq,
+            }
+        } else {
+            Offer::Held
+        })
     }
 
     /// Releases the held events of `key` that directly follow its last applied sequence.
@@ -227,6 +263,15 @@ impl SequenceBuffer {
     pub fn oldest_since(&self) -> Option<Instant> {
         let (_, (key, seq)) = self.held_by_offset.first_key_value()?;
         self.keys.get(key)?.pending.get(seq).map(|h| h.since)
+    }
+
+    /// The key holding the oldest held event: (key, the sequence it waits
+    /// for, its lowest held sequence, that event's offset).
+    pub fn oldest_waiting(&self) -> Option<(&str, i64, i64, i64)> {
+        let (&offset, (key, _)) = self.held_by_offset.first_key_value()?;
+        let state = self.keys.get(key)?;
+        let (&first, _) = state.pending.first_key_value()?;
+        Some((key.as_str(), state.last_applied + 1, first, offset))
     }
 
     /// Skips the gap in front of the oldest held event: that key's held events from
@@ -372,9 +417,17 @@ mod tests {
         b.learn("a".into(), Some(4));
         let now = Instant::now();
         let mut out = vec![];
-        assert_eq!(b.offer(ev("a", 7, 10), now, &mut out).unwrap(), Offer::Held);
+        assert_eq!(
+            b.offer(ev("a", 7, 10), now, &mut out).unwrap(),
+            Offer::Waits {
+                key: "a".into(),
+                expected: 5,
+                received: 7
+            }
+        );
         assert_eq!(b.offer(ev("a", 6, 11), now, &mut out).unwrap(), Offer::Held);
         assert_eq!(b.min_held_offset(), Some(10));
+        assert_eq!(b.oldest_waiting(), Some(("a", 5, 6, 10)));
         assert_eq!(
             b.offer(ev("a", 5, 12), now, &mut out).unwrap(),
             Offer::Released(3)
@@ -382,6 +435,28 @@ mod tests {
         assert_eq!(seqs(&out), vec![5, 6, 7]);
         assert_eq!(b.min_held_offset(), None);
         assert_eq!(b.held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_first_event_below_first_sequence_is_told_apart_from_a_stale_one() {
+        let mut b = SequenceBuffer::new(cfg());
+        b.learn("new".into(), None);
+        b.learn("old".into(), Some(3));
+        let now = Instant::now();
+        let mut out = vec![];
+        assert_eq!(
+            b.offer(ev("new", 0, 0), now, &mut out).unwrap(),
+            Offer::BelowFirst {
+                key: "new".into(),
+                first: 1,
+                received: 0
+            }
+        );
+        assert_eq!(
+            b.offer(ev("old", 0, 1), now, &mut out).unwrap(),
+            Offer::Stale
+        );
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -394,7 +469,14 @@ mod tests {
             b.offer(ev("a", 3, 0), now, &mut out).unwrap(),
             Offer::Duplicate
         );
-        assert_eq!(b.offer(ev("a", 5, 1), now, &mut out).unwrap(), Offer::Held);
+        assert_eq!(
+            b.offer(ev("a", 5, 1), now, &mut out).unwrap(),
+            Offer::Waits {
+                key: "a".into(),
+                expected: 4,
+                received: 5
+            }
+        );
         assert_eq!(
             b.offer(ev("a", 5, 2), now, &mut out).unwrap(),
             Offer::Duplicate

@@ -59,6 +59,7 @@ pub fn backoff(config: &RetryConfig, attempt: u32) -> Duration {
 /// `config.max_attempts` attempts.
 pub async fn retry<T, F, Fut>(
     what: &str,
+    operation: &'static str,
     deadline: Option<Instant>,
     config: &RetryConfig,
     breaker: &Breaker,
@@ -93,7 +94,7 @@ where
                 breaker.failure(Instant::now());
                 crate::telemetry::metrics::metrics()
                     .retries
-                    .with_label_values(&[what])
+                    .with_label_values(&[operation])
                     .inc();
                 attempt += 1;
                 if config.max_attempts > 0 && attempt >= config.max_attempts {
@@ -157,7 +158,7 @@ where
                 health.waiting(on, what, &e.to_string());
                 crate::telemetry::metrics::metrics()
                     .retries
-                    .with_label_values(&[&format!("waiting for {on}")])
+                    .with_label_values(&[crate::telemetry::metrics::operation::waiting_for(on)])
                     .inc();
                 let delay = backoff(config, attempt - 1);
                 if logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
@@ -208,16 +209,17 @@ mod tests {
             max_open_ms: 1,
         });
         let mut calls = 0;
-        let result: Result<(), SinkError> = retry("testing", None, &c, &breaker, &|| {}, || {
-            calls += 1;
-            async {
-                Err(SinkError::Connect {
-                    target: "db".into(),
-                    reason: "down".into(),
-                })
-            }
-        })
-        .await;
+        let result: Result<(), SinkError> =
+            retry("testing", "testing", None, &c, &breaker, &|| {}, || {
+                calls += 1;
+                async {
+                    Err(SinkError::Connect {
+                        target: "db".into(),
+                        reason: "down".into(),
+                    })
+                }
+            })
+            .await;
         assert_eq!(calls, 3);
         let e = result.unwrap_err();
         assert!(e.to_string().contains("gave up after 3 attempts"), "{e}");
@@ -235,6 +237,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_millis(100);
         let mut calls = 0;
         let result: Result<(), SinkError> = retry(
+            "draining",
             "draining",
             Some(deadline),
             &RetryConfig::default(),

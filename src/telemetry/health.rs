@@ -21,6 +21,8 @@ struct Inner {
     breaker_open_since: Option<Instant>,
     /// Per owned partition: where processing stands.
     positions: BTreeMap<(String, i32), Position>,
+    /// Per owned partition: the next offset the sink has stored.
+    stored: BTreeMap<(String, i32), i64>,
     /// What the replica or one of its partitions waits for: (dependency, what) -> why.
     waiting: BTreeMap<(&'static str, String), String>,
 }
@@ -103,23 +105,35 @@ impl Health {
             .insert((topic.to_string(), partition), position);
     }
 
+    /// Records the next offset the sink stored for an owned partition.
+    pub fn stored(&self, topic: &str, partition: i32, next: i64) {
+        let mut inner = self.lock();
+        let key = (topic.to_string(), partition);
+        if inner.positions.contains_key(&key) {
+            inner.stored.insert(key, next);
+        }
+    }
+
     /// Forgets a partition this replica no longer owns, and removes its series.
     pub fn revoked(&self, topic: &str, partition: i32) {
         let mut inner = self.lock();
         let key = (topic.to_string(), partition);
         inner.positions.remove(&key);
+        inner.stored.remove(&key);
         inner.stopped.remove(&key);
         let m = super::metrics::metrics();
         m.stopped_partitions.set(inner.stopped.len() as i64);
         m.forget_partition(topic, partition);
     }
 
-    /// Owned partitions and where each stands.
-    pub fn positions(&self) -> Vec<((String, i32), Position)> {
-        self.lock()
+    /// Owned partitions, where each stands, and the next offset the sink
+    /// stored for it (`None`: nothing stored yet).
+    pub fn positions(&self) -> Vec<((String, i32), Position, Option<i64>)> {
+        let inner = self.lock();
+        inner
             .positions
             .iter()
-            .map(|(k, v)| (k.clone(), *v))
+            .map(|(k, v)| (k.clone(), *v, inner.stored.get(k).copied()))
             .collect()
     }
 

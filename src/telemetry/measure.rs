@@ -1,5 +1,6 @@
 //! Measures from the broker what only the broker knows: each owned
-//! partition's high watermark (lag = high watermark - next offset to process)
+//! partition's high watermark (lag = high watermark - next offset to process,
+//! and high watermark - the sink's stored offset)
 //! and each dead-letter topic's depth (records after the replay group's
 //! committed offset), so both are right after a restart and across replicas.
 
@@ -61,7 +62,7 @@ pub async fn run(settings: Settings) {
 
 fn measure(consumer: &BaseConsumer, probe: Option<&BaseConsumer>, dlq_topics: &[String]) {
     let mut lagging = Vec::new();
-    for ((topic, partition), position) in health().positions() {
+    for ((topic, partition), position, stored) in health().positions() {
         let (low, high) = match consumer.fetch_watermarks(&topic, partition, TIMEOUT) {
             Ok(w) => w,
             Err(e) => {
@@ -75,10 +76,20 @@ fn measure(consumer: &BaseConsumer, probe: Option<&BaseConsumer>, dlq_topics: &[
             Position::Latest => high,
         };
         let lag = (high - next).max(0);
+        // From the stored offset: what a restart would read again, held
+        // events included (the fetch position runs ahead of them).
+        let committed_lag = match (stored, position) {
+            (Some(s), _) => (high - s.max(low)).max(0),
+            (None, Position::Latest) => lag,
+            (None, _) => (high - low).max(0),
+        };
         let p = partition.to_string();
         health().while_owned(&topic, partition, || {
             let m = metrics();
             m.lag_offsets.with_label_values(&[&topic, &p]).set(lag);
+            m.lag_committed_offsets
+                .with_label_values(&[&topic, &p])
+                .set(committed_lag);
             if lag == 0 {
                 m.lag_seconds.with_label_values(&[&topic, &p]).set(0.0);
             }

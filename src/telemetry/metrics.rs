@@ -6,9 +6,40 @@ use std::sync::OnceLock;
 /// The dependencies `ordo_waiting` reports on.
 pub const WAITING_ON: [&str; 3] = ["postgres", "kafka", "dead_letter_topic"];
 
+/// `ordo_events_total`'s outcomes.
+pub const OUTCOMES: [&str; 5] = ["applied", "absorbed", "duplicate", "stale", "dead_lettered"];
+
+/// `ordo_retries_total`'s operations: sink reads and writes, a record whose
+/// writer schema could not be fetched yet, and waiting for a dependency.
+pub mod operation {
+    pub const SINK_READ_KEY_STATE: &str = "sink_read_key_state";
+    pub const SINK_WRITE_BATCH: &str = "sink_write_batch";
+    pub const DECODE_RECORD: &str = "decode_record";
+    pub const WAIT_POSTGRES: &str = "wait_postgres";
+    pub const WAIT_KAFKA: &str = "wait_kafka";
+    pub const WAIT_DEAD_LETTER_TOPIC: &str = "wait_dead_letter_topic";
+    pub const ALL: [&str; 6] = [
+        SINK_READ_KEY_STATE,
+        SINK_WRITE_BATCH,
+        DECODE_RECORD,
+        WAIT_POSTGRES,
+        WAIT_KAFKA,
+        WAIT_DEAD_LETTER_TOPIC,
+    ];
+
+    /// The operation of waiting for `on` (one of [`super::WAITING_ON`]).
+    pub fn waiting_for(on: &str) -> &'static str {
+        match on {
+            "postgres" => WAIT_POSTGRES,
+            "kafka" => WAIT_KAFKA,
+            _ => WAIT_DEAD_LETTER_TOPIC,
+        }
+    }
+}
+
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric Ordo exports.
@@ -16,6 +47,11 @@ pub struct Metrics {
     pub registry: Registry,
     /// High watermark minus the next offset to process, per owned partition.
     pub lag_offsets: IntGaugeVec,
+    /// High watermark minus the sink's stored next offset, per owned
+    /// partition: includes records fetched but held behind a gap.
+    pub lag_committed_offsets: IntGaugeVec,
+    /// Seconds the oldest event held out of order has waited, per partition.
+    pub held_oldest_age_seconds: GaugeVec,
     /// Records consumed, by outcome: applied, absorbed, duplicate, stale, dead_lettered.
     pub events: IntCounterVec,
     /// Sink batch write duration.
@@ -52,6 +88,10 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Gaps skipped under `on_bound = "skip"`.
     pub gaps: IntCounterVec,
+    /// `ordering.gap_timeout_ms` in seconds (for the held-events alert).
+    pub gap_timeout_seconds: Gauge,
+    /// 1, labelled with Ordo's version.
+    pub build_info: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -62,6 +102,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
             Opts::new(
                 "ordo_consumer_lag_offsets",
                 "High watermark minus the next offset to process, per owned partition",
+            ),
+            tp,
+        )?,
+        lag_committed_offsets: IntGaugeVec::new(
+            Opts::new(
+                "ordo_consumer_lag_committed_offsets",
+                "High watermark minus the sink's stored next offset (what a restart reads again, held events included), per owned partition",
+            ),
+            tp,
+        )?,
+        held_oldest_age_seconds: GaugeVec::new(
+            Opts::new(
+                "ordo_held_oldest_age_seconds",
+                "Seconds the oldest event held behind a sequence gap has waited, per partition (0: none held)",
             ),
             tp,
         )?,
@@ -181,9 +235,43 @@ fn build() -> Result<Metrics, prometheus::Error> {
             ),
             &["topic"],
         )?,
+        gap_timeout_seconds: Gauge::new(
+            "ordo_ordering_gap_timeout_seconds",
+            "ordering.gap_timeout_ms, in seconds: how long an event may normally wait for its gap",
+        )?,
+        build_info: IntGaugeVec::new(
+            Opts::new("ordo_build_info", "Always 1; labelled with Ordo's version"),
+            &["version"],
+        )?,
         registry,
     };
+    m.build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    m.registry
+        .register(Box::new(m.gap_timeout_seconds.clone()))?;
+    m.registry.register(Box::new(m.build_info.clone()))?;
+    for kind in ["assign", "revoke"] {
+        m.rebalances.with_label_values(&[kind]).inc_by(0);
+    }
+    for to in ["closed", "open", "half_open"] {
+        m.breaker_transitions.with_label_values(&[to]).inc_by(0);
+    }
+    for result in ["hit", "miss"] {
+        m.schema_cache.with_label_values(&[result]).inc_by(0);
+    }
+    for op in operation::ALL {
+        m.retries.with_label_values(&[op]).inc_by(0);
+    }
+    #[cfg(target_os = "linux")]
+    m.registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     m.registry.register(Box::new(m.lag_offsets.clone()))?;
+    m.registry
+        .register(Box::new(m.lag_committed_offsets.clone()))?;
+    m.registry
+        .register(Box::new(m.held_oldest_age_seconds.clone()))?;
     m.registry.register(Box::new(m.events.clone()))?;
     m.registry.register(Box::new(m.batch_seconds.clone()))?;
     m.registry.register(Box::new(m.batch_events.clone()))?;
@@ -221,10 +309,25 @@ pub fn metrics() -> &'static Metrics {
 }
 
 impl Metrics {
+    /// Creates the per-topic series at zero, so that rates and alerts see
+    /// them before their first event.
+    pub fn init_topics(&self, topics: &[String]) {
+        for topic in topics {
+            for outcome in OUTCOMES {
+                self.events.with_label_values(&[topic, outcome]).inc_by(0);
+            }
+            self.gaps.with_label_values(&[topic]).inc_by(0);
+        }
+    }
+
     /// Removes the series of a partition this replica no longer owns.
     pub fn forget_partition(&self, topic: &str, partition: i32) {
         let p = partition.to_string();
         let _ = self.lag_offsets.remove_label_values(&[topic, &p]);
+        let _ = self.lag_committed_offsets.remove_label_values(&[topic, &p]);
+        let _ = self
+            .held_oldest_age_seconds
+            .remove_label_values(&[topic, &p]);
         let _ = self.lag_seconds.remove_label_values(&[topic, &p]);
         let _ = self.buffered_events.remove_label_values(&[topic, &p]);
         let _ = self.buffered_bytes.remove_label_values(&[topic, &p]);
@@ -246,6 +349,12 @@ mod tests {
         // Families without series are not rendered: give each one a series.
         m.lag_offsets.with_label_values(&["x", "9"]).set(0);
         m.lag_seconds.with_label_values(&["x", "9"]).set(0.0);
+        m.lag_committed_offsets
+            .with_label_values(&["x", "9"])
+            .set(0);
+        m.held_oldest_age_seconds
+            .with_label_values(&["x", "9"])
+            .set(0.0);
         m.events.with_label_values(&["x", "applied"]).inc_by(0);
         m.batch_seconds.with_label_values(&["x"]).observe(0.0);
         m.batch_events.with_label_values(&["x"]).observe(0.0);
@@ -259,7 +368,9 @@ mod tests {
         m.stage_seconds.with_label_values(&["decode"]).observe(0.0);
         m.end_to_end_seconds.with_label_values(&["x"]).observe(0.0);
         m.schema_cache.with_label_values(&["hit"]).inc_by(0);
-        m.retries.with_label_values(&["writing a batch"]).inc_by(0);
+        m.retries
+            .with_label_values(&[super::operation::SINK_WRITE_BATCH])
+            .inc_by(0);
         m.gaps.with_label_values(&["x"]).inc_by(0);
         let text = m.render();
         for name in [
@@ -282,6 +393,12 @@ mod tests {
             "ordo_schema_cache_total",
             "ordo_retries_total",
             "ordo_gaps_total",
+            "ordo_consumer_lag_committed_offsets",
+            "ordo_held_oldest_age_seconds",
+            "ordo_ordering_gap_timeout_seconds",
+            "ordo_build_info",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

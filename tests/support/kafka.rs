@@ -76,36 +76,65 @@ impl Kafka {
             .collect()
     }
 
-    /// Every record of `topic` (all partitions), reading until `count` arrived
-    /// or nothing new came for 3 s after that.
+    /// Every record of `topic` (all partitions, up to their high
+    /// watermarks), once at least `count` are there (waiting up to 60 s for
+    /// them; fewer are returned after that).
     pub fn read_all(&self, topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
         use rdkafka::Message;
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("group.id", super::unique("reader"))
-            .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
-        consumer.subscribe(&[topic]).expect("subscribe");
-        let mut out = Vec::new();
         let start = std::time::Instant::now();
-        let mut last = std::time::Instant::now();
-        loop {
+        let partitions = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata")
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32);
+        let highs = loop {
+            let highs: Vec<i64> = (0..partitions)
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(topic, p, Duration::from_secs(10))
+                        .expect("watermarks")
+                        .1
+                })
+                .collect();
+            if highs.iter().sum::<i64>() as usize >= count
+                || start.elapsed() > Duration::from_secs(60)
+            {
+                break highs;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut next = vec![0i64; partitions as usize];
+        let mut out = Vec::new();
+        while next.iter().zip(&highs).any(|(n, h)| n < h) {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "reading {topic}: at {next:?} of {highs:?} after 120 s"
+            );
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
+                    next[m.partition() as usize] = m.offset() + 1;
                     out.push(m.detach());
-                    last = std::time::Instant::now();
                 }
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
                 None => {}
             }
-            let quiet = last.elapsed() > Duration::from_secs(3);
-            if (out.len() >= count && quiet) || start.elapsed() > Duration::from_secs(60) {
-                out.sort_by_key(|m| (m.partition(), m.offset()));
-                return out;
-            }
         }
+        out.retain(|m| m.offset() < highs[m.partition() as usize]);
+        out.sort_by_key(|m| (m.partition(), m.offset()));
+        out
     }
 
     /// The group's committed offsets (Kafka's advisory copy).
