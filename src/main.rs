@@ -102,6 +102,11 @@ enum DlqCommand {
         /// Consumer group holding this replay's progress.
         #[arg(long, default_value = "ordo-dlq-replay")]
         group: String,
+        /// Mark the letters this replay does not send (filtered out, held by
+        /// the loop guard, without a source topic) handled: later replays and
+        /// the dead-letter depth pass them by. Without it they stay for a later replay.
+        #[arg(long)]
+        skip_unreplayed: bool,
     },
 }
 
@@ -321,6 +326,7 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCod
             dry_run,
             max_replays,
             group,
+            skip_unreplayed,
         } => {
             let options = ordo::dlq::replay::ReplayOptions {
                 to,
@@ -328,6 +334,7 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCod
                 dry_run,
                 max_replays,
                 group,
+                skip_unreplayed,
             };
             for topic in select.topics(settings) {
                 let progress = indicatif::ProgressBar::new(0).with_message(topic.clone());
@@ -345,15 +352,25 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCod
                     ))
                 })?;
                 progress.finish_and_clear();
+                let left_alone = report.filtered_out + report.looping + report.unroutable;
                 println!(
-                    "{topic}: scanned {}, {} {}, filtered out {}, left alone by the loop guard {}, without a source topic {}",
+                    "{topic}: scanned {}, {} {}, filtered out {}, left alone by the loop guard {}, without a source topic {}, handled by an earlier replay {}; {}",
                     report.scanned,
                     if dry_run { "would replay" } else { "replayed" },
                     report.replayed,
                     report.filtered_out,
                     report.looping,
-                    report.unroutable
+                    report.unroutable,
+                    report.already_handled,
+                    match (skip_unreplayed, dry_run) {
+                        (true, false) => format!("{} left alone marked handled (--skip-unreplayed)", report.skipped),
+                        (true, true) => format!("{} left alone would be marked handled (--skip-unreplayed)", report.skipped),
+                        (false, _) => format!("{left_alone} left alone stay for a later replay"),
+                    }
                 );
+                if let Some(why) = &report.stopped_early {
+                    println!("{topic}: stopped before the end: {why}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -191,27 +191,62 @@ async fn dead_letter_depth_comes_from_the_broker_on_every_replica_and_after_a_re
         }
     }
 
-    // Replayed elsewhere: nothing left in the dead-letter topic to replay, on either replica.
-    let (status, _, stderr) = tokio::task::spawn_blocking({
+    // Replays run to the parked topic; each returns its summary line.
+    let replay = |extra: &'static [&'static str]| {
         let config = configs[0].config.clone();
         let parked = parked.clone();
-        move || {
-            run_to_end(&[
-                "dlq",
-                "replay",
-                "--to",
-                &parked,
-                "--config",
-                config.to_str().unwrap(),
-            ])
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["dlq", "replay", "--to", &parked];
+            args.extend_from_slice(extra);
+            let config = config.to_str().unwrap().to_string();
+            args.extend(["--config", &config]);
+            let (status, stdout, stderr) = run_to_end(&args);
+            assert_eq!(status.code(), Some(0), "{stderr}");
+            stdout
+        })
+    };
+
+    // A filtered replay that matches none of the three letters moves
+    // nothing: the next dry run still sees them all, and the depth stays.
+    let out = replay(&["--error-contains", "no such error"])
+        .await
+        .unwrap();
+    assert!(
+        out.contains("replayed 0") && out.contains("3 left alone stay for a later replay"),
+        "{out}"
+    );
+    let out = replay(&["--dry-run"]).await.unwrap();
+    assert!(out.contains("scanned 3, would replay 3"), "{out}");
+    for base in &bases {
+        wait_metric(base, &series, 3.0).await;
+    }
+    // One that matches the last two replays them; the first stays, and so
+    // does the committed offset in front of it: depth 1.
+    let out = replay(&["--from-offset", "1"]).await.unwrap();
+    assert!(
+        out.contains("scanned 3, replayed 2, filtered out 1"),
+        "{out}"
+    );
+    for base in &bases {
+        wait_metric(base, &series, 1.0).await;
+    }
+    // The unfiltered replay sends only the one left: every letter replayed
+    // exactly once, and only now is the depth 0, on either replica.
+    let out = replay(&[]).await.unwrap();
+    assert!(
+        out.contains("scanned 3, replayed 1,") && out.contains("handled by an earlier replay 2"),
+        "{out}"
+    );
+    assert_eq!(
+        kafka.read_all(&parked, 3).len(),
+        3,
+        "each letter replayed once"
+    );
     for base in &bases {
         wait_metric(base, &series, 0.0).await;
     }
+    let out = replay(&["--dry-run"]).await.unwrap();
+    assert!(out.contains("scanned 0"), "{out}");
 
     // A restarted replica reads the same depth from the broker.
     assert_eq!(

@@ -29,6 +29,7 @@ pub mod headers {
     pub const REPLAYS: &str = "ordo.replay.count";
 }
 
+pub mod progress;
 pub mod read;
 pub mod replay;
 

@@ -129,6 +129,8 @@ pub struct Scan {
     consumer: BaseConsumer,
     /// Per partition: (start, end) offsets; the scan stops at `end`.
     bounds: BTreeMap<i32, (i64, i64)>,
+    /// Per partition, with a group: what the group has handled.
+    progress: BTreeMap<i32, super::progress::Progress>,
 }
 
 impl Scan {
@@ -175,19 +177,27 @@ impl Scan {
             None => None,
         };
         let mut bounds = BTreeMap::new();
+        let mut progress = BTreeMap::new();
         for p in partitions {
             let (low, high) = consumer
                 .fetch_watermarks(topic, p, TIMEOUT)
                 .map_err(|e| topic_err(e.to_string()))?;
-            let start = committed
+            let entry = committed.as_ref().and_then(|c| c.find_partition(topic, p));
+            let start = entry
                 .as_ref()
-                .and_then(|c| c.find_partition(topic, p))
                 .and_then(|e| match e.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 })
                 .unwrap_or(low)
                 .max(low);
+            if group.is_some() {
+                let metadata = entry.as_ref().map(|e| e.metadata().to_string());
+                progress.insert(
+                    p,
+                    super::progress::Progress::committed(start, metadata.as_deref().unwrap_or("")),
+                );
+            }
             bounds.insert(p, (start, high));
         }
         let mut tpl = TopicPartitionList::new();
@@ -204,6 +214,7 @@ impl Scan {
             topic: topic.to_string(),
             consumer,
             bounds,
+            progress,
         })
     }
 
@@ -252,15 +263,41 @@ impl Scan {
         }
     }
 
-    /// Records `position` (per partition, the next offset) as the group's progress.
+    /// True when the group handled the letter already (an earlier replay).
+    pub fn was_handled(&self, letter: &Letter) -> bool {
+        self.progress
+            .get(&letter.partition)
+            .is_some_and(|p| p.is_handled(letter.offset))
+    }
+
+    /// True when one more letter can be marked handled on the letter's
+    /// partition (the commit's metadata has a size limit).
+    pub fn can_handle(&self, letter: &Letter) -> bool {
+        self.progress
+            .get(&letter.partition)
+            .is_none_or(|p| p.can_handle(letter.offset))
+    }
+
+    /// Marks a letter handled (saved at the next [`Scan::commit`]).
+    pub fn handle(&mut self, letter: &Letter) {
+        if let Some(p) = self.progress.get_mut(&letter.partition) {
+            p.handle(letter.offset);
+        }
+    }
+
+    /// Saves the group's progress: per partition, the first letter not
+    /// handled and, in the commit's metadata, those handled above it.
     pub fn commit(&self) -> Result<(), ReadError> {
         let mut tpl = TopicPartitionList::new();
-        for (p, (pos, _)) in &self.bounds {
-            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*pos))
+        for (p, progress) in &self.progress {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(progress.next()))
                 .map_err(|e| ReadError::Topic {
                     topic: self.topic.clone(),
                     reason: e.to_string(),
                 })?;
+            if let Some(mut e) = tpl.find_partition(&self.topic, *p) {
+                e.set_metadata(progress.metadata());
+            }
         }
         self.consumer
             .commit(&tpl, rdkafka::consumer::CommitMode::Sync)

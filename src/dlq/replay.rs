@@ -1,11 +1,15 @@
 //! `ordo dlq replay`: sends dead letters back to their source topic and
 //! partition (or to another topic), resumably, with a loop guard.
 //!
-//! Progress is the replay group's committed offsets on the dead-letter topic,
-//! committed after each batch's sends are acknowledged: an interrupted replay
-//! run again with the same `--group` continues where it stopped. A replayed
-//! record carries `ordo.replay.count`; a dead letter whose record was already
-//! replayed `max_replays` times is not replayed again.
+//! Progress is the replay group's committed offsets on the dead-letter topic
+//! (see [`super::progress`]), committed after each batch's sends are
+//! acknowledged: an interrupted replay run again with the same `--group`
+//! continues where it stopped. A letter a replay leaves alone (filtered out,
+//! held by the loop guard, without a source topic) keeps the committed offset
+//! in front of it, so a later replay still finds it, unless `skip_unreplayed`
+//! says to mark it handled; letters replayed past it are remembered and not
+//! sent again. A replayed record carries `ordo.replay.count`; a dead letter
+//! whose record was already replayed `max_replays` times is not replayed again.
 
 use std::time::Duration;
 
@@ -30,6 +34,9 @@ pub struct ReplayOptions {
     pub max_replays: u32,
     /// The consumer group holding the replay's progress.
     pub group: String,
+    /// Mark the letters this replay does not send (filtered out, looping,
+    /// unroutable) handled, so later replays pass them by.
+    pub skip_unreplayed: bool,
 }
 
 /// What a replay did.
@@ -42,6 +49,12 @@ pub struct ReplayReport {
     pub looping: u64,
     /// Without a source topic header (and no `--to`).
     pub unroutable: u64,
+    /// Handled by an earlier replay of the same group: not sent again.
+    pub already_handled: u64,
+    /// Not replayed but marked handled (`skip_unreplayed`).
+    pub skipped: u64,
+    /// Why the replay stopped before the end, if it did.
+    pub stopped_early: Option<String>,
 }
 
 /// A replay stopped.
@@ -112,37 +125,62 @@ pub async fn replay(
     let mut pending = Vec::new();
     loop {
         let letter = scan.next_letter()?;
-        let done = letter.is_none();
+        let mut done = letter.is_none();
         if let Some(letter) = letter {
             report.scanned += 1;
             progress.inc(1);
-            if !options.filter.matches(&letter) {
-                report.filtered_out += 1;
-            } else if letter.replays >= options.max_replays {
-                report.looping += 1;
-                on_letter(
-                    &letter,
-                    "not replayed: its record was replayed max_replays times already",
-                );
-            } else if let Some(target) = options.to.clone().or(letter.source_topic.clone()) {
-                report.replayed += 1;
-                on_letter(
-                    &letter,
-                    if options.dry_run {
-                        "would replay"
-                    } else {
-                        "replayed"
-                    },
-                );
-                if !options.dry_run {
-                    pending.push((letter, target));
-                }
+            if scan.was_handled(&letter) {
+                report.already_handled += 1;
+            } else if !options.dry_run && !scan.can_handle(&letter) {
+                report.stopped_early = Some(format!(
+                    "partition {} has too many letters handled out of order above its committed offset to record more; replay what was left alone (or use --skip-unreplayed), then run again",
+                    letter.partition
+                ));
+                done = true;
             } else {
-                report.unroutable += 1;
-                on_letter(
-                    &letter,
-                    "not replayed: no ordo.source.topic header; use --to",
-                );
+                let target = options.to.clone().or(letter.source_topic.clone());
+                let left_alone = if !options.filter.matches(&letter) {
+                    report.filtered_out += 1;
+                    true
+                } else if letter.replays >= options.max_replays {
+                    report.looping += 1;
+                    on_letter(
+                        &letter,
+                        "not replayed: its record was replayed max_replays times already",
+                    );
+                    true
+                } else if target.is_none() {
+                    report.unroutable += 1;
+                    on_letter(
+                        &letter,
+                        "not replayed: no ordo.source.topic header; use --to",
+                    );
+                    true
+                } else {
+                    false
+                };
+                if left_alone {
+                    if options.skip_unreplayed {
+                        report.skipped += 1;
+                        if !options.dry_run {
+                            scan.handle(&letter);
+                        }
+                    }
+                } else if let Some(target) = target {
+                    report.replayed += 1;
+                    on_letter(
+                        &letter,
+                        if options.dry_run {
+                            "would replay"
+                        } else {
+                            "replayed"
+                        },
+                    );
+                    if !options.dry_run {
+                        scan.handle(&letter);
+                        pending.push((letter, target));
+                    }
+                }
             }
         }
         if pending.len() >= BATCH || (done && !pending.is_empty()) {

@@ -172,7 +172,8 @@ fn oldest_unprocessed_ages(
     ages
 }
 
-/// Records of `topic` after the replay group's committed offsets.
+/// Records of `topic` the replay group has not handled: after its committed
+/// offsets, less those its commit metadata says were handled above them.
 fn dlq_depth(consumer: &BaseConsumer, topic: &str) -> Result<i64, rdkafka::error::KafkaError> {
     let meta = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let partitions: Vec<i32> = meta
@@ -185,19 +186,24 @@ fn dlq_depth(consumer: &BaseConsumer, topic: &str) -> Result<i64, rdkafka::error
         tpl.add_partition(topic, *p);
     }
     let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
-    let committed: BTreeMap<i32, i64> = committed
+    let committed: BTreeMap<i32, crate::dlq::progress::Progress> = committed
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
+            Offset::Offset(o) => Some((
+                e.partition(),
+                crate::dlq::progress::Progress::committed(o, e.metadata()),
+            )),
             _ => None,
         })
         .collect();
     let mut depth = 0;
     for p in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-        let done = committed.get(&p).copied().unwrap_or(low).max(low);
-        depth += (high - done).max(0);
+        let (done, handled_above) = committed
+            .get(&p)
+            .map_or((low, 0), |pr| (pr.next().max(low), pr.handled_above(high)));
+        depth += (high - done - handled_above).max(0);
     }
     Ok(depth)
 }
