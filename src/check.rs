@@ -1,5 +1,5 @@
-//! `ordo check`: validates the configuration and reaches Kafka and the sink,
-//! reporting each check and what is wrong.
+//! `ordo check`: validates the configuration and reaches Kafka, the sink and
+//! (for Avro) the schema registry, reporting each check and what is wrong.
 
 use std::time::Duration;
 
@@ -45,6 +45,82 @@ pub async fn run(settings: &Settings) -> Vec<Finding> {
         },
         problem: pg.err().map(|e| e.to_string()),
     });
+    if let Some(registry) = &settings.schema_registry {
+        findings.extend(registry_findings(settings, registry).await);
+    }
+    findings
+}
+
+/// Reaches the schema registry and fetches each reader schema's subject (its
+/// latest version, which the reader must be able to read).
+async fn registry_findings(
+    settings: &Settings,
+    registry: &crate::decode::avro::registry::RegistryConfig,
+) -> Vec<Finding> {
+    use schema_registry_converter::async_impl::schema_registry::get_schema_by_subject_and_version;
+    let urls = registry.urls.join(", ");
+    let client = match registry.client() {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![Finding {
+                what: format!("Schema Registry at {urls}"),
+                problem: Some(format!("schema_registry.{}: {}", e.key, e.reason)),
+            }]
+        }
+    };
+    let mut findings = vec![];
+    for r in &settings.source.reader_schemas {
+        let reader = match r.load() {
+            Ok(reader) => reader,
+            Err((_, reason)) => {
+                findings.push(Finding {
+                    what: format!("reader schema for {}", r.topic),
+                    problem: Some(reason),
+                });
+                continue;
+            }
+        };
+        let subject = match registry
+            .subject_name_strategy
+            .value_subject(&r.topic, &reader.schema)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                findings.push(Finding {
+                    what: format!("Schema Registry at {urls}: subject of {}", r.topic),
+                    problem: Some(e),
+                });
+                continue;
+            }
+        };
+        let fetched = get_schema_by_subject_and_version(&client, &subject, None).await;
+        let (what, problem) = match fetched {
+            Ok(latest) => (
+                format!(
+                    "Schema Registry at {urls}: subject {subject}, latest version {} (id {}) read with {}",
+                    latest.version.map_or("?".to_string(), |v| v.to_string()),
+                    latest.id,
+                    reader.file.display()
+                ),
+                crate::schema_check::readable(&latest.schema, &reader)
+                    .map(|p| format!("the reader cannot read the latest version: {p}")),
+            ),
+            Err(e) => (
+                format!("Schema Registry at {urls}: subject {subject}"),
+                Some(format!(
+                    "cannot fetch the subject's latest version: {}",
+                    crate::decode::avro::registry::describe(&e)
+                )),
+            ),
+        };
+        findings.push(Finding { what, problem });
+    }
+    if settings.source.reader_schemas.is_empty() {
+        findings.push(Finding {
+            what: format!("Schema Registry at {urls}"),
+            problem: None,
+        });
+    }
     findings
 }
 

@@ -404,11 +404,11 @@ impl Settings {
             },
         })?;
         let mut settings: Settings = serde_path_to_error::deserialize(built).map_err(|e| {
-            let key = e.path().to_string();
+            let (key, reason) = explain(&e.path().to_string(), &e.inner().to_string());
             ConfigError::Key {
                 origin: origin_of(&key),
                 key,
-                reason: strip_config_noise(&e.inner().to_string()),
+                reason,
             }
         })?;
         settings.kafka = KafkaProperties(
@@ -653,10 +653,17 @@ fn origin_of(key: &str, file: Option<&Path>, embedded: bool, vars: &[(String, St
     } else {
         vec![format!("{ENV_PREFIX}_{}", segments.join("__"))]
     };
-    if let Some((name, _)) = vars
-        .iter()
-        .find(|(k, _)| candidates.iter().any(|c| c.eq_ignore_ascii_case(k)))
-    {
+    // The variable setting this key, or one below it (an unknown section
+    // `sinkk` comes from `ORDO_SINKK__TABLE`).
+    let from_var = |k: &str| {
+        candidates.iter().any(|c| {
+            k.eq_ignore_ascii_case(c)
+                || (k.len() > c.len() + 2
+                    && k[..c.len()].eq_ignore_ascii_case(c)
+                    && k[c.len()..].starts_with("__"))
+        })
+    };
+    if let Some((name, _)) = vars.iter().find(|(k, _)| from_var(k)) {
         return format!("environment variable {name}");
     }
     match file {
@@ -664,6 +671,57 @@ fn origin_of(key: &str, file: Option<&Path>, embedded: bool, vars: &[(String, St
         None if embedded => "embedded configuration".to_string(),
         None => "configuration (no config file given)".to_string(),
     }
+}
+
+/// The values each configuration enum accepts, by the enum's name (a unit
+/// test keeps them equal to what the enums deserialize).
+const ENUM_VALUES: [(&str, &[&str]); 8] = [
+    ("SinkMode", &["event_store", "projection"]),
+    ("SinkKind", &["postgres"]),
+    ("StartFrom", &["earliest", "latest"]),
+    ("LogFormat", &["json", "text"]),
+    ("BoundPolicy", &["wait", "skip", "dead_letter"]),
+    ("FormatKind", &["json", "avro"]),
+    ("KeyFormat", &["string", "avro"]),
+    (
+        "SubjectNameStrategy",
+        &["topic_name", "record_name", "topic_record_name"],
+    ),
+];
+
+/// A deserialization error as a user reads it: the key that is wrong (a
+/// missing field named in full, not as `.`), and, for a value an enum does
+/// not accept, the values it does.
+fn explain(path: &str, reason: &str) -> (String, String) {
+    let reason = strip_config_noise(reason);
+    // The config crate names the field in full (`sink.mode`); serde by name.
+    let at = |field: &str| match path {
+        "" | "." => field.to_string(),
+        p if field.starts_with(&format!("{p}.")) => field.to_string(),
+        p => format!("{p}.{field}"),
+    };
+    if let Some(field) = reason
+        .strip_prefix("missing configuration field \"")
+        .or_else(|| reason.strip_prefix("missing field `"))
+        .and_then(|r| r.split(['"', '`']).next())
+    {
+        return (at(field), "required, but not set".to_string());
+    }
+    if let Some(rest) = reason.strip_prefix("enum ") {
+        if let Some((name, value)) = rest.split_once(" does not have variant constructor ") {
+            if let Some((_, values)) = ENUM_VALUES.iter().find(|(n, _)| *n == name) {
+                let valid: Vec<String> = values.iter().map(|v| format!("`{v}`")).collect();
+                return (
+                    path.to_string(),
+                    format!(
+                        "`{value}` is not a valid value; valid values: {}",
+                        valid.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    (path.to_string(), reason)
 }
 
 /// The config crate appends its own origin text; the key and file are reported by Ordo.
@@ -687,6 +745,76 @@ fn valid_topic(t: &str) -> bool {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// The table of valid values is what each enum really accepts.
+    #[test]
+    fn enum_values_listed_are_the_enums_values() {
+        fn check<T: serde::de::DeserializeOwned>(name: &str) {
+            let (_, values) = ENUM_VALUES.iter().find(|(n, _)| *n == name).unwrap();
+            for v in *values {
+                assert!(
+                    serde_json::from_str::<T>(&format!("\"{v}\"")).is_ok(),
+                    "{name}: {v}"
+                );
+            }
+            let err = serde_json::from_str::<T>("\"zzz\"")
+                .err()
+                .unwrap()
+                .to_string();
+            let listed: Vec<String> = values.iter().map(|v| format!("`{v}`")).collect();
+            for v in &listed {
+                assert!(err.contains(v.as_str()), "{name}: {err}");
+            }
+            assert_eq!(
+                err.matches('`').count(),
+                2 * (listed.len() + 1),
+                "{name}: {err}"
+            );
+        }
+        check::<SinkMode>("SinkMode");
+        check::<SinkKind>("SinkKind");
+        check::<StartFrom>("StartFrom");
+        check::<LogFormat>("LogFormat");
+        check::<crate::order::BoundPolicy>("BoundPolicy");
+        check::<crate::decode::FormatKind>("FormatKind");
+        check::<crate::decode::avro::KeyFormat>("KeyFormat");
+        check::<crate::decode::avro::registry::SubjectNameStrategy>("SubjectNameStrategy");
+    }
+
+    #[test]
+    fn errors_name_the_key_the_valid_values_and_where_the_value_came_from() {
+        let base = "[kafka]\n\"bootstrap.servers\" = \"b:9092\"\n[source]\ntopics = [\"t\"]\n[sink]\nmode = \"event_store\"\ntable = \"x\"\n[postgres]\nurl = \"postgres://h/d\"\n";
+        let e = Settings::load_embedded(&base.replace("\"event_store\"", "\"eventstore\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `sink.mode`: `eventstore` is not a valid value; valid values: `event_store`, `projection`"),
+            "{e}"
+        );
+        let e = Settings::load_embedded(base, &[("ORDO_SINKK__TABLE".into(), "x".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("environment variable ORDO_SINKK__TABLE: key `sinkk`"),
+            "{e}"
+        );
+        let e = Settings::load_embedded(
+            &base.replace("[kafka]\n\"bootstrap.servers\" = \"b:9092\"\n", ""),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("key `kafka`: required, but not set"), "{e}");
+        let e = Settings::load_embedded(
+            &base
+                .replace("table = \"x\"\n", "")
+                .replace("mode = \"event_store\"\n", ""),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("key `sink.mode`: required, but not set"), "{e}");
+    }
 
     const GOOD: &str = r#"
 [kafka]

@@ -246,38 +246,97 @@ pub fn describe_error(e: &rdkafka::error::KafkaError) -> PropertyError {
     }
 }
 
+/// librdkafka repeats itself: every client of the process logs the same
+/// broker failure, each error callback repeats a log line, and a broker that
+/// stays down is reported again every few hundred milliseconds. Lines are
+/// forwarded to `tracing` (target `librdkafka`) once per
+/// [`REPEAT_INTERVAL`] per distinct message, process-wide; the next one says
+/// how many were held back.
+pub const REPEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a librdkafka message is due to be logged now: `Some(held back
+/// since the last time)` if so.
+fn due(message: &str) -> Option<u64> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static SEEN: OnceLock<Mutex<HashMap<String, (Instant, u64)>>> = OnceLock::new();
+    // The same failure, whatever the client, broker thread and counters.
+    let key: String = message
+        .split(" (after ")
+        .next()
+        .unwrap_or(message)
+        .split("]: ")
+        .last()
+        .unwrap_or(message)
+        .chars()
+        .filter(|c| !c.is_ascii_digit())
+        .collect();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if seen.len() > 10_000 {
+        seen.retain(|_, (at, _)| now.duration_since(*at) < REPEAT_INTERVAL);
+    }
+    match seen.get_mut(&key) {
+        Some((at, held)) if now.duration_since(*at) < REPEAT_INTERVAL => {
+            *held += 1;
+            None
+        }
+        Some((at, held)) => {
+            let n = *held;
+            *at = now;
+            *held = 0;
+            Some(n)
+        }
+        None => {
+            seen.insert(key, (now, 0));
+            Some(0)
+        }
+    }
+}
+
 /// The last error a client's librdkafka reported, through its error callback
 /// or an error-level log line (e.g. `SASL authentication error: ...`, a failed
 /// TLS handshake), so that a connection failure can say why rather than just
-/// "transport failure". Log lines are forwarded to `tracing` (target
-/// `librdkafka`); an error callback repeating the last logged line is not
-/// logged again.
+/// "transport failure". Log lines are forwarded to `tracing`, without
+/// repetitions (see [`REPEAT_INTERVAL`]).
 #[derive(Debug, Default)]
 pub struct LastError(std::sync::Mutex<Option<String>>);
 
 impl LastError {
-    /// For `ClientContext::error`.
+    /// For `ClientContext::error`: recorded; logged as a warning unless
+    /// logged lately (the error callback mostly repeats a log line).
     pub fn error(&self, error: &rdkafka::error::KafkaError, reason: &str) {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !last.as_deref().is_some_and(|l| l.contains(reason)) {
-            tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        if let Some(repeated) = due(reason) {
+            tracing::warn!(target: "librdkafka", repeated, "librdkafka: {error}: {reason}");
         }
-        *last = Some(reason.to_string());
     }
 
     /// For `ClientContext::log`.
     pub fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error) {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.to_string());
+        }
+        if matches!(level, L::Debug) {
+            tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
+            return;
+        }
+        let Some(repeated) = due(message) else {
+            return;
+        };
         match level {
             L::Emerg | L::Alert | L::Critical | L::Error => {
-                *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.to_string());
-                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+                tracing::error!(target: "librdkafka", repeated, "librdkafka: {fac} {message}")
             }
-            L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
-            L::Notice | L::Info => {
-                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            L::Warning => {
+                tracing::warn!(target: "librdkafka", repeated, "librdkafka: {fac} {message}")
             }
-            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            _ => tracing::info!(target: "librdkafka", repeated, "librdkafka: {fac} {message}"),
         }
     }
 
@@ -315,6 +374,17 @@ impl RecordingContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn librdkafka_repeating_itself_is_logged_once() {
+        let line = |n: u32| {
+            format!("[thrd:127.0.0.1:{n}/bootstrap]: 127.0.0.1:{n}/bootstrap: Connect to ipv4#127.0.0.1:{n} failed: Connection refused (after {n}ms in state CONNECT)")
+        };
+        assert_eq!(due(&line(1)), Some(0));
+        assert_eq!(due(&line(1)), None);
+        assert_eq!(due(&line(2)), None, "another client, the same failure");
+        assert_eq!(due("something else entirely"), Some(0));
+    }
 
     fn props(pairs: &[(&str, &str)]) -> KafkaProperties {
         KafkaProperties(

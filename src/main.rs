@@ -159,6 +159,15 @@ impl Select {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run | Command::Demo { .. }) {
+        // A command whose output is piped into `head` ends quietly when the
+        // pipe closes, as Unix tools do, instead of panicking in `println!`.
+        // SAFETY: resetting a signal's disposition to the default, before any
+        // thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if let Command::Demo {
         postgres,
         events,
@@ -193,7 +202,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ordo: {e:#}");
+            // With JSON logs the last line is JSON too, for the log pipeline.
+            match settings.log.format {
+                ordo::config::LogFormat::Json => {
+                    tracing::error!(error = %format!("{e:#}"), "Ordo stops")
+                }
+                ordo::config::LogFormat::Text => eprintln!("ordo: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -108,7 +108,7 @@ pub async fn run(settings: &Settings) -> Result<Vec<Verdict>, SchemaCheckError> 
 }
 
 /// `None` if `reader` can read data written with `writer_text`, else why not.
-fn readable(writer_text: &str, reader: &ReaderSchema) -> Option<String> {
+pub(crate) fn readable(writer_text: &str, reader: &ReaderSchema) -> Option<String> {
     match Schema::parse_str(writer_text) {
         Err(e) => Some(format!("the registered schema does not parse: {e}")),
         Ok(writer) => SchemaCompatibility::can_read(&writer, &reader.schema)

@@ -148,7 +148,7 @@ fn is_connection_property(key: &str) -> bool {
 /// Writes dead letters.
 pub struct DeadLetters {
     config: DeadLetterConfig,
-    producer: FutureProducer,
+    producer: FutureProducer<crate::kafka::RecordingContext>,
 }
 
 impl DeadLetters {
@@ -170,7 +170,7 @@ impl DeadLetters {
             cfg.set(k, v);
         }
         Ok(DeadLetters {
-            producer: cfg.create()?,
+            producer: cfg.create_with_context(crate::kafka::RecordingContext::default())?,
             config: config.clone(),
         })
     }

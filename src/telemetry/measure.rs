@@ -13,6 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::health::{health, Position};
 use super::metrics::metrics;
 use crate::config::Settings;
+use crate::kafka::RecordingContext;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -25,7 +26,9 @@ pub async fn run(settings: Settings) {
     let mut cfg = crate::dlq::connection_config(&settings.kafka);
     cfg.set("group.id", REPLAY_GROUP)
         .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = match cfg.create() {
+    let consumer: BaseConsumer<RecordingContext> = match cfg
+        .create_with_context(RecordingContext::default())
+    {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot create the client measuring lag; lag is not reported");
@@ -40,7 +43,9 @@ pub async fn run(settings: Settings) {
         // It reads one record per lagging partition: keep its fetches small.
         .set("max.partition.fetch.bytes", "65536")
         .set("queued.max.messages.kbytes", "1024");
-    let probe: Option<BaseConsumer> = probe_cfg.create().ok();
+    let probe: Option<BaseConsumer<RecordingContext>> = probe_cfg
+        .create_with_context(RecordingContext::default())
+        .ok();
     let consumer = std::sync::Arc::new((consumer, probe));
     let dlq_topics: Vec<String> = if settings.dead_letter.enabled {
         settings
@@ -60,7 +65,11 @@ pub async fn run(settings: Settings) {
     }
 }
 
-fn measure(consumer: &BaseConsumer, probe: Option<&BaseConsumer>, dlq_topics: &[String]) {
+fn measure(
+    consumer: &BaseConsumer<RecordingContext>,
+    probe: Option<&BaseConsumer<RecordingContext>>,
+    dlq_topics: &[String],
+) {
     let mut lagging = Vec::new();
     for ((topic, partition), position, stored) in health().positions() {
         let (low, high) = match consumer.fetch_watermarks(&topic, partition, TIMEOUT) {
@@ -121,7 +130,7 @@ fn measure(consumer: &BaseConsumer, probe: Option<&BaseConsumer>, dlq_topics: &[
 /// there (the oldest not yet processed) was produced. The partitions are read
 /// together, so one slow partition does not hold the others' measurement.
 fn oldest_unprocessed_ages(
-    probe: &BaseConsumer,
+    probe: &BaseConsumer<RecordingContext>,
     lagging: &[((String, i32), i64)],
 ) -> BTreeMap<(String, i32), f64> {
     use rdkafka::Message;
@@ -174,7 +183,10 @@ fn oldest_unprocessed_ages(
 
 /// Records of `topic` the replay group has not handled: after its committed
 /// offsets, less those its commit metadata says were handled above them.
-fn dlq_depth(consumer: &BaseConsumer, topic: &str) -> Result<i64, rdkafka::error::KafkaError> {
+fn dlq_depth(
+    consumer: &BaseConsumer<RecordingContext>,
+    topic: &str,
+) -> Result<i64, rdkafka::error::KafkaError> {
     let meta = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let partitions: Vec<i32> = meta
         .topics()
