@@ -258,6 +258,7 @@ async fn events_postgres_refuses_go_to_the_dead_letter_topic_and_land_once_repla
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
         dead_letter: true,
+        http: format!("127.0.0.1:{}", support::postgres::free_port()),
         ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
     };
     let dlq = format!("{}.dlq", setup.topic);
@@ -266,6 +267,25 @@ async fn events_postgres_refuses_go_to_the_dead_letter_topic_and_land_once_repla
     let config = setup.write(dir.path(), "ordo.toml");
     let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
     let client = db.client().await;
+    let dead_lettered = {
+        let url = format!("http://{}/metrics", setup.http);
+        let series = format!(
+            "ordo_events_total{{outcome=\"dead_lettered\",topic=\"{}\"}} ",
+            setup.topic
+        );
+        move || {
+            let (url, series) = (url.clone(), series.clone());
+            async move {
+                let text = match reqwest::get(&url).await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series.as_str()))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            }
+        }
+    };
     // The table exists once Ordo started; a rule of the database's own refuses negative amounts.
     let deadline = support::Deadline::new("the events table", Duration::from_secs(30));
     while client
@@ -301,9 +321,19 @@ async fn events_postgres_refuses_go_to_the_dead_letter_topic_and_land_once_repla
         }
     }
     assert!(refused >= 8, "{refused}");
+    // Counted from the start: the series is there at 0 before any event.
+    let deadline = support::Deadline::new("the dead_lettered series", Duration::from_secs(30));
+    while dead_lettered().await != Some(0.0) {
+        deadline.tick().await;
+    }
     produce(&kafka.bootstrap(), &setup.topic, &records);
     let hw = kafka.high_watermarks(&setup.topic, 2);
     data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    assert_eq!(
+        dead_lettered().await,
+        Some(refused as f64),
+        "events PostgreSQL refused count as dead-lettered"
+    );
     assert_eq!(
         count_rows(&client).await,
         keys * versions as usize - refused
