@@ -24,6 +24,7 @@ pub mod demo;
 pub mod dlq;
 pub mod kafka;
 pub mod order;
+pub mod produce;
 pub mod schema_check;
 pub mod sink;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! The `ordo` command line: run, check, schema check, dlq inspect/replay, demo.
+//! The `ordo` command line: run, check, schema check, dlq inspect/replay,
+//! produce (a load generator), demo.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,10 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Produce a load of keyed, versioned events (some late, some twice, some
+    /// poison) to a topic of the configured cluster, and write the end state
+    /// the sink must reach.
+    Produce(ProduceArgs),
     /// Run the whole pipeline on an embedded default: an in-process Kafka
     /// cluster with sample events (some late, some duplicated) into the given
     /// PostgreSQL, until drained; then report what landed.
@@ -58,6 +63,50 @@ enum Command {
         #[arg(long)]
         throwaway: bool,
     },
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// The topic (default: the first of source.topics).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Distinct events to produce (duplicates and poison come on top).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Events per second (default: as fast as the cluster takes them).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// With --rate: produce for this many seconds.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Distinct keys the events are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Fraction of events held back to arrive late.
+    #[arg(long, default_value_t = 0.05)]
+    late: f64,
+    /// How many later events a late one arrives behind (at most).
+    #[arg(long, default_value_t = 20)]
+    late_window: usize,
+    /// Fraction of events sent twice.
+    #[arg(long, default_value_t = 0.02)]
+    duplicates: f64,
+    /// Fraction of undecodable records among the events.
+    #[arg(long, default_value_t = 0.0)]
+    poison: f64,
+    /// `json`, or `avro` (the three orders writer schemas, registered in
+    /// [schema_registry], used in turn). Default: source.format.
+    #[arg(long)]
+    format: Option<String>,
+    /// librdkafka compression.type: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// Seed of the run (the same seed, the same records).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the end state (`key,last_version` lines) here.
+    #[arg(long, value_name = "FILE")]
+    expected: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -196,6 +245,7 @@ fn main() -> ExitCode {
                 command: SchemaCommand::Check { json },
             } => schema_check(&settings, json).await,
             Command::Dlq { command } => dlq(&settings, command).await,
+            Command::Produce(args) => produce(&settings, args).await,
             Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -248,6 +298,69 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let format = match args.format.as_deref() {
+        None => settings.source.format,
+        Some("json") => ordo::decode::FormatKind::Json,
+        Some("avro") => ordo::decode::FormatKind::Avro,
+        Some(other) => anyhow::bail!("--format {other}: valid values: json, avro"),
+    };
+    let topic = match args
+        .topic
+        .or_else(|| settings.source.topics.first().cloned())
+    {
+        Some(t) => t,
+        None => anyhow::bail!("give --topic (source.topics is empty)"),
+    };
+    let options = ordo::produce::ProduceOptions {
+        topic: topic.clone(),
+        events: args.events,
+        rate: args.rate,
+        duration: args.duration.map(std::time::Duration::from_secs),
+        keys: args.keys,
+        late: args.late,
+        late_window: args.late_window,
+        duplicates: args.duplicates,
+        poison: args.poison,
+        format,
+        compression: args.compression,
+        seed: args.seed,
+        expected: args.expected.clone(),
+    };
+    let progress = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress.set_message(topic.clone());
+    let report = ordo::produce::run(settings, &options, &progress)
+        .await
+        .context("ordo produce")?;
+    progress.finish_and_clear();
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "{topic}: {} events over {} keys ({} late, {} sent twice) and {} poison records in {:.1} s ({:.0} events/s); {} records acknowledged, {} refused",
+        report.events,
+        report.keys,
+        report.late,
+        report.duplicates,
+        report.poison,
+        secs,
+        report.events as f64 / secs,
+        report.delivered,
+        report.failed
+    );
+    if let Some(file) = &args.expected {
+        println!("expected end state (key,last_version): {}", file.display());
+    }
+    Ok(if report.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,0 +1,141 @@
+//! `ordo produce` against a cluster, then Ordo consuming what it produced:
+//! the end state it wrote is what lands (every version of every key once),
+//! and every poison record it reported is in the dead-letter topic; in JSON
+//! and in Avro (three writer versions through the registry, read with v3).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ordo_registry::Registry;
+use support::data;
+use support::kafka::Kafka;
+use support::ordo::{run_to_end, Ordo, Setup};
+use support::postgres::TestDb;
+
+const PARTITIONS: i32 = 4;
+
+/// The number before `word` in `text` ("... 57 poison records ...").
+fn count_before(text: &str, word: &str) -> u64 {
+    let at = text
+        .find(word)
+        .unwrap_or_else(|| panic!("{word} in {text}"));
+    text[..at]
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a number before {word} in {text}"))
+}
+
+async fn produce_then_consume(avro: bool) {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::new();
+    let server = registry.spawn("127.0.0.1:0".parse().unwrap()).unwrap();
+    let base = Setup {
+        dead_letter: true,
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
+    };
+    let setup = if avro {
+        let reader =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/orders-v3.avsc");
+        Setup {
+            source: format!(
+                "format = \"avro\"\n[[source.reader_schemas]]\ntopic = \"{}\"\nfile = \"{}\"",
+                base.topic,
+                reader.display()
+            ),
+            sequence: "field:meta.seq".into(),
+            tail: format!("[schema_registry]\nurls = [\"{}\"]\n", server.url()),
+            ..base
+        }
+    } else {
+        base
+    };
+    kafka.create_topic(&setup.topic, PARTITIONS);
+    let dlq = format!("{}.dlq", setup.topic);
+    kafka.create_topic(&dlq, 1);
+    let config = setup.write(dir.path(), "ordo.toml");
+    let expected = dir.path().join("expected.csv");
+
+    let (status, stdout, stderr) = tokio::task::spawn_blocking({
+        let (config, expected) = (config.clone(), expected.clone());
+        move || {
+            run_to_end(&[
+                "produce",
+                "--config",
+                config.to_str().unwrap(),
+                "--events",
+                "6000",
+                "--keys",
+                "300",
+                "--late",
+                "0.1",
+                "--duplicates",
+                "0.05",
+                "--poison",
+                "0.01",
+                "--compression",
+                "zstd",
+                "--expected",
+                expected.to_str().unwrap(),
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("6000 events over"), "{stdout}");
+    let poison = count_before(&stdout, "poison records");
+    let duplicates = count_before(&stdout, "sent twice");
+    assert!(poison > 20 && duplicates > 150, "{stdout}");
+    let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
+    assert_eq!(hw.iter().sum::<i64>() as u64, 6000 + poison + duplicates);
+
+    let last: BTreeMap<String, i64> = std::fs::read_to_string(&expected)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(',').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(last.values().sum::<i64>(), 6000);
+
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
+    let client = db.client().await;
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    let rows = client
+        .query(
+            "SELECT stream, version FROM events ORDER BY stream, version",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut landed: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for r in rows {
+        landed.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    assert_eq!(landed.len(), last.len());
+    for (key, last) in &last {
+        assert_eq!(
+            landed.get(key),
+            Some(&(1..=*last).collect::<Vec<_>>()),
+            "key {key}"
+        );
+    }
+    assert_eq!(kafka.read_all(&dlq, poison as usize).len() as u64, poison);
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_ordo_produce_writes_lands_as_its_expected_end_state_json() {
+    produce_then_consume(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_ordo_produce_writes_lands_as_its_expected_end_state_avro() {
+    produce_then_consume(true).await;
+}
