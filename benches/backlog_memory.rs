@@ -23,15 +23,6 @@ use support::postgres::TestDb;
 const EVENTS: usize = 1_000_000;
 const PARTITIONS: i32 = 48;
 
-fn peak_rss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     let budgets: Vec<u64> = std::env::args()
         .skip(1)
@@ -92,19 +83,9 @@ fn main() {
                     .expect("produce");
                 let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
                 let dir = tempfile::tempdir().unwrap();
-                // The bench's sink settings: Ordo's defaults, not the tests' small batches.
-                let config = dir.path().join("ordo.toml");
-                std::fs::write(
-                    &config,
-                    setup
-                        .toml()
-                        .replace("batch_max_events = 500\n", "")
-                        .replace("batch_max_wait_ms = 50\n", ""),
-                )
-                .unwrap();
+                let config = setup.write_with_default_sink(dir.path(), "ordo.toml");
                 let started = Instant::now();
                 let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
-                let pid = ordo.pid().as_raw();
                 let client = db.client().await;
                 loop {
                     assert!(ordo.running(), "{}", ordo.log_text());
@@ -115,7 +96,7 @@ fn main() {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 let drained = started.elapsed();
-                let peak = peak_rss_kb(pid) as f64 / 1024.0;
+                let (_, peak) = ordo.cpu_and_peak_rss();
                 data::assert_event_store_exact(
                     &client,
                     "events",

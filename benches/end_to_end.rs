@@ -54,31 +54,6 @@ fn bare_consumer_rate(bootstrap: &str, topic: &str, hw: &[i64]) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-/// (user + system CPU seconds, peak RSS MiB) of a process.
-fn cpu_and_peak(pid: i32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat (11 and 12 after the name).
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0;
-    (cpu, peak)
-}
-
 fn main() {
     let keys: Vec<u64> = std::env::args()
         .skip(1)
@@ -107,16 +82,7 @@ fn main() {
             let setup = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
             kafka.create_topic(&setup.topic, PARTITIONS);
             let dir = tempfile::tempdir().unwrap();
-            let config = dir.path().join("ordo.toml");
-            // Ordo's default sink settings, not the tests' small batches.
-            std::fs::write(
-                &config,
-                setup
-                    .toml()
-                    .replace("batch_max_events = 500\n", "")
-                    .replace("batch_max_wait_ms = 50\n", ""),
-            )
-            .unwrap();
+            let config = setup.write_with_default_sink(dir.path(), "ordo.toml");
             let expected = dir.path().join("expected.csv");
             let (status, out, err) = run_to_end(&[
                 "produce",
@@ -134,7 +100,6 @@ fn main() {
             let bare = bare_consumer_rate(&kafka.bootstrap(), &setup.topic, &hw);
 
             let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
-            let pid = ordo.pid().as_raw();
             let client = db.client().await;
             let started = Instant::now();
             loop {
@@ -145,7 +110,7 @@ fn main() {
                 assert!(started.elapsed() < Duration::from_secs(1800), "not drained");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let (cpu, peak) = cpu_and_peak(pid);
+            let (cpu, peak) = ordo.cpu_and_peak_rss();
             let row = client
                 .query_one(
                     "SELECT count(*), count(DISTINCT (stream, version)), \

@@ -128,6 +128,18 @@ measure_interval_ms = 200
         )
     }
 
+    /// The config with Ordo's default sink settings instead of the tests'
+    /// small batches (for benchmarks), written to `dir/name`.
+    pub fn write_with_default_sink(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        let text = self
+            .toml()
+            .replace("batch_max_events = 500\n", "")
+            .replace("batch_max_wait_ms = 50\n", "");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
     pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, self.toml()).expect("write config");
@@ -239,6 +251,31 @@ impl Ordo {
             child: Some(child),
             log,
         }
+    }
+
+    /// (user + system CPU seconds, peak resident MiB) of the process so far.
+    pub fn cpu_and_peak_rss(&self) -> (f64, f64) {
+        let pid = self.pid().as_raw();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the command name: utime and stime are the 12th and 13th fields.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let cpu = (ticks(11) + ticks(12)) / 100.0;
+        let peak_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (cpu, peak_kb / 1024.0)
     }
 
     pub fn pid(&self) -> Pid {
