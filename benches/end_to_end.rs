@@ -54,6 +54,27 @@ fn bare_consumer_rate(bootstrap: &str, topic: &str, hw: &[i64]) -> f64 {
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The statements PostgreSQL spent most time on (needs
+/// `TEST_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"`).
+async fn print_statement_stats(client: &tokio_postgres::Client) {
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .expect("pg_stat_statements");
+    let rows = client
+        .query(
+            "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) \
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12",
+            &[],
+        )
+        .await
+        .expect("statement stats");
+    for r in rows {
+        let (calls, ms, n, q): (i64, f64, i64, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        println!("  {calls:>8} calls {ms:>10.0} ms {n:>9} rows  {q}");
+    }
+}
+
 fn main() {
     let keys: Vec<u64> = std::env::args()
         .skip(1)
@@ -111,6 +132,9 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let (cpu, peak) = ordo.cpu_and_peak_rss();
+            if std::env::var_os("BENCH_PG_STATS").is_some() {
+                print_statement_stats(&client).await;
+            }
             let row = client
                 .query_one(
                     "SELECT count(*), count(DISTINCT (stream, version)), \

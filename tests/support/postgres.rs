@@ -135,10 +135,12 @@ fn start() -> PgCluster {
         assert!(status.success());
     }
     let port = free_port();
+    // TEST_PG_OPTS adds server options (e.g. for a profile of a benchmark).
     let opts = format!(
         "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 \
-         -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
-        dir = dir.display()
+         -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key {extra}",
+        dir = dir.display(),
+        extra = std::env::var("TEST_PG_OPTS").unwrap_or_default()
     );
     let out = as_server_user(&bin.join("pg_ctl"))
         .arg("-D")

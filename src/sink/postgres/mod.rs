@@ -308,8 +308,15 @@ impl PostgresSink {
         keys: &[String],
     ) -> Result<HashMap<String, i64>, SinkError> {
         let client = self.client().await?;
+        // One primary-key probe per key, whatever the table's statistics say.
+        // The statement is prepared once per connection and its plan turns
+        // generic; a plan made while the table was new (no statistics) would
+        // otherwise keep reading the topic's whole key state per call (a hash
+        // join or a filter of `key = ANY($3)`), which grows with the key space.
         let sql = format!(
-            "SELECT key, last_sequence FROM {} WHERE consumer_group = $1 AND topic = $2 AND key = ANY($3)",
+            "SELECT k.key, (SELECT s.last_sequence FROM {} AS s \
+             WHERE s.consumer_group = $1 AND s.topic = $2 AND s.key = k.key) \
+             FROM unnest($3::text[]) AS k(key)",
             self.tables.key_state
         );
         let stmt = client
@@ -320,7 +327,10 @@ impl PostgresSink {
             .query(&stmt, &[&self.group, &topic, &keys])
             .await
             .map_err(self.query_error(&format!("reading key state of {topic}")))?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((r.get(0), r.get::<_, Option<i64>>(1)?)))
+            .collect())
     }
 
     /// Writes a batch and the partition's progress in one transaction.
