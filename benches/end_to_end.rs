@@ -1,31 +1,100 @@
-//! End to end, side by side in one run: Ordo landing a backlog (JSON, event
-//! store, default settings) from Kafka into PostgreSQL, against a bare
-//! librdkafka consumer reading the same topic and a text `COPY` of the very
-//! same rows into an identical table, for several key-space sizes. The
-//! backlog is written by `ordo produce` (5 % late, 2 % duplicated) into 48
-//! partitions of librdkafka's mock cluster (in this process; Ordo runs as its
-//! own process). Ordo's rate is counted from its first landed row to its last
-//! (the group join is left out); its CPU seconds and peak RSS come from /proc.
+//! End to end, side by side in one run: Ordo landing a backlog from Kafka
+//! into PostgreSQL, against a bare librdkafka consumer reading the same
+//! topic and `COPY` (text and binary) of the very same rows into a table of
+//! the event store's shape; and Ordo's end-to-end latency at a fixed rate.
 //!
-//! `cargo bench --bench end_to_end` (key counts as arguments, default
-//! `10000 200000`; `BENCH_EVENTS` events, default 480000); figures in
-//! BENCHMARKS.md.
+//! Each case is `format/mode/keys` (`json` or `avro`; `event_store` or
+//! `projection`), or `latency/format/mode/keys`. A throughput case has
+//! `ordo produce` write `BENCH_EVENTS` events (default 480,000; 5 % late,
+//! 2 % duplicated; Avro through the registry in writer versions v1, v2 and
+//! v3 in turn, read as v3) into `BENCH_PARTITIONS` partitions (default 48)
+//! of librdkafka's mock cluster (in this process; Ordo runs as its own
+//! process, release build, default settings); Ordo's rate runs from the moment
+//! every partition is leased to the one every stored offset reaches the high
+//! watermark (the group join is left out), and the table is
+//! checked exact (every version of every key once, in order). A latency case
+//! starts Ordo first, produces at `BENCH_RATE` events/s (default 10,000) for
+//! `BENCH_SECONDS` (default 30) and reads each row's latency from the
+//! record's timestamp to the row's `recorded_at`.
+//!
+//! `cargo bench --bench end_to_end` runs the default cases; give cases as
+//! arguments to choose. Figures in BENCHMARKS.md.
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
+use ordo_registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use support::data;
 use support::kafka::Kafka;
 use support::ordo::{run_to_end, Ordo, Setup};
 use support::postgres::TestDb;
 
-const PARTITIONS: i32 = 48;
+const DEFAULT_CASES: &[&str] = &[
+    "json/event_store/1000",
+    "json/event_store/10000",
+    "json/event_store/200000",
+    "json/projection/10000",
+    "avro/event_store/10000",
+    "latency/json/event_store/10000",
+];
+
+/// The event store's shape (as Ordo creates it), for the `COPY` baselines.
+const COPY_TABLE: &str = "(position bigint GENERATED ALWAYS AS IDENTITY, stream text NOT NULL, \
+     version bigint NOT NULL, payload jsonb NOT NULL, topic text NOT NULL, partition integer NOT NULL, \
+     \"offset\" bigint NOT NULL, event_time timestamptz, recorded_at timestamptz NOT NULL DEFAULT now(), \
+     PRIMARY KEY (stream, version))";
+const COPY_COLUMNS: &str = "(stream, version, payload, topic, partition, \"offset\", event_time)";
+
+#[derive(Debug, Clone)]
+struct Case {
+    name: String,
+    latency: bool,
+    avro: bool,
+    projection: bool,
+    keys: u64,
+}
+
+fn parse_case(text: &str) -> Case {
+    let mut parts: Vec<&str> = text.split('/').collect();
+    let latency = parts.first() == Some(&"latency");
+    if latency {
+        parts.remove(0);
+    }
+    let [format, mode, keys] = parts[..] else {
+        panic!("case {text}: expected [latency/]format/mode/keys");
+    };
+    Case {
+        name: text.to_string(),
+        latency,
+        avro: match format {
+            "json" => false,
+            "avro" => true,
+            other => panic!("case {text}: format {other}: json or avro"),
+        },
+        projection: match mode {
+            "event_store" => false,
+            "projection" => true,
+            other => panic!("case {text}: mode {other}: event_store or projection"),
+        },
+        keys: keys
+            .parse()
+            .unwrap_or_else(|_| panic!("case {text}: keys {keys}")),
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(default)
+}
 
 /// Records a bare consumer reads per second, from the start of every partition to its high watermark.
 fn bare_consumer_rate(bootstrap: &str, topic: &str, hw: &[i64]) -> f64 {
@@ -36,7 +105,7 @@ fn bare_consumer_rate(bootstrap: &str, topic: &str, hw: &[i64]) -> f64 {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..hw.len() as i32 {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .expect("partition");
     }
@@ -64,7 +133,7 @@ async fn print_statement_stats(client: &tokio_postgres::Client) {
     let rows = client
         .query(
             "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) \
-             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12",
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8",
             &[],
         )
         .await
@@ -75,115 +144,381 @@ async fn print_statement_stats(client: &tokio_postgres::Client) {
     }
 }
 
-fn main() {
-    let keys: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let keys = if keys.is_empty() {
-        vec![10_000, 200_000]
+/// The sum of the partitions' stored next offsets.
+async fn stored_total(client: &tokio_postgres::Client, group: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT coalesce(sum(next_offset), 0)::bigint FROM ordo_offsets WHERE consumer_group = $1",
+            &[&group],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// `key -> last version` as `ordo produce --expected` wrote it.
+fn expected_state(path: &Path) -> HashMap<String, i64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(',').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Asserts the table holds every version of every key once, in order (event
+/// store), or each key's last version (projection).
+async fn assert_exact(
+    client: &tokio_postgres::Client,
+    case: &Case,
+    expected: &HashMap<String, i64>,
+) {
+    let events: i64 = expected.values().sum();
+    let landed: HashMap<String, i64> = if case.projection {
+        client
+            .query("SELECT key, version FROM latest", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
     } else {
-        keys
+        let (rows, distinct): (i64, i64) = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT (stream, version)) FROM events",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!((rows, distinct), (events, events), "{}: rows", case.name);
+        let misordered: i64 = client
+            .query_one(
+                "SELECT count(*) FROM (SELECT version, lag(version) OVER (PARTITION BY stream ORDER BY position) AS before \
+                 FROM events) v WHERE version <> coalesce(before, 0) + 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            misordered, 0,
+            "{}: versions out of order or missing",
+            case.name
+        );
+        client
+            .query(
+                "SELECT stream, max(version) FROM events GROUP BY stream",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
     };
-    let events: u64 = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|e| e.parse().ok())
-        .unwrap_or(480_000);
+    assert!(
+        &landed == expected,
+        "{}: each key's last version",
+        case.name
+    );
+}
+
+/// Rows per second of `COPY ... FROM STDIN` of `data` into a fresh table.
+async fn copy_rate(
+    client: &tokio_postgres::Client,
+    table: &str,
+    format: &str,
+    data: &[u8],
+    rows: i64,
+) -> f64 {
+    client
+        .batch_execute(&format!("CREATE TABLE {table} {COPY_TABLE}"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let sink = client
+        .copy_in::<_, bytes::Bytes>(&format!(
+            "COPY {table} {COPY_COLUMNS} FROM STDIN (FORMAT {format})"
+        ))
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    for chunk in data.chunks(1 << 20) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    let copied = sink.finish().await.unwrap() as i64;
+    assert_eq!(copied, rows);
+    copied as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Everything `COPY ... TO STDOUT` of `query` writes.
+async fn copy_out(client: &tokio_postgres::Client, query: &str, format: &str) -> Vec<u8> {
+    let stream = client
+        .copy_out(&format!("COPY ({query}) TO STDOUT (FORMAT {format})"))
+        .await
+        .unwrap();
+    futures::pin_mut!(stream);
+    let mut out = vec![];
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+/// Text and binary `COPY` rates of the case's rows: the landed event store
+/// itself, or (projection) every version of every key as the JSON producer
+/// writes them.
+async fn copy_rates(
+    client: &tokio_postgres::Client,
+    case: &Case,
+    topic: &str,
+    expected: &HashMap<String, i64>,
+) -> (f64, f64) {
+    let rows: i64 = expected.values().sum();
+    if case.projection {
+        // The same events as rows, staged (untimed) by text COPY.
+        let mut text = String::with_capacity(rows as usize * 160);
+        for (key, last) in expected {
+            for v in 1..=*last {
+                let payload = String::from_utf8(ordo::demo::data::payload(key, v)).unwrap();
+                text.push_str(&format!(
+                    "{key}\t{v}\t{}\t{topic}\t0\t{v}\t\\N\n",
+                    payload.replace('\\', "\\\\")
+                ));
+            }
+        }
+        client
+            .batch_execute(&format!("CREATE TABLE events {COPY_TABLE}"))
+            .await
+            .unwrap();
+        let sink = client
+            .copy_in::<_, bytes::Bytes>(&format!("COPY events {COPY_COLUMNS} FROM STDIN"))
+            .await
+            .unwrap();
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(text)).await.unwrap();
+        sink.finish().await.unwrap();
+    }
+    let query = "SELECT stream, version, payload, topic, partition, \"offset\", event_time FROM events ORDER BY position";
+    let text = copy_out(client, query, "text").await;
+    let binary = copy_out(client, query, "binary").await;
+    let text_rate = copy_rate(client, "copied_text", "text", &text, rows).await;
+    let binary_rate = copy_rate(client, "copied_binary", "binary", &binary, rows).await;
+    (text_rate, binary_rate)
+}
+
+/// Waits until every partition is leased (the group has settled and the
+/// workers start reading); returns when that was seen.
+async fn wait_leased(client: &tokio_postgres::Client, ordo: &mut Ordo, run: &Run) -> Instant {
+    let started = Instant::now();
+    loop {
+        assert!(ordo.running(), "{}", ordo.log_text());
+        let leased: i64 = client
+            .query_one(
+                "SELECT count(*) FROM ordo_offsets WHERE consumer_group = $1",
+                &[&run.setup.group],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if leased == run.partitions as i64 {
+            return Instant::now();
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "not assigned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Run {
+    kafka: Kafka,
+    db: TestDb,
+    setup: Setup,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    partitions: i32,
+    _registry: Option<ordo_registry::Running>,
+}
+
+async fn prepare(case: &Case, partitions: i32) -> Run {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let mut setup = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
+    if case.projection {
+        setup.mode = "projection";
+        setup.table = "latest".into();
+    }
+    let mut registry = None;
+    if case.avro {
+        let server = Registry::new()
+            .spawn("127.0.0.1:0".parse().unwrap())
+            .unwrap();
+        let reader = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/orders-v3.avsc");
+        setup.source = format!(
+            "format = \"avro\"\n[[source.reader_schemas]]\ntopic = \"{}\"\nfile = \"{}\"",
+            setup.topic,
+            reader.display()
+        );
+        setup.sequence = "field:meta.seq".into();
+        setup.tail = format!("[schema_registry]\nurls = [\"{}\"]\n", server.url());
+        registry = Some(server);
+    }
+    kafka.create_topic(&setup.topic, partitions);
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup.write_with_default_sink(dir.path(), "ordo.toml");
+    Run {
+        kafka,
+        db,
+        setup,
+        dir,
+        config,
+        partitions,
+        _registry: registry,
+    }
+}
+
+fn produce(run: &Run, case: &Case, extra: &[&str]) -> HashMap<String, i64> {
+    let expected = run.dir.path().join("expected.csv");
+    let keys = case.keys.to_string();
+    let mut args = vec![
+        "produce",
+        "--config",
+        run.config.to_str().unwrap(),
+        "--keys",
+        &keys,
+        "--expected",
+        expected.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (status, out, err) = run_to_end(&args);
+    assert!(status.success(), "{out}{err}");
+    expected_state(&expected)
+}
+
+async fn throughput(case: &Case, events: u64, partitions: i32) {
+    let run = prepare(case, partitions).await;
+    let expected = produce(&run, case, &["--events", &events.to_string()]);
+    let hw = run.kafka.high_watermarks(&run.setup.topic, run.partitions);
+    let total: i64 = hw.iter().sum();
+    let bare = bare_consumer_rate(&run.kafka.bootstrap(), &run.setup.topic, &hw);
+
+    let mut ordo = Ordo::start(&run.config, run.dir.path().join("ordo.log"));
+    let client = run.db.client().await;
+    let began = wait_leased(&client, &mut ordo, &run).await;
+    loop {
+        assert!(ordo.running(), "{}", ordo.log_text());
+        if stored_total(&client, &run.setup.group).await == total {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(1800), "not drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ordo_rate = events as f64 / began.elapsed().as_secs_f64();
+    let (cpu, peak) = ordo.cpu_and_peak_rss();
+    if std::env::var_os("BENCH_PG_STATS").is_some() {
+        print_statement_stats(&client).await;
+    }
+    assert_exact(&client, case, &expected).await;
+    assert!(ordo.terminate(Duration::from_secs(60)).success());
+    let (text, binary) = copy_rates(&client, case, &run.setup.topic, &expected).await;
+    println!(
+        "| {} | {events} | {ordo_rate:.0} | {bare:.0} | {text:.0} | {binary:.0} | {:.2}x | {:.2}x | {:.2}x | {:.1} | {peak:.0} |",
+        case.name,
+        ordo_rate / text,
+        ordo_rate / binary,
+        ordo_rate / bare,
+        cpu / (events as f64 / 1e6)
+    );
+}
+
+async fn latency(case: &Case, partitions: i32) {
+    let rate = env_u64("BENCH_RATE", 10_000);
+    let seconds = env_u64("BENCH_SECONDS", 30);
+    let run = prepare(case, partitions).await;
+    let mut ordo = Ordo::start(&run.config, run.dir.path().join("ordo.log"));
+    let client = run.db.client().await;
+    wait_leased(&client, &mut ordo, &run).await;
+    let expected = produce(
+        &run,
+        case,
+        &[
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            &seconds.to_string(),
+        ],
+    );
+    let hw = run.kafka.high_watermarks(&run.setup.topic, run.partitions);
+    let total: i64 = hw.iter().sum();
+    while stored_total(&client, &run.setup.group).await != total {
+        assert!(ordo.running(), "{}", ordo.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_exact(&client, case, &expected).await;
+    let table = if case.projection { "latest" } else { "events" };
+    let when = if case.projection {
+        "updated_at"
+    } else {
+        "recorded_at"
+    };
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT percentile_cont(ARRAY[0.5, 0.99, 1.0]) WITHIN GROUP \
+                 (ORDER BY extract(epoch FROM {when} - event_time)::float8), count(*) FROM {table}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (q, rows): (Vec<f64>, i64) = (row.get(0), row.get(1));
+    let (cpu, peak) = ordo.cpu_and_peak_rss();
+    assert!(ordo.terminate(Duration::from_secs(60)).success());
+    println!(
+        "| {} | {rate}/s for {seconds} s | {rows} | {:.1} | {:.1} | {:.1} | {:.2} | {peak:.0} |",
+        case.name,
+        q[0] * 1000.0,
+        q[1] * 1000.0,
+        q[2] * 1000.0,
+        cpu / seconds as f64
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a.contains('/'))
+        .collect();
+    let cases: Vec<Case> = if args.is_empty() {
+        DEFAULT_CASES.iter().map(|c| parse_case(c)).collect()
+    } else {
+        args.iter().map(|c| parse_case(c)).collect()
+    };
+    let events = env_u64("BENCH_EVENTS", 480_000);
+    let partitions = env_u64("BENCH_PARTITIONS", 48) as i32;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    println!("{events} JSON events, 5 % late, 2 % duplicated, {PARTITIONS} partitions, event store, default settings");
-    println!("| keys | Ordo rows/s | bare consumer records/s | text COPY rows/s | Ordo / COPY | Ordo / consumer | Ordo CPU s per 1M events | Ordo peak RSS (MiB) |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for k in keys {
-        runtime.block_on(async {
-            let kafka = Kafka::start();
-            let db = TestDb::new().await;
-            let setup = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
-            kafka.create_topic(&setup.topic, PARTITIONS);
-            let dir = tempfile::tempdir().unwrap();
-            let config = setup.write_with_default_sink(dir.path(), "ordo.toml");
-            let expected = dir.path().join("expected.csv");
-            let (status, out, err) = run_to_end(&[
-                "produce",
-                "--config",
-                config.to_str().unwrap(),
-                "--events",
-                &events.to_string(),
-                "--keys",
-                &k.to_string(),
-                "--expected",
-                expected.to_str().unwrap(),
-            ]);
-            assert!(status.success(), "{out}{err}");
-            let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
-            let bare = bare_consumer_rate(&kafka.bootstrap(), &setup.topic, &hw);
-
-            let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
-            let client = db.client().await;
-            let started = Instant::now();
-            loop {
-                assert!(ordo.running(), "{}", ordo.log_text());
-                if data::stored_offsets(&client, &setup.group, &setup.topic).await == hw {
-                    break;
-                }
-                assert!(started.elapsed() < Duration::from_secs(1800), "not drained");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            let (cpu, peak) = ordo.cpu_and_peak_rss();
-            if std::env::var_os("BENCH_PG_STATS").is_some() {
-                print_statement_stats(&client).await;
-            }
-            let row = client
-                .query_one(
-                    "SELECT count(*), count(DISTINCT (stream, version)), \
-                     extract(epoch FROM max(recorded_at) - min(recorded_at))::float8 FROM events",
-                    &[],
-                )
-                .await
-                .unwrap();
-            let (rows, distinct, span): (i64, i64, f64) = (row.get(0), row.get(1), row.get(2));
-            assert_eq!((rows, distinct), (events as i64, events as i64), "exact");
-            assert!(ordo.terminate(Duration::from_secs(60)).success());
-            let ordo_rate = rows as f64 / span.max(1e-3);
-
-            // The same rows, by text COPY, into an identical table.
-            client
-                .batch_execute("CREATE TABLE copied (LIKE events INCLUDING ALL)")
-                .await
-                .unwrap();
-            let mut text = String::with_capacity(rows as usize * 160);
-            for line in std::fs::read_to_string(&expected).unwrap().lines() {
-                let (key, last) = line.split_once(',').unwrap();
-                for v in 1..=last.parse::<i64>().unwrap() {
-                    let payload = String::from_utf8(ordo::demo::data::payload(key, v)).unwrap();
-                    text.push_str(&format!(
-                        "{key}\t{v}\t{}\t{}\t0\t{v}\n",
-                        payload.replace('\\', "\\\\"),
-                        setup.topic
-                    ));
-                }
-            }
-            let copy_started = Instant::now();
-            let sink = client
-                .copy_in::<_, bytes::Bytes>(
-                    "COPY copied (stream, version, payload, topic, partition, \"offset\") FROM STDIN",
-                )
-                .await
-                .unwrap();
-            futures::pin_mut!(sink);
-            for chunk in text.as_bytes().chunks(1 << 20) {
-                sink.send(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
-            }
-            let copied = sink.finish().await.unwrap();
-            let copy_rate = copied as f64 / copy_started.elapsed().as_secs_f64();
-            println!(
-                "| {k} | {ordo_rate:.0} | {bare:.0} | {copy_rate:.0} | {:.2}x | {:.3}x | {:.1} | {peak:.0} |",
-                ordo_rate / copy_rate,
-                ordo_rate / bare,
-                cpu / (events as f64 / 1e6)
-            );
-        });
+    println!("{partitions} partitions, 5 % late, 2 % duplicated, default settings");
+    let (throughput_cases, latency_cases): (Vec<Case>, Vec<Case>) =
+        cases.into_iter().partition(|c| !c.latency);
+    if !throughput_cases.is_empty() {
+        println!("| case | events | Ordo events/s | bare consumer records/s | text COPY rows/s | binary COPY rows/s | Ordo / text COPY | Ordo / binary COPY | Ordo / consumer | Ordo CPU s per 1M events | Ordo peak RSS (MiB) |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        for case in &throughput_cases {
+            runtime.block_on(throughput(case, events, partitions));
+        }
+    }
+    if !latency_cases.is_empty() {
+        println!("| case | rate | rows | p50 ms | p99 ms | max ms | Ordo CPU (cores) | Ordo peak RSS (MiB) |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for case in &latency_cases {
+            runtime.block_on(latency(case, partitions));
+        }
     }
 }

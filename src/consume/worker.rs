@@ -499,7 +499,6 @@ impl Worker {
         unknown.sort_unstable();
         unknown.dedup();
         let sink = &self.pipeline.sink;
-        let topic = &self.topic;
         let paused = std::sync::atomic::AtomicBool::new(false);
         let pause = || {
             if !paused.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -513,7 +512,7 @@ impl Worker {
             &self.pipeline.retry,
             &self.pipeline.breaker,
             &pause,
-            || sink.key_states(topic, &unknown),
+            || sink.key_states(&unknown),
         )
         .await;
         self.paused_by_breaker |= paused.into_inner();

@@ -48,6 +48,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
         recorded_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (consumer_group, topic, partition, \"offset\"));",
     ),
+    // Each key's last applied version is read from the target table itself
+    // (written in the same transactions), so the separate copy goes.
+    (3, "DROP TABLE IF EXISTS {key_state};"),
 ];
 
 const EVENT_STORE: &str = "CREATE TABLE IF NOT EXISTS {target} (

@@ -122,6 +122,26 @@ impl Tables {
     }
 }
 
+/// The key state lookup: one primary-key probe per key, whatever the table's
+/// statistics say. The statement is prepared once per connection and its plan
+/// turns generic; a plan made while the table was new (no statistics) could
+/// otherwise keep reading every row per call (a hash join, or a filter of
+/// `= ANY($1)`), a cost that grows with the key space.
+fn key_state_sql(t: &Tables, mode: SinkMode) -> String {
+    match mode {
+        SinkMode::EventStore => format!(
+            "SELECT k.key, (SELECT max(e.version) FROM {} AS e WHERE e.stream = k.key) \
+             FROM unnest($1::text[]) AS k(key)",
+            t.target
+        ),
+        SinkMode::Projection => format!(
+            "SELECT k.key, (SELECT p.version FROM {} AS p WHERE p.key = k.key) \
+             FROM unnest($1::text[]) AS k(key)",
+            t.target
+        ),
+    }
+}
+
 /// Writes batches to PostgreSQL and keeps Ordo's progress there.
 #[derive(Clone)]
 pub struct PostgresSink {
@@ -301,36 +321,37 @@ impl PostgresSink {
         })
     }
 
-    /// The last applied sequence of each of `keys` that the sink has seen.
-    pub async fn key_states(
-        &self,
-        topic: &str,
-        keys: &[String],
-    ) -> Result<HashMap<String, i64>, SinkError> {
+    /// The last applied sequence of each of `keys` that the sink holds.
+    ///
+    /// The target table is the key state: it is written in the same
+    /// transaction as the partition's progress, so the highest version it
+    /// holds for a key is exactly what was applied (event store: the highest
+    /// `version` of the stream; projection: the row's `version`). A key with
+    /// nothing applied is absent from the result.
+    pub async fn key_states(&self, keys: &[String]) -> Result<HashMap<String, i64>, SinkError> {
         let client = self.client().await?;
-        // One primary-key probe per key, whatever the table's statistics say.
-        // The statement is prepared once per connection and its plan turns
-        // generic; a plan made while the table was new (no statistics) would
-        // otherwise keep reading the topic's whole key state per call (a hash
-        // join or a filter of `key = ANY($3)`), which grows with the key space.
-        let sql = format!(
-            "SELECT k.key, (SELECT s.last_sequence FROM {} AS s \
-             WHERE s.consumer_group = $1 AND s.topic = $2 AND s.key = k.key) \
-             FROM unnest($3::text[]) AS k(key)",
-            self.tables.key_state
-        );
         let stmt = client
-            .prepare_cached(&sql)
+            .prepare_cached(&key_state_sql(&self.tables, self.mode))
             .await
             .map_err(self.query_error("preparing the key state lookup"))?;
         let rows = client
-            .query(&stmt, &[&self.group, &topic, &keys])
+            .query(&stmt, &[&keys])
             .await
-            .map_err(self.query_error(&format!("reading key state of {topic}")))?;
+            .map_err(self.query_error(&format!(
+                "reading the last applied versions from {}",
+                self.tables.target_display
+            )))?;
         Ok(rows
             .into_iter()
             .filter_map(|r| Some((r.get(0), r.get::<_, Option<i64>>(1)?)))
             .collect())
+    }
+
+    /// The statement [`Self::key_states`] runs, with the keys as `$1`
+    /// (for an operator's `EXPLAIN`, and the test that keeps its plan a
+    /// probe per key).
+    pub fn key_state_statement(&self) -> String {
+        key_state_sql(&self.tables, self.mode)
     }
 
     /// Writes a batch and the partition's progress in one transaction.

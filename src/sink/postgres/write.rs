@@ -1,10 +1,16 @@
 //! One batch, one transaction: the partition's progress (guarded by the lease
-//! epoch), the events, the per-key sequence state and any skipped gaps.
+//! epoch), the events and any skipped gaps. The events are the per-key
+//! sequence state too: a key's last applied version is the highest version
+//! the target table holds for it (see [`super::PostgresSink::key_states`]).
 
 use std::collections::BTreeMap;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use deadpool_postgres::{Object, Transaction};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 
 use super::Tables;
 use crate::config::SinkMode;
@@ -45,10 +51,46 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// How an event store batch is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Append {
+    /// Binary `COPY` straight into the table: for events the key state
+    /// proves new (each released above its key's last applied version). The
+    /// primary key stays the last guard: if another writer got there first,
+    /// the `COPY` fails as a whole and the batch is written with `Insert`.
+    Copy,
+    /// `INSERT ... ON CONFLICT DO NOTHING`: events already present are absorbed.
+    Insert,
+}
+
+/// Writes a batch and the partition's progress in one transaction.
 pub async fn batch(
     client: &mut Object,
     t: &Tables,
     mode: SinkMode,
+    group: &str,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<Written, WriteError> {
+    // Events sent back from the dead-letter topic may be in the table already.
+    if mode == SinkMode::EventStore && !batch.events.iter().any(|e| e.replayed) {
+        match transaction(client, t, mode, Append::Copy, group, lease, batch).await {
+            Err(WriteError::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tracing::debug!(topic = %lease.topic, partition = lease.partition,
+                    error = %super::describe_pg(&e),
+                    "an event of the batch was in the event store already; writing the batch with ON CONFLICT");
+            }
+            other => return other,
+        }
+    }
+    transaction(client, t, mode, Append::Insert, group, lease, batch).await
+}
+
+async fn transaction(
+    client: &mut Object,
+    t: &Tables,
+    mode: SinkMode,
+    append: Append,
     group: &str,
     lease: &Lease,
     batch: &Batch,
@@ -77,28 +119,10 @@ pub async fn batch(
     let mut written = Written::default();
     if !batch.events.is_empty() {
         written = match mode {
-            SinkMode::EventStore => append(&tx, t, lease, batch).await?,
+            SinkMode::EventStore if append == Append::Copy => copy(&tx, t, lease, batch).await?,
+            SinkMode::EventStore => insert(&tx, t, lease, batch).await?,
             SinkMode::Projection => upsert(&tx, t, lease, batch).await?,
         };
-        // Highest sequence per key; sorted so concurrent batches lock rows in one order.
-        let latest: BTreeMap<&str, i64> = batch.events.iter().fold(BTreeMap::new(), |mut m, e| {
-            let s = m.entry(e.key.as_str()).or_insert(e.sequence);
-            *s = (*s).max(e.sequence);
-            m
-        });
-        let keys: Vec<&str> = latest.keys().copied().collect();
-        let seqs: Vec<i64> = latest.values().copied().collect();
-        let stmt = tx
-            .prepare_cached(&format!(
-                "INSERT INTO {} AS cur (consumer_group, topic, key, last_sequence, updated_at) \
-                 SELECT $1, $2, k, s, now() FROM unnest($3::text[], $4::bigint[]) AS u(k, s) \
-                 ON CONFLICT (consumer_group, topic, key) DO UPDATE \
-                 SET last_sequence = GREATEST(cur.last_sequence, EXCLUDED.last_sequence), updated_at = now()",
-                t.key_state
-            ))
-            .await?;
-        tx.execute(&stmt, &[&group, &lease.topic, &keys, &seqs])
-            .await?;
     }
     if !batch.gaps.is_empty() {
         let keys: Vec<&str> = batch.gaps.iter().map(|g| g.key.as_str()).collect();
@@ -178,8 +202,67 @@ fn columns<'a>(events: impl Iterator<Item = &'a crate::decode::Event>) -> Column
     c
 }
 
+/// `timestamptz` of a Kafka timestamp in milliseconds since the epoch.
+fn system_time(ms: i64) -> Option<SystemTime> {
+    let at = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH.checked_add(at)
+    } else {
+        UNIX_EPOCH.checked_sub(at)
+    }
+}
+
+/// Event store, by binary `COPY` (see [`Append::Copy`]).
+async fn copy(
+    tx: &Transaction<'_>,
+    t: &Tables,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<Written, tokio_postgres::Error> {
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {} (stream, version, payload, topic, partition, \"offset\", event_time) \
+             FROM STDIN (FORMAT binary)",
+            t.target
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::INT8,
+            Type::JSONB,
+            Type::TEXT,
+            Type::INT4,
+            Type::INT8,
+            Type::TIMESTAMPTZ,
+        ],
+    );
+    futures::pin_mut!(writer);
+    for e in &batch.events {
+        let at = e.timestamp_ms.and_then(system_time);
+        writer
+            .as_mut()
+            .write(&[
+                &e.key,
+                &e.sequence,
+                &e.payload,
+                &lease.topic,
+                &lease.partition,
+                &e.offset,
+                &at,
+            ])
+            .await?;
+    }
+    let applied = writer.finish().await?;
+    Ok(Written {
+        applied,
+        absorbed: batch.events.len() as u64 - applied,
+    })
+}
+
 /// Event store: append; a (stream, version) already present is absorbed, not doubled.
-async fn append(
+async fn insert(
     tx: &Transaction<'_>,
     t: &Tables,
     lease: &Lease,

@@ -1,0 +1,238 @@
+//! The PostgreSQL sink on its own, against a real PostgreSQL: the key state
+//! it reads back from the target table, the plan of that lookup, and batches
+//! appended by `COPY` falling back to `ON CONFLICT` when the table has an
+//! event already.
+
+mod support;
+
+use ordo::config::Settings;
+use ordo::decode::Event;
+use ordo::sink::postgres::PostgresSink;
+use ordo::sink::Batch;
+use support::postgres::TestDb;
+
+async fn sink(db: &TestDb, mode: &str, table: &str) -> (PostgresSink, Settings) {
+    let toml = format!(
+        r#"[kafka]
+"bootstrap.servers" = "127.0.0.1:9"
+"group.id" = "sink-test"
+
+[source]
+topics = ["orders"]
+
+[ordering]
+key = "message_key"
+sequence = "field:version"
+
+[sink]
+mode = "{mode}"
+table = "{table}"
+
+[postgres]
+url = "{url}"
+pool_size = 2
+"#,
+        url = db.url
+    );
+    let settings = Settings::load_embedded(&toml, &[]).expect("config");
+    let sink = PostgresSink::connect(&settings.postgres, &settings.sink, "sink-test")
+        .await
+        .expect("connect");
+    sink.migrate().await.expect("migrate");
+    (sink, settings)
+}
+
+fn events(key: &str, versions: std::ops::RangeInclusive<i64>, first_offset: i64) -> Vec<Event> {
+    versions
+        .enumerate()
+        .map(|(i, v)| {
+            let mut e = Event::for_test(key, v, first_offset + i as i64);
+            e.timestamp_ms = Some(1_700_000_000_123 + v);
+            e
+        })
+        .collect()
+}
+
+fn batch(events: Vec<Event>, next_offset: i64) -> Batch {
+    Batch {
+        events,
+        next_offset,
+        ..Batch::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_state_is_the_highest_version_the_table_holds() {
+    let db = TestDb::new().await;
+    for (mode, table) in [("event_store", "events"), ("projection", "latest")] {
+        let (sink, _) = sink(&db, mode, table).await;
+        let lease = sink.acquire("orders", 0, "test").await.unwrap();
+        let mut all = events("a", 1..=3, 0);
+        all.extend(events("b", 1..=1, 3));
+        all.extend(events("a", 4..=5, 4));
+        sink.write(&lease, &batch(all, 6)).await.unwrap();
+        let keys: Vec<String> = ["a", "b", "never"].map(String::from).to_vec();
+        let states = sink.key_states(&keys).await.unwrap();
+        assert_eq!(states.len(), 2, "{mode}: {states:?}");
+        assert_eq!(states.get("a"), Some(&5), "{mode}");
+        assert_eq!(states.get("b"), Some(&1), "{mode}");
+        assert_eq!(states.get("never"), None, "{mode}");
+        assert_eq!(
+            sink.stored_offsets("orders").await.unwrap().get(&0),
+            Some(&6)
+        );
+    }
+    let client = db.client().await;
+    let separate: Option<String> = client
+        .query_one("SELECT to_regclass('ordo_key_state')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(separate, None, "no separate key state table");
+}
+
+/// The lookup stays a primary-key probe per key even when its prepared plan
+/// was made generic while the table was empty and had no statistics: a plan
+/// reading the whole table per call made throughput fall with the key space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_state_lookup_probes_the_primary_key_whatever_the_statistics() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    for (mode, table, insert) in [
+        (
+            "event_store",
+            "events",
+            "INSERT INTO events (stream, version, payload, topic, partition, \"offset\") \
+             SELECT 'k' || (g % 50000), g / 50000 + 1, '{}', 'orders', 0, g FROM generate_series(0, 199999) g",
+        ),
+        (
+            "projection",
+            "latest",
+            "INSERT INTO latest (key, version, state, topic, partition, \"offset\") \
+             SELECT 'k' || g, 1, '{}', 'orders', 0, g FROM generate_series(0, 199999) g",
+        ),
+    ] {
+        let (sink, _) = sink(&db, mode, table).await;
+        let sql = sink.key_state_statement();
+        client
+            .batch_execute("SET plan_cache_mode = force_generic_plan")
+            .await
+            .unwrap();
+        for stage in ["empty, no statistics", "200,000 rows, analyzed"] {
+            if stage.starts_with("200") {
+                client.batch_execute(insert).await.unwrap();
+                client
+                    .batch_execute(&format!("ANALYZE {table}"))
+                    .await
+                    .unwrap();
+            }
+            client
+                .batch_execute(&format!(
+                    "DEALLOCATE ALL; PREPARE lookup(text[]) AS {sql}"
+                ))
+                .await
+                .unwrap();
+            let text: Vec<String> = client
+                .query("EXPLAIN EXECUTE lookup('{k1,k2,k3}')", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let text = text.join("\n");
+            assert!(
+                text.contains(&format!("Index Scan Backward using {table}_pkey"))
+                    || text.contains(&format!("Index Scan using {table}_pkey"))
+                    || text.contains(&format!("Index Only Scan Backward using {table}_pkey"))
+                    || text.contains(&format!("Index Only Scan using {table}_pkey")),
+                "{mode}, {stage}: no probe of the primary key:\n{text}"
+            );
+            for whole_table in ["Seq Scan", "Hash", "Filter", "Bitmap"] {
+                assert!(
+                    !text.contains(whole_table),
+                    "{mode}, {stage}: the plan reads more than one key's rows ({whole_table}):\n{text}"
+                );
+            }
+        }
+    }
+}
+
+/// Released events are appended by `COPY`; when the table holds one of them
+/// already (another writer got there: a key that moved partitions, an
+/// earlier replay), the batch is written again with `ON CONFLICT` in a new
+/// transaction: nothing doubled, nothing lost, progress stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_meeting_an_event_already_stored_is_absorbed_not_doubled() {
+    let db = TestDb::new().await;
+    let (sink, _) = sink(&db, "event_store", "events").await;
+    let lease = sink.acquire("orders", 0, "test").await.unwrap();
+    let first = sink
+        .write(&lease, &batch(events("a", 1..=3, 0), 3))
+        .await
+        .unwrap();
+    assert_eq!((first.applied, first.absorbed), (3, 0));
+    // Versions 3 to 6 of `a`: 3 is in the table already.
+    let mut again = events("a", 3..=6, 3);
+    again.extend(events("b", 1..=2, 7));
+    let second = sink.write(&lease, &batch(again, 9)).await.unwrap();
+    assert_eq!((second.applied, second.absorbed), (5, 1));
+    let client = db.client().await;
+    let rows: Vec<(String, i64, Option<std::time::SystemTime>)> = client
+        .query(
+            "SELECT stream, version, event_time FROM events ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let keys: Vec<(&str, i64)> = rows.iter().map(|(s, v, _)| (s.as_str(), *v)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("a", 1),
+            ("a", 2),
+            ("a", 3),
+            ("a", 4),
+            ("a", 5),
+            ("a", 6),
+            ("b", 1),
+            ("b", 2)
+        ]
+    );
+    let at = rows[0].2.expect("event_time");
+    assert_eq!(
+        at.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+        1_700_000_000_124,
+        "event_time keeps the record's millisecond timestamp"
+    );
+    assert_eq!(
+        sink.stored_offsets("orders").await.unwrap().get(&0),
+        Some(&9)
+    );
+}
+
+/// PostgreSQL refusing an event's data (here a NUL character, which `jsonb`
+/// cannot hold) is a record error on the `COPY` path too, so the worker
+/// writes around it and dead-letters that one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_postgres_refuses_is_a_record_error_on_the_copy_path() {
+    let db = TestDb::new().await;
+    let (sink, _) = sink(&db, "event_store", "events").await;
+    let lease = sink.acquire("orders", 0, "test").await.unwrap();
+    let mut all = events("a", 1..=2, 0);
+    all[1].payload = serde_json::json!({ "note": "nul \u{0} here" });
+    let err = sink.write(&lease, &batch(all, 2)).await.unwrap_err();
+    assert!(err.is_record_error(), "{err}");
+    let client = db.client().await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the refused batch wrote nothing");
+    assert_eq!(sink.stored_offsets("orders").await.unwrap().get(&0), None);
+}
