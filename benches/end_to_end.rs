@@ -6,7 +6,7 @@
 //! Each case is `format/mode/keys` (`json` or `avro`; `event_store` or
 //! `projection`), or `latency/format/mode/keys`. A throughput case has
 //! `ordo produce` write `BENCH_EVENTS` events (default 480,000; 5 % late,
-//! 2 % duplicated; Avro through the registry in writer versions v1, v2 and
+//! 2 % duplicated, producer linger 50 ms; Avro through the registry in writer versions v1, v2 and
 //! v3 in turn, read as v3) into `BENCH_PARTITIONS` partitions (default 48)
 //! of librdkafka's mock cluster (in this process; Ordo runs as its own
 //! process, release build, default settings); Ordo's rate runs from the moment
@@ -18,7 +18,9 @@
 //! record's timestamp to the row's `recorded_at`.
 //!
 //! `cargo bench --bench end_to_end` runs the default cases; give cases as
-//! arguments to choose. Figures in BENCHMARKS.md.
+//! arguments to choose. `BENCH_KAFKA` and `BENCH_SINK` add settings to
+//! Ordo's `[kafka]` and `[sink]` sections (TOML lines, `;` between them).
+//! Figures in BENCHMARKS.md.
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
@@ -367,9 +369,26 @@ async fn prepare(case: &Case, partitions: i32) -> Run {
         setup.tail = format!("[schema_registry]\nurls = [\"{}\"]\n", server.url());
         registry = Some(server);
     }
+    if case.latency {
+        // The mock cluster answers a fetch that finds no new data only after
+        // `fetch.wait.max.ms` (500 by default), where a broker answers as
+        // soon as data arrives: a short wait stands in for that.
+        setup.kafka = "\"fetch.wait.max.ms\" = \"5\"".into();
+    }
+    if let Ok(extra) = std::env::var("BENCH_KAFKA") {
+        setup.kafka = extra.replace(';', "\n");
+    }
     kafka.create_topic(&setup.topic, partitions);
     let dir = tempfile::tempdir().unwrap();
     let config = setup.write_with_default_sink(dir.path(), "ordo.toml");
+    if let Ok(extra) = std::env::var("BENCH_SINK") {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text.replace(
+            "[sink]\n",
+            &format!("[sink]\n{}\n", extra.replace(';', "\n")),
+        );
+        std::fs::write(&config, text).unwrap();
+    }
     Run {
         kafka,
         db,
@@ -401,7 +420,12 @@ fn produce(run: &Run, case: &Case, extra: &[&str]) -> HashMap<String, i64> {
 
 async fn throughput(case: &Case, events: u64, partitions: i32) {
     let run = prepare(case, partitions).await;
-    let expected = produce(&run, case, &["--events", &events.to_string()]);
+    // Batches of a size a busy producer makes, whatever the encoding speed.
+    let expected = produce(
+        &run,
+        case,
+        &["--events", &events.to_string(), "--linger-ms", "50"],
+    );
     let hw = run.kafka.high_watermarks(&run.setup.topic, run.partitions);
     let total: i64 = hw.iter().sum();
     let bare = bare_consumer_rate(&run.kafka.bootstrap(), &run.setup.topic, &hw);
@@ -476,6 +500,23 @@ async fn latency(case: &Case, partitions: i32) {
         .await
         .unwrap();
     let (q, rows): (Vec<f64>, i64) = (row.get(0), row.get(1));
+    if std::env::var_os("BENCH_LATENCY_DETAIL").is_some() {
+        for r in client
+            .query(
+                &format!(
+                    "SELECT date_trunc('second', event_time) AS s, count(*), \
+                     percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM {when} - event_time)::float8) \
+                     FROM {table} GROUP BY 1 ORDER BY 1"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            let (n, q): (i64, Vec<f64>) = (r.get(1), r.get(2));
+            println!("  second: {n} rows, p50 {:.1} ms, p99 {:.1} ms", q[0] * 1e3, q[1] * 1e3);
+        }
+    }
     let (cpu, peak) = ordo.cpu_and_peak_rss();
     assert!(ordo.terminate(Duration::from_secs(60)).success());
     println!(

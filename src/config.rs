@@ -228,7 +228,7 @@ fn default_batch_max_events() -> usize {
     1000
 }
 fn default_batch_max_wait_ms() -> u64 {
-    100
+    20
 }
 fn default_log_level() -> String {
     "info,tokio_postgres=warn".to_string()

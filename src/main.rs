@@ -101,6 +101,9 @@ struct ProduceArgs {
     /// librdkafka compression.type: none, gzip, snappy, lz4, zstd.
     #[arg(long, default_value = "none")]
     compression: String,
+    /// librdkafka linger.ms: how long the producer gathers records into a batch.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
     /// Seed of the run (the same seed, the same records).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -330,6 +333,7 @@ async fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitC
         poison: args.poison,
         format,
         compression: args.compression,
+        linger_ms: args.linger_ms,
         seed: args.seed,
         expected: args.expected.clone(),
     };

@@ -44,6 +44,8 @@ pub struct ProduceOptions {
     pub format: FormatKind,
     /// librdkafka `compression.type`.
     pub compression: String,
+    /// librdkafka `linger.ms`.
+    pub linger_ms: u64,
     pub seed: u64,
     /// Where to write the expected end state (`key,last_version` lines).
     pub expected: Option<PathBuf>,
@@ -194,7 +196,7 @@ pub async fn run(
     let mut cfg = crate::dlq::connection_config(&settings.kafka);
     cfg.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
+        .set("linger.ms", options.linger_ms.to_string())
         .set("compression.type", &options.compression)
         .set("queue.buffering.max.messages", "500000");
     let producer: BaseProducer<Counting> = cfg
