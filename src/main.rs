@@ -8,6 +8,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ordo::config::Settings;
 
+/// mimalloc rather than the system allocator: a record's decode and write
+/// allocate and free many small buffers from several threads, where glibc's
+/// malloc spent about a quarter of Ordo's CPU (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Ordo consumes event streams from Kafka and lands them, in order and exactly
 /// once, in PostgreSQL.
 ///
