@@ -15,7 +15,8 @@
 //! checked exact (every version of every key once, in order). A latency case
 //! starts Ordo first, produces at `BENCH_RATE` events/s (default 10,000) for
 //! `BENCH_SECONDS` (default 30) and reads each row's latency from the
-//! record's timestamp to the row's `recorded_at`.
+//! record's timestamp to the row's `recorded_at` (`BENCH_LATENCY_DETAIL`
+//! prints them per second too).
 //!
 //! `cargo bench --bench end_to_end` runs the default cases; give cases as
 //! arguments to choose. `BENCH_KAFKA` and `BENCH_SINK` add settings to
@@ -156,18 +157,6 @@ async fn stored_total(client: &tokio_postgres::Client, group: &str) -> i64 {
         .await
         .map(|r| r.get(0))
         .unwrap_or(0)
-}
-
-/// `key -> last version` as `ordo produce --expected` wrote it.
-fn expected_state(path: &Path) -> HashMap<String, i64> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(',').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect()
 }
 
 /// Asserts the table holds every version of every key once, in order (event
@@ -415,7 +404,7 @@ fn produce(run: &Run, case: &Case, extra: &[&str]) -> HashMap<String, i64> {
     args.extend_from_slice(extra);
     let (status, out, err) = run_to_end(&args);
     assert!(status.success(), "{out}{err}");
-    expected_state(&expected)
+    support::data::expected_state(&expected)
 }
 
 async fn throughput(case: &Case, events: u64, partitions: i32) {

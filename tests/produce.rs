@@ -94,14 +94,7 @@ async fn produce_then_consume(avro: bool) {
     let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
     assert_eq!(hw.iter().sum::<i64>() as u64, 6000 + poison + duplicates);
 
-    let last: BTreeMap<String, i64> = std::fs::read_to_string(&expected)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(',').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect();
+    let last: BTreeMap<String, i64> = data::expected_state(&expected).into_iter().collect();
     assert_eq!(last.values().sum::<i64>(), 6000);
 
     let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));

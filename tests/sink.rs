@@ -11,7 +11,7 @@ use ordo::sink::postgres::PostgresSink;
 use ordo::sink::Batch;
 use support::postgres::TestDb;
 
-async fn sink(db: &TestDb, mode: &str, table: &str) -> (PostgresSink, Settings) {
+async fn sink(db: &TestDb, mode: &str, table: &str) -> PostgresSink {
     let toml = format!(
         r#"[kafka]
 "bootstrap.servers" = "127.0.0.1:9"
@@ -39,7 +39,7 @@ pool_size = 2
         .await
         .expect("connect");
     sink.migrate().await.expect("migrate");
-    (sink, settings)
+    sink
 }
 
 fn events(key: &str, versions: std::ops::RangeInclusive<i64>, first_offset: i64) -> Vec<Event> {
@@ -65,7 +65,7 @@ fn batch(events: Vec<Event>, next_offset: i64) -> Batch {
 async fn key_state_is_the_highest_version_the_table_holds() {
     let db = TestDb::new().await;
     for (mode, table) in [("event_store", "events"), ("projection", "latest")] {
-        let (sink, _) = sink(&db, mode, table).await;
+        let sink = sink(&db, mode, table).await;
         let lease = sink.acquire("orders", 0, "test").await.unwrap();
         let mut all = events("a", 1..=3, 0);
         all.extend(events("b", 1..=1, 3));
@@ -112,7 +112,7 @@ async fn key_state_lookup_probes_the_primary_key_whatever_the_statistics() {
              SELECT 'k' || g, 1, '{}', 'orders', 0, g FROM generate_series(0, 199999) g",
         ),
     ] {
-        let (sink, _) = sink(&db, mode, table).await;
+        let sink = sink(&db, mode, table).await;
         let sql = sink.key_state_statement();
         client
             .batch_execute("SET plan_cache_mode = force_generic_plan")
@@ -140,11 +140,10 @@ async fn key_state_lookup_probes_the_primary_key_whatever_the_statistics() {
                 .map(|r| r.get(0))
                 .collect();
             let text = text.join("\n");
+            // Index Scan, Index Only Scan, either Backward (for max).
             assert!(
-                text.contains(&format!("Index Scan Backward using {table}_pkey"))
-                    || text.contains(&format!("Index Scan using {table}_pkey"))
-                    || text.contains(&format!("Index Only Scan Backward using {table}_pkey"))
-                    || text.contains(&format!("Index Only Scan using {table}_pkey")),
+                text.contains(&format!("Scan using {table}_pkey"))
+                    || text.contains(&format!("Scan Backward using {table}_pkey")),
                 "{mode}, {stage}: no probe of the primary key:\n{text}"
             );
             for whole_table in ["Seq Scan", "Hash", "Filter", "Bitmap"] {
@@ -164,7 +163,7 @@ async fn key_state_lookup_probes_the_primary_key_whatever_the_statistics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_meeting_an_event_already_stored_is_absorbed_not_doubled() {
     let db = TestDb::new().await;
-    let (sink, _) = sink(&db, "event_store", "events").await;
+    let sink = sink(&db, "event_store", "events").await;
     let lease = sink.acquire("orders", 0, "test").await.unwrap();
     let first = sink
         .write(&lease, &batch(events("a", 1..=3, 0), 3))
@@ -221,7 +220,7 @@ async fn a_batch_meeting_an_event_already_stored_is_absorbed_not_doubled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_postgres_refuses_is_a_record_error_on_the_copy_path() {
     let db = TestDb::new().await;
-    let (sink, _) = sink(&db, "event_store", "events").await;
+    let sink = sink(&db, "event_store", "events").await;
     let lease = sink.acquire("orders", 0, "test").await.unwrap();
     let mut all = events("a", 1..=2, 0);
     all[1].payload = serde_json::json!({ "note": "nul \u{0} here" });

@@ -108,3 +108,15 @@ pub async fn wait_stored_offsets(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// `key -> last version`, as `ordo produce --expected` writes it.
+pub fn expected_state(path: &std::path::Path) -> std::collections::HashMap<String, i64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(',').expect("key,last_version");
+            (k.to_string(), v.parse().expect("a version"))
+        })
+        .collect()
+}
