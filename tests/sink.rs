@@ -223,7 +223,8 @@ async fn an_event_postgres_refuses_is_a_record_error_on_the_copy_path() {
     let sink = sink(&db, "event_store", "events").await;
     let lease = sink.acquire("orders", 0, "test").await.unwrap();
     let mut all = events("a", 1..=2, 0);
-    all[1].payload = serde_json::json!({ "note": "nul \u{0} here" });
+    all[1].payload =
+        ordo::decode::JsonText::from_value(&serde_json::json!({ "note": "nul \u{0} here" }));
     let err = sink.write(&lease, &batch(all, 2)).await.unwrap_err();
     assert!(err.is_record_error(), "{err}");
     let client = db.client().await;

@@ -271,10 +271,14 @@ impl Worker {
         let stages = &crate::telemetry::metrics::metrics().stage_seconds;
         let decode_time = stages.with_label_values(&["decode"]);
         let order_time = stages.with_label_values(&["order"]);
+        // One clock read per record: each one ends a record's decode and
+        // starts the next's.
+        let mut started = Instant::now();
         for (i, r) in records.iter().enumerate() {
-            let started = Instant::now();
             let result = self.pipeline.decoder.decode(r).await;
-            decode_time.observe(started.elapsed().as_secs_f64());
+            let ended = Instant::now();
+            decode_time.observe(ended.duration_since(started).as_secs_f64());
+            started = ended;
             match result {
                 Ok(mut e) => {
                     if self.pipeline.dead_letters.is_some() {
@@ -283,7 +287,9 @@ impl Worker {
                     decoded.push(Decoded::Event(e));
                 }
                 Err(e) if !e.is_transient() && self.pipeline.dead_letters.is_some() => {
-                    match self.dead_letter(r, None, &e.to_string()).await {
+                    let sent = self.dead_letter(r, None, &e.to_string()).await;
+                    started = Instant::now();
+                    match sent {
                         Ok(()) => decoded.push(Decoded::DeadLettered(r.offset)),
                         Err(dle) => {
                             failed = Some((i, e, Some(dle)));

@@ -26,67 +26,97 @@ pub enum ExtractError {
     BadHeader { name: String, value: String },
 }
 
-/// Follows a dotted path through nested objects.
-pub fn field<'v>(value: &'v Value, path: &FieldPath) -> Result<&'v Value, ExtractError> {
+/// What a payload holds at a field path, as much as the key and sequence
+/// rules need: strings and numbers in full, other kinds by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scalar {
+    Null,
+    Bool,
+    Str(String),
+    Number(serde_json::Number),
+    Array,
+    Object,
+}
+
+impl Scalar {
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool => "a boolean",
+            Scalar::Number(_) => "a number",
+            Scalar::Str(_) => "a string",
+            Scalar::Array => "an array",
+            Scalar::Object => "an object",
+        }
+    }
+}
+
+/// Follows a dotted path through nested objects of a decoded value.
+pub fn at(value: &Value, path: &FieldPath) -> Option<Scalar> {
     let mut v = value;
     for part in &path.0 {
-        v = v
-            .get(part)
-            .ok_or_else(|| ExtractError::MissingField(path.to_string()))?;
+        v = v.get(part)?;
     }
-    if v.is_null() {
-        return Err(ExtractError::MissingField(path.to_string()));
-    }
-    Ok(v)
+    Some(match v {
+        Value::Null => Scalar::Null,
+        Value::Bool(_) => Scalar::Bool,
+        Value::Number(n) => Scalar::Number(n.clone()),
+        Value::String(s) => Scalar::Str(s.clone()),
+        Value::Array(_) => Scalar::Array,
+        Value::Object(_) => Scalar::Object,
+    })
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// The value at `path`; a missing field and `null` are both missing.
+fn field<'f>(found: Option<&'f Scalar>, path: &FieldPath) -> Result<&'f Scalar, ExtractError> {
+    match found {
+        None | Some(Scalar::Null) => Err(ExtractError::MissingField(path.to_string())),
+        Some(v) => Ok(v),
     }
 }
 
-/// The event's key.
-pub fn key(source: &KeySource, record: &Record, value: &Value) -> Result<String, ExtractError> {
+/// The event's key; `found` is what the payload holds at the key's field
+/// path, if the key comes from one.
+pub fn key(
+    source: &KeySource,
+    record: &Record,
+    found: Option<&Scalar>,
+) -> Result<String, ExtractError> {
     match source {
         KeySource::MessageKey => {
             let bytes = record.key.as_deref().ok_or(ExtractError::NoMessageKey)?;
             String::from_utf8(bytes.to_vec()).map_err(|_| ExtractError::KeyNotUtf8)
         }
-        KeySource::Field(path) => match field(value, path)? {
-            Value::String(s) => Ok(s.clone()),
-            Value::Number(n) => Ok(n.to_string()),
+        KeySource::Field(path) => match field(found, path)? {
+            Scalar::Str(s) => Ok(s.clone()),
+            Scalar::Number(n) => Ok(n.to_string()),
             other => Err(ExtractError::WrongType {
                 field: path.to_string(),
-                found: kind(other),
+                found: other.kind(),
                 expected: "a string or a number",
             }),
         },
     }
 }
 
-/// The event's per-key sequence.
+/// The event's per-key sequence; `found` is what the payload holds at the
+/// sequence's field path, if the sequence comes from one.
 pub fn sequence(
     source: &SequenceSource,
     record: &Record,
-    value: &Value,
+    found: Option<&Scalar>,
 ) -> Result<i64, ExtractError> {
     match source {
         SequenceSource::Field(path) => {
-            let v = field(value, path)?;
+            let v = field(found, path)?;
             let parsed = match v {
-                Value::Number(n) => n.as_i64(),
-                Value::String(s) => s.parse::<i64>().ok(),
+                Scalar::Number(n) => n.as_i64(),
+                Scalar::Str(s) => s.parse::<i64>().ok(),
                 _ => None,
             };
             parsed.ok_or_else(|| ExtractError::WrongType {
                 field: path.to_string(),
-                found: kind(v),
+                found: v.kind(),
                 expected: "an integer that fits in 64 bits",
             })
         }
@@ -129,31 +159,47 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn k(source: &KeySource, r: &Record, v: &Value) -> Result<String, ExtractError> {
+        let found = match source {
+            KeySource::Field(p) => at(v, p),
+            KeySource::MessageKey => None,
+        };
+        key(source, r, found.as_ref())
+    }
+
+    fn s(source: &SequenceSource, r: &Record, v: &Value) -> Result<i64, ExtractError> {
+        let found = match source {
+            SequenceSource::Field(p) => at(v, p),
+            SequenceSource::Header(_) => None,
+        };
+        sequence(source, r, found.as_ref())
+    }
+
     #[test]
     fn keys_from_message_key_and_nested_fields() {
         let v = json!({"order": {"id": "o-1", "n": 42}});
         assert_eq!(
-            key(&KeySource::MessageKey, &record(Some("k"), &[]), &v).unwrap(),
+            k(&KeySource::MessageKey, &record(Some("k"), &[]), &v).unwrap(),
             "k"
         );
         assert_eq!(
-            key(&KeySource::MessageKey, &record(None, &[]), &v),
+            k(&KeySource::MessageKey, &record(None, &[]), &v),
             Err(ExtractError::NoMessageKey)
         );
         assert_eq!(
-            key(&KeySource::Field(path("order.id")), &record(None, &[]), &v).unwrap(),
+            k(&KeySource::Field(path("order.id")), &record(None, &[]), &v).unwrap(),
             "o-1"
         );
         assert_eq!(
-            key(&KeySource::Field(path("order.n")), &record(None, &[]), &v).unwrap(),
+            k(&KeySource::Field(path("order.n")), &record(None, &[]), &v).unwrap(),
             "42"
         );
         assert_eq!(
-            key(&KeySource::Field(path("order.x")), &record(None, &[]), &v),
+            k(&KeySource::Field(path("order.x")), &record(None, &[]), &v),
             Err(ExtractError::MissingField("order.x".into()))
         );
         assert!(matches!(
-            key(&KeySource::Field(path("order")), &record(None, &[]), &v),
+            k(&KeySource::Field(path("order")), &record(None, &[]), &v),
             Err(ExtractError::WrongType { .. })
         ));
     }
@@ -162,25 +208,16 @@ mod tests {
     fn sequences_from_fields_and_headers() {
         let v = json!({"v": 3, "s": "4", "f": 1.5});
         let r = record(None, &[("seq", "9"), ("bad", "x")]);
-        assert_eq!(
-            sequence(&SequenceSource::Field(path("v")), &r, &v).unwrap(),
-            3
-        );
-        assert_eq!(
-            sequence(&SequenceSource::Field(path("s")), &r, &v).unwrap(),
-            4
-        );
-        assert!(sequence(&SequenceSource::Field(path("f")), &r, &v).is_err());
-        assert_eq!(
-            sequence(&SequenceSource::Header("seq".into()), &r, &v).unwrap(),
-            9
-        );
+        assert_eq!(s(&SequenceSource::Field(path("v")), &r, &v).unwrap(), 3);
+        assert_eq!(s(&SequenceSource::Field(path("s")), &r, &v).unwrap(), 4);
+        assert!(s(&SequenceSource::Field(path("f")), &r, &v).is_err());
+        assert_eq!(s(&SequenceSource::Header("seq".into()), &r, &v).unwrap(), 9);
         assert!(matches!(
-            sequence(&SequenceSource::Header("bad".into()), &r, &v),
+            s(&SequenceSource::Header("bad".into()), &r, &v),
             Err(ExtractError::BadHeader { .. })
         ));
         assert_eq!(
-            sequence(&SequenceSource::Header("none".into()), &r, &v),
+            s(&SequenceSource::Header("none".into()), &r, &v),
             Err(ExtractError::MissingHeader("none".into()))
         );
     }

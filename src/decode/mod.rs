@@ -17,7 +17,8 @@ use serde::Deserialize;
 use crate::config::{KeySource, SequenceSource, Settings};
 use avro::{AvroError, AvroFormat, KeyFormat};
 
-pub use extract::ExtractError;
+pub use extract::{ExtractError, Scalar};
+pub use json::JsonText;
 
 /// A record as read from Kafka, owned so it can outlive the consumer's buffer.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +75,8 @@ pub struct Event {
     pub offset: i64,
     pub key: String,
     pub sequence: i64,
-    pub payload: serde_json::Value,
+    /// The JSON the sink stores.
+    pub payload: JsonText,
     pub timestamp_ms: Option<i64>,
     /// Size of the encoded payload, for the buffer's byte bound.
     pub size: usize,
@@ -93,7 +95,7 @@ impl Event {
             offset,
             key: key.to_string(),
             sequence,
-            payload: serde_json::json!({ "key": key, "seq": sequence }),
+            payload: JsonText::from_value(&serde_json::json!({ "key": key, "seq": sequence })),
             timestamp_ms: None,
             size: 16,
             replayed: false,
@@ -169,6 +171,21 @@ pub struct Decoder {
     avro_keys: Option<Arc<AvroFormat>>,
     key: KeySource,
     sequence: SequenceSource,
+    /// The payload field paths the key and the sequence come from.
+    paths: Vec<crate::config::FieldPath>,
+}
+
+/// The payload field paths `key` and `sequence` read.
+fn paths_of(key: &KeySource, sequence: &SequenceSource) -> Vec<crate::config::FieldPath> {
+    let key = match key {
+        KeySource::Field(p) => Some(p.clone()),
+        KeySource::MessageKey => None,
+    };
+    let sequence = match sequence {
+        SequenceSource::Field(p) => Some(p.clone()),
+        SequenceSource::Header(_) => None,
+    };
+    key.into_iter().chain(sequence).collect()
 }
 
 impl Decoder {
@@ -177,6 +194,7 @@ impl Decoder {
         Self {
             format: Format::Json(json::JsonFormat),
             avro_keys: None,
+            paths: paths_of(&key, &sequence),
             key,
             sequence,
         }
@@ -218,6 +236,7 @@ impl Decoder {
         Ok(Self {
             format,
             avro_keys,
+            paths: paths_of(&settings.ordering.key, &settings.ordering.sequence),
             key: settings.ordering.key.clone(),
             sequence: settings.ordering.sequence.clone(),
         })
@@ -235,10 +254,21 @@ impl Decoder {
 
     async fn decode_inner(&self, record: &Record) -> Result<Event, DecodeReason> {
         let bytes = record.payload.as_deref().ok_or(DecodeReason::NoPayload)?;
-        let payload = match &self.format {
-            Format::Json(f) => f.decode(bytes)?,
-            Format::Avro(f) => f.decode(&record.topic, bytes).await?,
+        let (payload, found) = match &self.format {
+            Format::Json(f) => f.decode(bytes, &self.paths)?,
+            Format::Avro(f) => {
+                let value = f.decode(&record.topic, bytes).await?;
+                let found = self.paths.iter().map(|p| extract::at(&value, p)).collect();
+                (JsonText::from_value(&value), found)
+            }
         };
+        // The found values are in the order `paths_of` gives: key, sequence.
+        let mut found = found.iter().map(Option::as_ref);
+        let key_found = match self.key {
+            KeySource::Field(_) => found.next().flatten(),
+            KeySource::MessageKey => None,
+        };
+        let sequence_found = found.next().flatten();
         let key = match (&self.key, &self.avro_keys) {
             (KeySource::MessageKey, Some(avro)) => {
                 let bytes = record.key.as_deref().ok_or(ExtractError::NoMessageKey)?;
@@ -246,9 +276,9 @@ impl Decoder {
                     .await
                     .map_err(DecodeReason::AvroKey)?
             }
-            (source, _) => extract::key(source, record, &payload)?,
+            (source, _) => extract::key(source, record, key_found)?,
         };
-        let sequence = extract::sequence(&self.sequence, record, &payload)?;
+        let sequence = extract::sequence(&self.sequence, record, sequence_found)?;
         Ok(Event {
             offset: record.offset,
             key,
@@ -259,5 +289,67 @@ impl Decoder {
             replayed: record.header(crate::dlq::headers::REPLAYS).is_some(),
             source: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: &str) -> Record {
+        Record {
+            topic: "t".into(),
+            partition: 0,
+            offset: 5,
+            key: Some(b"mk".to_vec()),
+            payload: Some(payload.as_bytes().to_vec()),
+            headers: vec![("seq".into(), Some(b"8".to_vec()))],
+            timestamp_ms: Some(1),
+        }
+    }
+
+    fn decode(key: &str, sequence: &str, payload: &str) -> Result<Event, DecodeError> {
+        let decoder = Decoder::json(key.parse().unwrap(), sequence.parse().unwrap());
+        futures::executor::block_on(decoder.decode(&record(payload)))
+    }
+
+    #[test]
+    fn json_key_and_sequence_come_from_fields_or_the_record() {
+        let body = r#"{"order": {"id": 42, "v": "7"}, "big": 1234567890123456789012}"#;
+        let e = decode("field:order.id", "field:order.v", body).unwrap();
+        assert_eq!((e.key.as_str(), e.sequence, e.offset), ("42", 7, 5));
+        assert_eq!(e.payload.as_str(), body);
+        assert_eq!(e.size, body.len());
+        let e = decode("message_key", "header:seq", body).unwrap();
+        assert_eq!((e.key.as_str(), e.sequence), ("mk", 8));
+        // The same path for both.
+        let e = decode("field:n", "field:n", r#"{"n": 3}"#).unwrap();
+        assert_eq!((e.key.as_str(), e.sequence), ("3", 3));
+    }
+
+    #[test]
+    fn json_errors_name_the_field_and_the_offset() {
+        let e = decode("field:id", "field:v", r#"{"id": "a", "v": null}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "topic t partition 0 offset 5: field `v` is missing"
+        );
+        let e = decode("field:id", "field:v", r#"{"id": true, "v": 1}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "topic t partition 0 offset 5: field `id` is a boolean, expected a string or a number"
+        );
+        let e = decode("field:id", "field:v", r#"{"id": "a", "v": 1.0}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("field `v` is a number, expected an integer"),
+            "{e}"
+        );
+        let e = decode("field:id", "field:v", r#"{"id": "a", "v": 1"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("offset 5: payload is not valid JSON"),
+            "{e}"
+        );
     }
 }

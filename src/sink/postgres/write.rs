@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use deadpool_postgres::{Object, Transaction};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 
 use super::Tables;
 use crate::config::SinkMode;
@@ -179,7 +179,7 @@ async fn transaction(
 struct Columns<'a> {
     keys: Vec<&'a str>,
     versions: Vec<i64>,
-    payloads: Vec<&'a serde_json::Value>,
+    payloads: Vec<JsonParam<'a>>,
     offsets: Vec<i64>,
     timestamps: Vec<Option<i64>>,
 }
@@ -195,11 +195,35 @@ fn columns<'a>(events: impl Iterator<Item = &'a crate::decode::Event>) -> Column
     for e in events {
         c.keys.push(&e.key);
         c.versions.push(e.sequence);
-        c.payloads.push(&e.payload);
+        c.payloads.push(JsonParam(e.payload.as_str()));
         c.offsets.push(e.offset);
         c.timestamps.push(e.timestamp_ms);
     }
     c
+}
+
+/// A payload's JSON text as a `json` or `jsonb` parameter, sent as it is
+/// (the decoder checked it); PostgreSQL parses it once, as it would text
+/// from `COPY`.
+#[derive(Debug)]
+struct JsonParam<'a>(&'a str);
+
+impl ToSql for JsonParam<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            // The jsonb binary format: a version byte, then the text.
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    accepts!(JSON, JSONB);
+    to_sql_checked!();
 }
 
 /// `timestamptz` of a Kafka timestamp in milliseconds since the epoch.
@@ -246,7 +270,7 @@ async fn copy(
             .write(&[
                 &e.key,
                 &e.sequence,
-                &e.payload,
+                &JsonParam(e.payload.as_str()),
                 &lease.topic,
                 &lease.partition,
                 &e.offset,
