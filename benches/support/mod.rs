@@ -53,7 +53,7 @@ impl AvroOrders {
     }
 
     /// Decodes one framed record of topic `orders`.
-    pub fn decode(&self, framed: &[u8]) -> serde_json::Value {
+    pub fn decode(&self, framed: &[u8]) -> String {
         self.runtime
             .block_on(self.format.decode("orders", framed))
             .expect("decodes")

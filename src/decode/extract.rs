@@ -1,7 +1,5 @@
 //! Takes the key and the sequence of an event from the configured places.
 
-use serde_json::Value;
-
 use super::Record;
 use crate::config::{FieldPath, KeySource, SequenceSource};
 
@@ -49,22 +47,6 @@ impl Scalar {
             Scalar::Object => "an object",
         }
     }
-}
-
-/// Follows a dotted path through nested objects of a decoded value.
-pub fn at(value: &Value, path: &FieldPath) -> Option<Scalar> {
-    let mut v = value;
-    for part in &path.0 {
-        v = v.get(part)?;
-    }
-    Some(match v {
-        Value::Null => Scalar::Null,
-        Value::Bool(_) => Scalar::Bool,
-        Value::Number(n) => Scalar::Number(n.clone()),
-        Value::String(s) => Scalar::Str(s.clone()),
-        Value::Array(_) => Scalar::Array,
-        Value::Object(_) => Scalar::Object,
-    })
 }
 
 /// The value at `path`; a missing field and `null` are both missing.
@@ -138,7 +120,7 @@ pub fn sequence(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn record(key: Option<&str>, headers: &[(&str, &str)]) -> Record {
         Record {
@@ -157,6 +139,15 @@ mod tests {
 
     fn path(s: &str) -> FieldPath {
         s.parse().unwrap()
+    }
+
+    /// What the JSON text of `v` holds at `path`.
+    fn at(v: &Value, path: &FieldPath) -> Option<Scalar> {
+        let text = v.to_string();
+        let (_, mut found) = super::super::json::JsonFormat
+            .decode(text.as_bytes(), std::slice::from_ref(path))
+            .unwrap();
+        found.pop().flatten()
     }
 
     fn k(source: &KeySource, r: &Record, v: &Value) -> Result<String, ExtractError> {

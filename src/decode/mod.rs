@@ -257,9 +257,10 @@ impl Decoder {
         let (payload, found) = match &self.format {
             Format::Json(f) => f.decode(bytes, &self.paths)?,
             Format::Avro(f) => {
-                let value = f.decode(&record.topic, bytes).await?;
-                let found = self.paths.iter().map(|p| extract::at(&value, p)).collect();
-                (JsonText::from_value(&value), found)
+                // The rendering is read for the key and sequence as a JSON
+                // payload is, so both formats follow the same rules.
+                let text = f.decode(&record.topic, bytes).await?;
+                json::JsonFormat.decode(text.as_bytes(), &self.paths)?
             }
         };
         // The found values are in the order `paths_of` gives: key, sequence.

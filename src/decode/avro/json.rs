@@ -9,7 +9,8 @@ use apache_avro::schema::{Name, Schema};
 use apache_avro::types::Value;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat};
-use serde_json::{Map, Number, Value as Json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value as Json;
 
 /// Named types of a schema, to follow `Ref`s.
 pub type Names = HashMap<Name, Schema>;
@@ -24,126 +25,173 @@ pub fn names_of(schema: &Schema) -> Result<Names, apache_avro::Error> {
         .collect())
 }
 
-/// Renders `value`, which conforms to `schema`, as JSON.
+/// `value`, which conforms to `schema`, rendered as JSON as it is serialized
+/// (straight to text, or to a [`Json`] value); no intermediate tree.
+pub struct Rendered<'a> {
+    pub value: &'a Value,
+    pub schema: &'a Schema,
+    pub names: &'a Names,
+}
+
+/// Renders `value`, which conforms to `schema`, as a JSON value.
 pub fn to_json(value: &Value, schema: &Schema, names: &Names) -> Json {
-    let schema = match schema {
-        Schema::Ref { name } => names.get(name).unwrap_or(schema),
-        s => s,
+    let rendered = Rendered {
+        value,
+        schema,
+        names,
     };
-    match (value, schema) {
-        (Value::Union(i, inner), Schema::Union(u)) => match u.variants().get(*i as usize) {
-            Some(branch) => to_json(inner, branch, names),
-            None => to_json(inner, &Schema::Null, names),
-        },
-        (Value::Union(_, inner), s) => to_json(inner, s, names),
-        (Value::Record(fields), Schema::Record(r)) => {
-            let mut map = Map::with_capacity(fields.len());
-            for (name, v) in fields {
-                let field_schema = r
-                    .lookup
-                    .get(name)
-                    .and_then(|&i| r.fields.get(i))
-                    .map(|f| &f.schema)
-                    .unwrap_or(&Schema::Null);
-                map.insert(name.clone(), to_json(v, field_schema, names));
+    // Rendering has no failure case: every map key is a string and
+    // non-finite floats are rendered as text.
+    serde_json::to_value(rendered).unwrap_or(Json::Null)
+}
+
+/// Renders `value`, which conforms to `schema`, as JSON text.
+pub fn to_text(value: &Value, schema: &Schema, names: &Names) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&Rendered {
+        value,
+        schema,
+        names,
+    })
+}
+
+impl Serialize for Rendered<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let names = self.names;
+        let schema = match self.schema {
+            Schema::Ref { name } => names.get(name).unwrap_or(self.schema),
+            other => other,
+        };
+        let at = |value, schema| Rendered {
+            value,
+            schema,
+            names,
+        };
+        match (self.value, schema) {
+            (Value::Union(i, inner), Schema::Union(u)) => match u.variants().get(*i as usize) {
+                Some(branch) => at(inner, branch).serialize(s),
+                None => at(inner, &Schema::Null).serialize(s),
+            },
+            (Value::Union(_, inner), other) => at(inner, other).serialize(s),
+            (Value::Record(fields), Schema::Record(r)) => {
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (name, v) in fields {
+                    let field_schema = r
+                        .lookup
+                        .get(name)
+                        .and_then(|&i| r.fields.get(i))
+                        .map(|f| &f.schema)
+                        .unwrap_or(&Schema::Null);
+                    map.serialize_entry(name, &at(v, field_schema))?;
+                }
+                map.end()
             }
-            Json::Object(map)
+            (Value::Array(items), Schema::Array(a)) => {
+                s.collect_seq(items.iter().map(|v| at(v, &a.items)))
+            }
+            (Value::Map(entries), Schema::Map(m)) => {
+                s.collect_map(entries.iter().map(|(k, v)| (k, at(v, &m.types))))
+            }
+            (Value::Decimal(d), Schema::Decimal(ds)) => {
+                let unscaled = num_bigint::BigInt::from(d.clone());
+                s.serialize_str(&with_scale(&unscaled.to_string(), ds.scale))
+            }
+            (v, _) => Scalar(v).serialize(s),
         }
-        (Value::Array(items), Schema::Array(a)) => {
-            Json::Array(items.iter().map(|v| to_json(v, &a.items, names)).collect())
-        }
-        (Value::Map(entries), Schema::Map(m)) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.clone(), to_json(v, &m.types, names)))
-                .collect(),
-        ),
-        (Value::Decimal(d), Schema::Decimal(ds)) => {
-            let unscaled = num_bigint::BigInt::from(d.clone());
-            Json::String(with_scale(&unscaled.to_string(), ds.scale))
-        }
-        (v, _) => scalar(v),
     }
 }
 
-/// Renders a value on its own (where the schema adds nothing).
-fn scalar(value: &Value) -> Json {
-    let b64 = |b: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(b));
-    match value {
-        Value::Null => Json::Null,
-        Value::Boolean(b) => Json::Bool(*b),
-        Value::Int(i) => Json::from(*i),
-        Value::Long(l) => Json::from(*l),
-        Value::Float(f) => float(f64::from(*f)),
-        Value::Double(f) => float(*f),
-        Value::Bytes(b) | Value::Fixed(_, b) => b64(b),
-        Value::String(s) | Value::Enum(_, s) => Json::String(s.clone()),
-        Value::Union(_, inner) => scalar(inner),
-        Value::Array(items) => Json::Array(items.iter().map(scalar).collect()),
-        Value::Map(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect()),
-        Value::Record(fields) => {
-            Json::Object(fields.iter().map(|(k, v)| (k.clone(), scalar(v))).collect())
+/// A value on its own (where the schema adds nothing).
+struct Scalar<'a>(&'a Value);
+
+impl Serialize for Scalar<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Boolean(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i32(*i),
+            Value::Long(l) => s.serialize_i64(*l),
+            Value::Float(f) => float(f64::from(*f), s),
+            Value::Double(f) => float(*f, s),
+            Value::Bytes(b) | Value::Fixed(_, b) => {
+                s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            Value::String(v) | Value::Enum(_, v) => s.serialize_str(v),
+            Value::Union(_, inner) => Scalar(inner).serialize(s),
+            Value::Array(items) => s.collect_seq(items.iter().map(Scalar)),
+            Value::Map(m) => s.collect_map(m.iter().map(|(k, v)| (k, Scalar(v)))),
+            Value::Record(fields) => s.collect_map(fields.iter().map(|(k, v)| (k, Scalar(v)))),
+            Value::Date(days) => text(
+                // `NaiveDate`'s Display is ISO 8601 (`2023-11-14`).
+                NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163))
+                    .map(|d| d.to_string()),
+                *days as i64,
+                s,
+            ),
+            Value::Decimal(d) => {
+                s.serialize_str(&num_bigint::BigInt::from(d.clone()).to_string())
+            }
+            Value::BigDecimal(d) => s.serialize_str(&d.to_string()),
+            Value::TimeMillis(ms) => text(time(*ms as i64 * 1_000_000, 3), *ms as i64, s),
+            Value::TimeMicros(us) => text(time(us.saturating_mul(1000), 6), *us, s),
+            Value::TimestampMillis(ms) => text(
+                DateTime::from_timestamp_millis(*ms)
+                    .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+                *ms,
+                s,
+            ),
+            Value::TimestampMicros(us) => text(
+                DateTime::from_timestamp_micros(*us)
+                    .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+                *us,
+                s,
+            ),
+            Value::TimestampNanos(ns) => s.serialize_str(
+                &DateTime::from_timestamp_nanos(*ns).to_rfc3339_opts(SecondsFormat::Nanos, true),
+            ),
+            Value::LocalTimestampMillis(ms) => text(
+                DateTime::from_timestamp_millis(*ms)
+                    .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string()),
+                *ms,
+                s,
+            ),
+            Value::LocalTimestampMicros(us) => text(
+                DateTime::from_timestamp_micros(*us)
+                    .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
+                *us,
+                s,
+            ),
+            Value::LocalTimestampNanos(ns) => s.serialize_str(
+                &DateTime::from_timestamp_nanos(*ns)
+                    .naive_utc()
+                    .format("%Y-%m-%dT%H:%M:%S%.9f")
+                    .to_string(),
+            ),
+            Value::Duration(d) => {
+                let mut map = s.serialize_map(Some(3))?;
+                map.serialize_entry("months", &u32::from(d.months()))?;
+                map.serialize_entry("days", &u32::from(d.days()))?;
+                map.serialize_entry("millis", &u32::from(d.millis()))?;
+                map.end()
+            }
+            Value::Uuid(u) => s.serialize_str(&u.hyphenated().to_string()),
         }
-        Value::Date(days) => text(
-            // `NaiveDate`'s Display is ISO 8601 (`2023-11-14`).
-            NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163))
-                .map(|d| d.to_string()),
-            *days as i64,
-        ),
-        Value::Decimal(d) => Json::String(num_bigint::BigInt::from(d.clone()).to_string()),
-        Value::BigDecimal(d) => Json::String(d.to_string()),
-        Value::TimeMillis(ms) => text(time(*ms as i64 * 1_000_000, 3), *ms as i64),
-        Value::TimeMicros(us) => text(time(us.saturating_mul(1000), 6), *us),
-        Value::TimestampMillis(ms) => text(
-            DateTime::from_timestamp_millis(*ms)
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)),
-            *ms,
-        ),
-        Value::TimestampMicros(us) => text(
-            DateTime::from_timestamp_micros(*us)
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
-            *us,
-        ),
-        Value::TimestampNanos(ns) => Json::String(
-            DateTime::from_timestamp_nanos(*ns).to_rfc3339_opts(SecondsFormat::Nanos, true),
-        ),
-        Value::LocalTimestampMillis(ms) => text(
-            DateTime::from_timestamp_millis(*ms)
-                .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string()),
-            *ms,
-        ),
-        Value::LocalTimestampMicros(us) => text(
-            DateTime::from_timestamp_micros(*us)
-                .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
-            *us,
-        ),
-        Value::LocalTimestampNanos(ns) => Json::String(
-            DateTime::from_timestamp_nanos(*ns)
-                .naive_utc()
-                .format("%Y-%m-%dT%H:%M:%S%.9f")
-                .to_string(),
-        ),
-        Value::Duration(d) => serde_json::json!({
-            "months": u32::from(d.months()),
-            "days": u32::from(d.days()),
-            "millis": u32::from(d.millis()),
-        }),
-        Value::Uuid(u) => Json::String(u.hyphenated().to_string()),
     }
 }
 
 /// A formatted value, or the raw number when it is out of the representable range.
-fn text(formatted: Option<String>, raw: i64) -> Json {
-    formatted
-        .map(Json::String)
-        .unwrap_or_else(|| Json::from(raw))
+fn text<S: Serializer>(formatted: Option<String>, raw: i64, s: S) -> Result<S::Ok, S::Error> {
+    match formatted {
+        Some(t) => s.serialize_str(&t),
+        None => s.serialize_i64(raw),
+    }
 }
 
-fn float(f: f64) -> Json {
-    match Number::from_f64(f) {
-        Some(n) => Json::Number(n),
+fn float<S: Serializer>(f: f64, s: S) -> Result<S::Ok, S::Error> {
+    if f.is_finite() {
+        s.serialize_f64(f)
+    } else {
         // JSON has no NaN or infinity; keep them as text rather than losing them.
-        None => Json::String(f.to_string()),
+        s.serialize_str(&f.to_string())
     }
 }
 

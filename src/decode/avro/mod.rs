@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -158,9 +159,9 @@ pub fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), AvroError> {
 /// A topic's reader schema and what is known of the writer ids seen on it.
 struct TopicReader {
     reader: ReaderSchema,
-    /// Per writer id: `Ok(same)` once the reader was found able to read it
-    /// (`same`: the writer schema is the reader schema), else why not.
-    checked: RwLock<HashMap<u32, Result<bool, String>>>,
+    /// Per writer id: what is known once the reader was found able to read
+    /// it, else why not.
+    checked: RwLock<HashMap<u32, Result<Arc<Readable>, String>>>,
 }
 
 /// A reader over a record's body that notes whether the decoder asked for more
@@ -189,14 +190,28 @@ fn read_body(
     framed: &[u8],
 ) -> Result<apache_avro::types::Value, AvroError> {
     let (_, body) = frame(framed)?;
+    let datum = apache_avro::reader::datum::GenericDatumReader::builder(writer)
+        .build()
+        .map_err(|e| AvroError::Body {
+            id,
+            detail: e.to_string(),
+        })?;
+    read_with(id, &datum, body)
+}
+
+/// Decodes an Avro body with a datum reader made for its writer schema.
+fn read_with(
+    id: u32,
+    datum: &GenericDatumReader<'_>,
+    body: &[u8],
+) -> Result<apache_avro::types::Value, AvroError> {
     let err = |detail: String| AvroError::Body { id, detail };
     let mut input = Body {
         rest: body,
         overrun: false,
     };
-    let value = apache_avro::reader::datum::GenericDatumReader::builder(writer)
-        .build()
-        .and_then(|r| r.read_value(&mut input))
+    let value = datum
+        .read_value(&mut input)
         .map_err(|e| err(e.to_string()))?;
     if input.overrun {
         return Err(err(format!(
@@ -211,6 +226,25 @@ fn read_body(
         )));
     }
     Ok(value)
+}
+
+/// What is known of a writer id the reader schema can read.
+struct Readable {
+    /// The writer schema is the reader schema itself: nothing to resolve.
+    same: bool,
+    /// A datum reader for the writer schema, made once. Its schema is kept
+    /// for the life of the process, as the registry client keeps it.
+    datum: GenericDatumReader<'static>,
+}
+
+impl Readable {
+    fn new(id: u32, writer: &Schema, same: bool) -> Result<Readable, String> {
+        let writer: &'static Schema = Box::leak(Box::new(writer.clone()));
+        let datum = GenericDatumReader::builder(writer)
+            .build()
+            .map_err(|e| format!("schema id {id}: {e}"))?;
+        Ok(Readable { same, datum })
+    }
 }
 
 /// Decodes Confluent-framed Avro through the Schema Registry.
@@ -268,32 +302,37 @@ impl AvroFormat {
         AvroError::RegistryUnavailable { id, detail }
     }
 
-    /// Decodes a record value of `topic` into JSON shaped by the topic's reader schema.
-    pub async fn decode(&self, topic: &str, bytes: &[u8]) -> Result<serde_json::Value, AvroError> {
-        let (id, _) = frame(bytes)?;
+    /// Decodes a record value of `topic` into JSON text shaped by the topic's
+    /// reader schema.
+    pub async fn decode(&self, topic: &str, bytes: &[u8]) -> Result<String, AvroError> {
+        let (id, body) = frame(bytes)?;
         let topic_reader = self
             .topics
             .get(topic)
             .ok_or_else(|| AvroError::NoReader(topic.to_string()))?;
         let reader = &topic_reader.reader;
-        let writer = self.writer(id).await?;
-        let same = topic_reader.check(topic, id, &writer)?;
-        let mut value = read_body(id, &writer.parsed, bytes)?;
-        if same {
-            // Written with the reader schema itself: nothing to resolve.
-            return Ok(json::to_json(&value, &reader.schema, &reader.names));
+        let readable = match topic_reader.known(id)? {
+            Some(readable) => readable,
+            None => {
+                let writer = self.writer(id).await?;
+                topic_reader.check(topic, id, &writer)?
+            }
+        };
+        let mut value = read_with(id, &readable.datum, body)?;
+        let resolve_error = |detail: String| AvroError::Resolve {
+            id,
+            file: reader.file.display().to_string(),
+            detail,
+        };
+        if !readable.same {
+            if reader.adapt {
+                adapt::adapt(&mut value, &reader.schema, &reader.names);
+            }
+            value = value
+                .resolve_with_names(&reader.schema, &reader.names)
+                .map_err(|e| resolve_error(e.to_string()))?;
         }
-        if reader.adapt {
-            adapt::adapt(&mut value, &reader.schema, &reader.names);
-        }
-        let value = value
-            .resolve(&reader.schema)
-            .map_err(|e| AvroError::Resolve {
-                id,
-                file: reader.file.display().to_string(),
-                detail: e.to_string(),
-            })?;
-        Ok(json::to_json(&value, &reader.schema, &reader.names))
+        json::to_text(&value, &reader.schema, &reader.names).map_err(|e| resolve_error(e.to_string()))
     }
 
     /// Decodes an Avro message key with its writer schema; returns it as text.
@@ -310,38 +349,50 @@ impl AvroFormat {
 }
 
 impl TopicReader {
-    /// Checks once per writer id that the reader schema can read the writer's;
-    /// returns whether the two are the same schema.
+    /// What is known of writer id `id`, if it was seen before: `Err` if the
+    /// reader schema cannot read it.
+    fn known(&self, id: u32) -> Result<Option<Arc<Readable>>, AvroError> {
+        let checked = self.checked.read().unwrap_or_else(|p| p.into_inner());
+        let Some(known) = checked.get(&id) else {
+            return Ok(None);
+        };
+        crate::telemetry::metrics::metrics()
+            .schema_cache
+            .with_label_values(&["hit"])
+            .inc();
+        known.clone().map(Some).map_err(|detail| self.incompatible(id, detail))
+    }
+
+    fn incompatible(&self, id: u32, detail: String) -> AvroError {
+        AvroError::Incompatible {
+            id,
+            file: self.reader.file.display().to_string(),
+            detail,
+        }
+    }
+
+    /// Checks once per writer id that the reader schema can read the writer's.
     fn check(
         &self,
         topic: &str,
         id: u32,
         writer: &schema_registry_converter::avro_common::AvroSchema,
-    ) -> Result<bool, AvroError> {
-        let reader = &self.reader;
-        let incompatible = |detail: String| AvroError::Incompatible {
-            id,
-            file: reader.file.display().to_string(),
-            detail,
-        };
-        let cache = &crate::telemetry::metrics::metrics().schema_cache;
-        if let Some(known) = self
-            .checked
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
-            cache.with_label_values(&["hit"]).inc();
-            return known.clone().map_err(incompatible);
+    ) -> Result<Arc<Readable>, AvroError> {
+        if let Some(known) = self.known(id)? {
+            return Ok(known);
         }
-        cache.with_label_values(&["miss"]).inc();
+        let reader = &self.reader;
+        crate::telemetry::metrics::metrics()
+            .schema_cache
+            .with_label_values(&["miss"])
+            .inc();
         let same =
             serde_json::from_str::<serde_json::Value>(&writer.raw).is_ok_and(|w| w == reader.json);
         let result = SchemaCompatibility::can_read(&writer.parsed, &reader.schema)
-            .map(|_| same)
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.to_string())
+            .and_then(|_| Readable::new(id, &writer.parsed, same).map(Arc::new));
         match &result {
-            Ok(same) => tracing::info!(topic, schema_id = id, reader = %reader.file.display(),
+            Ok(_) => tracing::info!(topic, schema_id = id, reader = %reader.file.display(),
                 same, "new writer schema; the reader schema can read it"),
             Err(e) => tracing::error!(topic, schema_id = id, reader = %reader.file.display(),
                 error = %e, "new writer schema; the reader schema cannot read it"),
@@ -350,7 +401,7 @@ impl TopicReader {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, result.clone());
-        result.map_err(incompatible)
+        result.map_err(|detail| self.incompatible(id, detail))
     }
 }
 
