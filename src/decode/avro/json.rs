@@ -103,6 +103,16 @@ impl Serialize for Rendered<'_> {
 /// A value on its own (where the schema adds nothing).
 struct Scalar<'a>(&'a Value);
 
+/// `value` rendered on its own, as a part of a record is.
+pub fn scalar(value: &Value) -> impl Serialize + '_ {
+    Scalar(value)
+}
+
+/// Bytes as JSON has them: base64 text.
+pub fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 impl Serialize for Scalar<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
@@ -112,9 +122,7 @@ impl Serialize for Scalar<'_> {
             Value::Long(l) => s.serialize_i64(*l),
             Value::Float(f) => float(f64::from(*f), s),
             Value::Double(f) => float(*f, s),
-            Value::Bytes(b) | Value::Fixed(_, b) => {
-                s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
-            }
+            Value::Bytes(b) | Value::Fixed(_, b) => s.serialize_str(&base64(b)),
             Value::String(v) | Value::Enum(_, v) => s.serialize_str(v),
             Value::Union(_, inner) => Scalar(inner).serialize(s),
             Value::Array(items) => s.collect_seq(items.iter().map(Scalar)),
@@ -127,9 +135,7 @@ impl Serialize for Scalar<'_> {
                 *days as i64,
                 s,
             ),
-            Value::Decimal(d) => {
-                s.serialize_str(&num_bigint::BigInt::from(d.clone()).to_string())
-            }
+            Value::Decimal(d) => s.serialize_str(&num_bigint::BigInt::from(d.clone()).to_string()),
             Value::BigDecimal(d) => s.serialize_str(&d.to_string()),
             Value::TimeMillis(ms) => text(time(*ms as i64 * 1_000_000, 3), *ms as i64, s),
             Value::TimeMicros(us) => text(time(us.saturating_mul(1000), 6), *us, s),
@@ -209,7 +215,7 @@ fn time(nanos: i64, digits: usize) -> Option<String> {
 }
 
 /// Places the decimal point `scale` digits from the right of an integer's digits.
-fn with_scale(unscaled: &str, scale: usize) -> String {
+pub fn with_scale(unscaled: &str, scale: usize) -> String {
     let (sign, digits) = match unscaled.strip_prefix('-') {
         Some(d) => ("-", d),
         None => ("", unscaled),

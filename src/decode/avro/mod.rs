@@ -9,6 +9,7 @@
 //! checked once per (topic, id) with `SchemaCompatibility::can_read`.
 
 mod adapt;
+mod direct;
 pub mod json;
 pub mod registry;
 
@@ -214,18 +215,22 @@ fn read_with(
         .read_value(&mut input)
         .map_err(|e| err(e.to_string()))?;
     if input.overrun {
-        return Err(err(format!(
-            "the body ({} bytes) ends before the record does (truncated)",
-            body.len()
-        )));
+        return Err(err(truncated(body.len())));
     }
     if !input.rest.is_empty() {
-        return Err(err(format!(
-            "{} bytes are left after the record (is schema id {id} the schema it was written with?)",
-            input.rest.len()
-        )));
+        return Err(err(left_over(id, input.rest.len())));
     }
     Ok(value)
+}
+
+fn truncated(body: usize) -> String {
+    format!("the body ({body} bytes) ends before the record does (truncated)")
+}
+
+fn left_over(id: u32, n: usize) -> String {
+    format!(
+        "{n} bytes are left after the record (is schema id {id} the schema it was written with?)"
+    )
 }
 
 /// What is known of a writer id the reader schema can read.
@@ -235,15 +240,34 @@ struct Readable {
     /// A datum reader for the writer schema, made once. Its schema is kept
     /// for the life of the process, as the registry client keeps it.
     datum: GenericDatumReader<'static>,
+    /// Body straight to the reader's JSON, where a plan could be made.
+    plan: Option<direct::Plan>,
 }
 
 impl Readable {
-    fn new(id: u32, writer: &Schema, same: bool) -> Result<Readable, String> {
+    fn new(
+        topic: &str,
+        id: u32,
+        writer: &Schema,
+        same: bool,
+        reader: &ReaderSchema,
+    ) -> Result<Readable, String> {
         let writer: &'static Schema = Box::leak(Box::new(writer.clone()));
         let datum = GenericDatumReader::builder(writer)
             .build()
             .map_err(|e| format!("schema id {id}: {e}"))?;
-        Ok(Readable { same, datum })
+        let plan = json::names_of(writer)
+            .map_err(|e| direct::Unplanned(e.to_string()))
+            .and_then(|names| direct::Plan::new(writer, &names, &reader.schema, &reader.names));
+        let plan = match plan {
+            Ok(plan) => Some(plan),
+            Err(direct::Unplanned(why)) => {
+                tracing::info!(topic, schema_id = id, reason = %why,
+                    "records of this writer schema are decoded through apache_avro values");
+                None
+            }
+        };
+        Ok(Readable { same, datum, plan })
     }
 }
 
@@ -318,6 +342,16 @@ impl AvroFormat {
                 topic_reader.check(topic, id, &writer)?
             }
         };
+        if let Some(plan) = &readable.plan {
+            return plan.render(body).map_err(|e| AvroError::Body {
+                id,
+                detail: match e {
+                    direct::Error::Truncated => truncated(body.len()),
+                    direct::Error::LeftOver(n) => left_over(id, n),
+                    direct::Error::Bad(detail) => detail,
+                },
+            });
+        }
         let mut value = read_with(id, &readable.datum, body)?;
         let resolve_error = |detail: String| AvroError::Resolve {
             id,
@@ -332,7 +366,8 @@ impl AvroFormat {
                 .resolve_with_names(&reader.schema, &reader.names)
                 .map_err(|e| resolve_error(e.to_string()))?;
         }
-        json::to_text(&value, &reader.schema, &reader.names).map_err(|e| resolve_error(e.to_string()))
+        json::to_text(&value, &reader.schema, &reader.names)
+            .map_err(|e| resolve_error(e.to_string()))
     }
 
     /// Decodes an Avro message key with its writer schema; returns it as text.
@@ -360,7 +395,10 @@ impl TopicReader {
             .schema_cache
             .with_label_values(&["hit"])
             .inc();
-        known.clone().map(Some).map_err(|detail| self.incompatible(id, detail))
+        known
+            .clone()
+            .map(Some)
+            .map_err(|detail| self.incompatible(id, detail))
     }
 
     fn incompatible(&self, id: u32, detail: String) -> AvroError {
@@ -390,7 +428,7 @@ impl TopicReader {
             serde_json::from_str::<serde_json::Value>(&writer.raw).is_ok_and(|w| w == reader.json);
         let result = SchemaCompatibility::can_read(&writer.parsed, &reader.schema)
             .map_err(|e| e.to_string())
-            .and_then(|_| Readable::new(id, &writer.parsed, same).map(Arc::new));
+            .and_then(|_| Readable::new(topic, id, &writer.parsed, same, reader).map(Arc::new));
         match &result {
             Ok(_) => tracing::info!(topic, schema_id = id, reader = %reader.file.display(),
                 same, "new writer schema; the reader schema can read it"),
