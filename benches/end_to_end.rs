@@ -407,6 +407,30 @@ fn produce(run: &Run, case: &Case, extra: &[&str]) -> HashMap<String, i64> {
     support::data::expected_state(&expected)
 }
 
+/// CPU seconds used so far by the PostgreSQL processes on this machine (the
+/// throw-away cluster's: server processes, and the children the postmaster
+/// reaped).
+fn postgres_cpu() -> f64 {
+    let mut ticks = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        // After the command name: utime, stime, cutime, cstime are fields 12 to 15.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += (11..=14)
+            .filter_map(|i| fields.get(i)?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    ticks / 100.0
+}
+
 async fn throughput(case: &Case, events: u64, partitions: i32) {
     let run = prepare(case, partitions).await;
     // Batches of a size a busy producer makes, whatever the encoding speed.
@@ -422,6 +446,7 @@ async fn throughput(case: &Case, events: u64, partitions: i32) {
     let mut ordo = Ordo::start(&run.config, run.dir.path().join("ordo.log"));
     let client = run.db.client().await;
     let began = wait_leased(&client, &mut ordo, &run).await;
+    let pg_cpu_before = postgres_cpu();
     loop {
         assert!(ordo.running(), "{}", ordo.log_text());
         if stored_total(&client, &run.setup.group).await == total {
@@ -431,6 +456,7 @@ async fn throughput(case: &Case, events: u64, partitions: i32) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ordo_rate = events as f64 / began.elapsed().as_secs_f64();
+    let pg_cpu = postgres_cpu() - pg_cpu_before;
     let (cpu, peak) = ordo.cpu_and_peak_rss();
     if std::env::var_os("BENCH_PG_STATS").is_some() {
         print_statement_stats(&client).await;
@@ -439,12 +465,13 @@ async fn throughput(case: &Case, events: u64, partitions: i32) {
     assert!(ordo.terminate(Duration::from_secs(60)).success());
     let (text, binary) = copy_rates(&client, case, &run.setup.topic, &expected).await;
     println!(
-        "| {} | {events} | {ordo_rate:.0} | {bare:.0} | {text:.0} | {binary:.0} | {:.2}x | {:.2}x | {:.2}x | {:.1} | {peak:.0} |",
+        "| {} | {events} | {ordo_rate:.0} | {bare:.0} | {text:.0} | {binary:.0} | {:.2}x | {:.2}x | {:.2}x | {:.1} | {:.1} | {peak:.0} |",
         case.name,
         ordo_rate / text,
         ordo_rate / binary,
         ordo_rate / bare,
-        cpu / (events as f64 / 1e6)
+        cpu / (events as f64 / 1e6),
+        pg_cpu / (events as f64 / 1e6)
     );
 }
 
@@ -538,8 +565,8 @@ fn main() {
     let (throughput_cases, latency_cases): (Vec<Case>, Vec<Case>) =
         cases.into_iter().partition(|c| !c.latency);
     if !throughput_cases.is_empty() {
-        println!("| case | events | Ordo events/s | bare consumer records/s | text COPY rows/s | binary COPY rows/s | Ordo / text COPY | Ordo / binary COPY | Ordo / consumer | Ordo CPU s per 1M events | Ordo peak RSS (MiB) |");
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("| case | events | Ordo events/s | bare consumer records/s | text COPY rows/s | binary COPY rows/s | Ordo / text COPY | Ordo / binary COPY | Ordo / consumer | Ordo CPU s per 1M events | PostgreSQL CPU s per 1M events | Ordo peak RSS (MiB) |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         for case in &throughput_cases {
             runtime.block_on(throughput(case, events, partitions));
         }
