@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use ordo_registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use support::kafka::Kafka;
 use support::ordo::{run_to_end, Ordo, Setup};
 use support::postgres::TestDb;
@@ -124,6 +124,65 @@ fn bare_consumer_rate(bootstrap: &str, topic: &str, hw: &[i64]) -> f64 {
         }
     }
     total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A bare librdkafka consumer reading the topic as it is produced: each
+/// record's latency (ms) from its timestamp to its arrival, until `target`
+/// (set once the producer is done) records were read. The broker's and the
+/// producer's share of the latency, measured beside Ordo's.
+fn bare_consumer_latencies(
+    bootstrap: String,
+    topic: String,
+    partitions: i32,
+    target: std::sync::Arc<std::sync::atomic::AtomicI64>,
+) -> std::thread::JoinHandle<Vec<f64>> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "bench-bare-latency")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut latencies = Vec::new();
+        let started = Instant::now();
+        loop {
+            let want = target.load(std::sync::atomic::Ordering::Relaxed);
+            if want > 0 && latencies.len() as i64 >= want {
+                return latencies;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(900),
+                "bare consumer stalled"
+            );
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m.expect("bare consumer");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock")
+                    .as_millis() as i64;
+                if let Some(ts) = m.timestamp().to_millis() {
+                    latencies.push((now - ts) as f64);
+                }
+            }
+        }
+    })
+}
+
+/// The p50, p99 and max of `values`.
+fn percentiles(mut values: Vec<f64>) -> [f64; 3] {
+    if values.is_empty() {
+        return [f64::NAN; 3];
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    [at(0.5), at(0.99), at(1.0)]
 }
 
 /// The statements PostgreSQL spent most time on (needs
@@ -482,6 +541,13 @@ async fn latency(case: &Case, partitions: i32) {
     let mut ordo = Ordo::start(&run.config, run.dir.path().join("ordo.log"));
     let client = run.db.client().await;
     wait_leased(&client, &mut ordo, &run).await;
+    let target = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let bare = bare_consumer_latencies(
+        run.kafka.bootstrap(),
+        run.setup.topic.clone(),
+        run.partitions,
+        target.clone(),
+    );
     let expected = produce(
         &run,
         case,
@@ -494,6 +560,8 @@ async fn latency(case: &Case, partitions: i32) {
     );
     let hw = run.kafka.high_watermarks(&run.setup.topic, run.partitions);
     let total: i64 = hw.iter().sum();
+    target.store(total, std::sync::atomic::Ordering::Relaxed);
+    let bare = percentiles(bare.join().expect("bare consumer"));
     while stored_total(&client, &run.setup.group).await != total {
         assert!(ordo.running(), "{}", ordo.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -536,11 +604,14 @@ async fn latency(case: &Case, partitions: i32) {
     let (cpu, peak) = ordo.cpu_and_peak_rss();
     assert!(ordo.terminate(Duration::from_secs(60)).success());
     println!(
-        "| {} | {rate}/s for {seconds} s | {rows} | {:.1} | {:.1} | {:.1} | {:.2} | {peak:.0} |",
+        "| {} | {rate}/s for {seconds} s | {rows} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} / {:.0} | {:.2} | {peak:.0} |",
         case.name,
         q[0] * 1000.0,
         q[1] * 1000.0,
         q[2] * 1000.0,
+        bare[0],
+        bare[1],
+        bare[2],
         cpu / seconds as f64
     );
 }
@@ -572,8 +643,8 @@ fn main() {
         }
     }
     if !latency_cases.is_empty() {
-        println!("| case | rate | rows | p50 ms | p99 ms | max ms | Ordo CPU (cores) | Ordo peak RSS (MiB) |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| case | rate | rows | p50 ms | p99 ms | max ms | bare consumer p50 / p99 / max ms | Ordo CPU (cores) | Ordo peak RSS (MiB) |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for case in &latency_cases {
             runtime.block_on(latency(case, partitions));
         }
