@@ -28,7 +28,8 @@ impl JsonText {
         Self(value.to_string().into_boxed_str())
     }
 
-    /// The document as a value (tests and tools; the consumer never needs it).
+    /// The document as a value.
+    #[cfg(test)]
     pub fn to_value(&self) -> serde_json::Value {
         // The text was checked when it was made.
         serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
@@ -59,17 +60,7 @@ impl JsonFormat {
                 e.valid_up_to()
             ))
         })?;
-        let targets: Vec<&[String]> = paths.iter().map(|p| p.0.as_slice()).collect();
-        let mut found = vec![None; paths.len()];
-        let mut de = serde_json::Deserializer::from_str(text);
-        Node {
-            targets: &targets,
-            mask: mask_of(targets.len()),
-            depth: 0,
-            found: &mut found,
-        }
-        .deserialize(&mut de)?;
-        de.end()?;
+        let found = fields(text, paths)?;
         // Skipped strings are checked for their syntax only: an escape such
         // as a lone surrogate is caught by a full parse, done only when the
         // text has escapes at all.
@@ -78,6 +69,33 @@ impl JsonFormat {
         }
         Ok((JsonText(text.into()), found))
     }
+
+    /// Reads the fields at `paths` of JSON text Ordo rendered itself (an
+    /// Avro record's), which needs no further check; the text is kept as is.
+    pub fn rendered(
+        &self,
+        text: String,
+        paths: &[FieldPath],
+    ) -> Result<(JsonText, Vec<Option<Scalar>>), DecodeReason> {
+        let found = fields(&text, paths)?;
+        Ok((JsonText(text.into_boxed_str()), found))
+    }
+}
+
+/// What `text` holds at each of `paths`, in one pass over it.
+fn fields(text: &str, paths: &[FieldPath]) -> Result<Vec<Option<Scalar>>, serde_json::Error> {
+    let targets: Vec<&[String]> = paths.iter().map(|p| p.0.as_slice()).collect();
+    let mut found = vec![None; paths.len()];
+    let mut de = serde_json::Deserializer::from_str(text);
+    Node {
+        targets: &targets,
+        mask: mask_of(targets.len()),
+        depth: 0,
+        found: &mut found,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(found)
 }
 
 /// The targets `0..n`, as a bit set.

@@ -260,7 +260,7 @@ impl Decoder {
                 // The rendering is read for the key and sequence as a JSON
                 // payload is, so both formats follow the same rules.
                 let text = f.decode(&record.topic, bytes).await?;
-                json::JsonFormat.decode(text.as_bytes(), &self.paths)?
+                json::JsonFormat.rendered(text, &self.paths)?
             }
         };
         // The found values are in the order `paths_of` gives: key, sequence.
