@@ -3,8 +3,10 @@
 //! topic and `COPY` (text and binary) of the very same rows into a table of
 //! the event store's shape; and Ordo's end-to-end latency at a fixed rate.
 //!
-//! Each case is `format/mode/keys` (`json` or `avro`; `event_store` or
-//! `projection`), or `latency/format/mode/keys`. A throughput case has
+//! Each case is `format/mode/keys` (`json`, `json_orders` or `avro`;
+//! `event_store` or `projection`), or `latency/format/mode/keys`;
+//! `json_orders` is JSON of the very order events the Avro case renders
+//! (`ordo produce --shape orders`), to compare the formats on the same rows. A throughput case has
 //! `ordo produce` write `BENCH_EVENTS` events (default 480,000; 5 % late,
 //! 2 % duplicated, producer linger 50 ms; Avro through the registry in writer versions v1, v2 and
 //! v3 in turn, read as v3) into `BENCH_PARTITIONS` partitions (default 48)
@@ -44,6 +46,7 @@ const DEFAULT_CASES: &[&str] = &[
     "json/event_store/10000",
     "json/event_store/200000",
     "json/projection/10000",
+    "json_orders/event_store/10000",
     "avro/event_store/10000",
     "latency/json/event_store/10000",
 ];
@@ -60,6 +63,8 @@ struct Case {
     name: String,
     latency: bool,
     avro: bool,
+    /// Events are order events (Avro, or JSON of `--shape orders`).
+    orders: bool,
     projection: bool,
     keys: u64,
 }
@@ -76,10 +81,11 @@ fn parse_case(text: &str) -> Case {
     Case {
         name: text.to_string(),
         latency,
-        avro: match format {
+        avro: format == "avro",
+        orders: match format {
             "json" => false,
-            "avro" => true,
-            other => panic!("case {text}: format {other}: json or avro"),
+            "json_orders" | "avro" => true,
+            other => panic!("case {text}: format {other}: json, json_orders or avro"),
         },
         projection: match mode {
             "event_store" => false,
@@ -335,7 +341,11 @@ async fn copy_rates(
         let mut text = String::with_capacity(rows as usize * 160);
         for (key, last) in expected {
             for v in 1..=*last {
-                let payload = String::from_utf8(ordo::demo::data::payload(key, v)).unwrap();
+                let payload = if case.orders {
+                    ordo::demo::orders::expected(3, 3, key, v).to_string()
+                } else {
+                    String::from_utf8(ordo::demo::data::payload(key, v)).unwrap()
+                };
                 text.push_str(&format!(
                     "{key}\t{v}\t{}\t{topic}\t0\t{v}\t\\N\n",
                     payload.replace('\\', "\\\\")
@@ -413,9 +423,11 @@ async fn prepare(case: &Case, partitions: i32) -> Run {
             setup.topic,
             reader.display()
         );
-        setup.sequence = "field:meta.seq".into();
         setup.tail = format!("[schema_registry]\nurls = [\"{}\"]\n", server.url());
         registry = Some(server);
+    }
+    if case.orders {
+        setup.sequence = "field:meta.seq".into();
     }
     if case.latency {
         // The mock cluster answers a fetch that finds no new data only after
@@ -460,6 +472,9 @@ fn produce(run: &Run, case: &Case, extra: &[&str]) -> HashMap<String, i64> {
         "--expected",
         expected.to_str().unwrap(),
     ];
+    if case.orders && !case.avro {
+        args.extend_from_slice(&["--shape", "orders"]);
+    }
     args.extend_from_slice(extra);
     let (status, out, err) = run_to_end(&args);
     assert!(status.success(), "{out}{err}");

@@ -104,6 +104,11 @@ struct ProduceArgs {
     /// [schema_registry], used in turn). Default: source.format.
     #[arg(long)]
     format: Option<String>,
+    /// What a JSON event holds: `flat` (id, version, amount, note) or
+    /// `orders` (the order event as the Avro reader schema v3 renders it;
+    /// sequence at `meta.seq`). Avro events are order events.
+    #[arg(long, default_value = "flat")]
+    shape: String,
     /// librdkafka compression.type: none, gzip, snappy, lz4, zstd.
     #[arg(long, default_value = "none")]
     compression: String,
@@ -320,6 +325,11 @@ async fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitC
         Some("avro") => ordo::decode::FormatKind::Avro,
         Some(other) => anyhow::bail!("--format {other}: valid values: json, avro"),
     };
+    let shape = match args.shape.as_str() {
+        "flat" => ordo::produce::Shape::Flat,
+        "orders" => ordo::produce::Shape::Orders,
+        other => anyhow::bail!("--shape {other}: valid values: flat, orders"),
+    };
     let topic = match args
         .topic
         .or_else(|| settings.source.topics.first().cloned())
@@ -338,6 +348,7 @@ async fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitC
         duplicates: args.duplicates,
         poison: args.poison,
         format,
+        shape,
         compression: args.compression,
         linger_ms: args.linger_ms,
         seed: args.seed,

@@ -1,7 +1,8 @@
 //! `ordo produce` against a cluster, then Ordo consuming what it produced:
 //! the end state it wrote is what lands (every version of every key once),
 //! and every poison record it reported is in the dead-letter topic; in JSON
-//! and in Avro (three writer versions through the registry, read with v3).
+//! and in Avro (three writer versions through the registry, read with v3),
+//! and JSON of the same order events (`--shape orders`).
 
 mod support;
 
@@ -28,7 +29,16 @@ fn count_before(text: &str, word: &str) -> u64 {
         .unwrap_or_else(|| panic!("a number before {word} in {text}"))
 }
 
-async fn produce_then_consume(avro: bool) {
+/// What `ordo produce` writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Events {
+    Json,
+    /// JSON of the order events (`--shape orders`).
+    JsonOrders,
+    Avro,
+}
+
+async fn produce_then_consume(events: Events) {
     let kafka = Kafka::start();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
@@ -38,7 +48,7 @@ async fn produce_then_consume(avro: bool) {
         dead_letter: true,
         ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
     };
-    let setup = if avro {
+    let setup = if events == Events::Avro {
         let reader =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/orders-v3.avsc");
         Setup {
@@ -49,6 +59,11 @@ async fn produce_then_consume(avro: bool) {
             ),
             sequence: "field:meta.seq".into(),
             tail: format!("[schema_registry]\nurls = [\"{}\"]\n", server.url()),
+            ..base
+        }
+    } else if events == Events::JsonOrders {
+        Setup {
+            sequence: "field:meta.seq".into(),
             ..base
         }
     } else {
@@ -63,8 +78,14 @@ async fn produce_then_consume(avro: bool) {
     let (status, stdout, stderr) = tokio::task::spawn_blocking({
         let (config, expected) = (config.clone(), expected.clone());
         move || {
+            let shape = match events {
+                Events::JsonOrders => "orders",
+                _ => "flat",
+            };
             run_to_end(&[
                 "produce",
+                "--shape",
+                shape,
                 "--config",
                 config.to_str().unwrap(),
                 "--events",
@@ -119,16 +140,37 @@ async fn produce_then_consume(avro: bool) {
             "key {key}"
         );
     }
+    if events == Events::JsonOrders {
+        // The order event as the Avro reader schema v3 renders it.
+        let row = client
+            .query_one(
+                "SELECT stream, version, payload FROM events ORDER BY position LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (stream, version): (String, i64) = (row.get(0), row.get(1));
+        let payload: serde_json::Value = row.get(2);
+        assert_eq!(
+            payload,
+            ordo::demo::orders::expected(3, 3, &stream, version)
+        );
+    }
     assert_eq!(kafka.read_all(&dlq, poison as usize).len() as u64, poison);
     assert!(ordo.terminate(Duration::from_secs(30)).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_ordo_produce_writes_lands_as_its_expected_end_state_json() {
-    produce_then_consume(false).await;
+    produce_then_consume(Events::Json).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_ordo_produce_writes_lands_as_its_expected_end_state_json_orders() {
+    produce_then_consume(Events::JsonOrders).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_ordo_produce_writes_lands_as_its_expected_end_state_avro() {
-    produce_then_consume(true).await;
+    produce_then_consume(Events::Avro).await;
 }

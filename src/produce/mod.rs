@@ -26,6 +26,17 @@ pub use plan::{Event, Plan};
 use crate::config::Settings;
 use crate::decode::FormatKind;
 
+/// What a JSON event holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `id`, `version`, `amount`, `note` (`ordering.sequence = "field:version"`).
+    Flat,
+    /// The order event as the Avro reader schema v3 renders it, as JSON
+    /// (`ordering.sequence = "field:meta.seq"`): the same rows as Avro, to
+    /// compare the two formats.
+    Orders,
+}
+
 /// What to produce.
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
@@ -42,6 +53,8 @@ pub struct ProduceOptions {
     pub duplicates: f64,
     pub poison: f64,
     pub format: FormatKind,
+    /// What a JSON event holds (Avro events are always order events).
+    pub shape: Shape,
     /// librdkafka `compression.type`.
     pub compression: String,
     /// librdkafka `linger.ms`.
@@ -248,6 +261,11 @@ fn produce_all(
             Event::Good { key, version } => {
                 let key = plan::key_name(*key);
                 let payload = match ids {
+                    None if options.shape == Shape::Orders => {
+                        crate::demo::orders::expected(3, 3, &key, *version)
+                            .to_string()
+                            .into_bytes()
+                    }
                     None => crate::demo::data::payload(&key, *version),
                     Some(ids) => {
                         let writer = (*version as usize) % 3 + 1;
