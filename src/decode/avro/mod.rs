@@ -163,6 +163,8 @@ struct TopicReader {
     /// Per writer id: what is known once the reader was found able to read
     /// it, else why not.
     checked: RwLock<HashMap<u32, Result<Arc<Readable>, String>>>,
+    /// `ordo_schema_cache_total{result="hit"}`, counted per record.
+    hits: prometheus::IntCounter,
 }
 
 /// A reader over a record's body that notes whether the decoder asked for more
@@ -298,7 +300,17 @@ impl AvroFormat {
                 .into_iter()
                 .map(|(topic, reader)| {
                     let checked = RwLock::new(HashMap::new());
-                    (topic, TopicReader { reader, checked })
+                    let hits = crate::telemetry::metrics::metrics()
+                        .schema_cache
+                        .with_label_values(&["hit"]);
+                    (
+                        topic,
+                        TopicReader {
+                            reader,
+                            checked,
+                            hits,
+                        },
+                    )
                 })
                 .collect(),
         })
@@ -391,10 +403,7 @@ impl TopicReader {
         let Some(known) = checked.get(&id) else {
             return Ok(None);
         };
-        crate::telemetry::metrics::metrics()
-            .schema_cache
-            .with_label_values(&["hit"])
-            .inc();
+        self.hits.inc();
         known
             .clone()
             .map(Some)
