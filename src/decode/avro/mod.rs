@@ -239,11 +239,17 @@ fn left_over(id: u32, n: usize) -> String {
 struct Readable {
     /// The writer schema is the reader schema itself: nothing to resolve.
     same: bool,
-    /// A datum reader for the writer schema, made once. Its schema is kept
-    /// for the life of the process, as the registry client keeps it.
-    datum: GenericDatumReader<'static>,
-    /// Body straight to the reader's JSON, where a plan could be made.
-    plan: Option<direct::Plan>,
+    how: Decoding,
+}
+
+/// How the bodies of one writer id are decoded.
+enum Decoding {
+    /// Straight to the reader's JSON.
+    Plan(direct::Plan),
+    /// Through `apache_avro` values, resolved (pairs no plan covers). The
+    /// datum reader is made once; its schema is kept for the life of the
+    /// process, as the registry client keeps it.
+    General(GenericDatumReader<'static>),
 }
 
 impl Readable {
@@ -254,22 +260,22 @@ impl Readable {
         same: bool,
         reader: &ReaderSchema,
     ) -> Result<Readable, String> {
-        let writer: &'static Schema = Box::leak(Box::new(writer.clone()));
-        let datum = GenericDatumReader::builder(writer)
-            .build()
-            .map_err(|e| format!("schema id {id}: {e}"))?;
         let plan = json::names_of(writer)
             .map_err(|e| direct::Unplanned(e.to_string()))
             .and_then(|names| direct::Plan::new(writer, &names, &reader.schema, &reader.names));
-        let plan = match plan {
-            Ok(plan) => Some(plan),
+        let how = match plan {
+            Ok(plan) => Decoding::Plan(plan),
             Err(direct::Unplanned(why)) => {
                 tracing::info!(topic, schema_id = id, reason = %why,
                     "records of this writer schema are decoded through apache_avro values");
-                None
+                let writer: &'static Schema = Box::leak(Box::new(writer.clone()));
+                let datum = GenericDatumReader::builder(writer)
+                    .build()
+                    .map_err(|e| format!("schema id {id}: {e}"))?;
+                Decoding::General(datum)
             }
         };
-        Ok(Readable { same, datum, plan })
+        Ok(Readable { same, how })
     }
 }
 
@@ -354,17 +360,20 @@ impl AvroFormat {
                 topic_reader.check(topic, id, &writer)?
             }
         };
-        if let Some(plan) = &readable.plan {
-            return plan.render(body).map_err(|e| AvroError::Body {
-                id,
-                detail: match e {
-                    direct::Error::Truncated => truncated(body.len()),
-                    direct::Error::LeftOver(n) => left_over(id, n),
-                    direct::Error::Bad(detail) => detail,
-                },
-            });
-        }
-        let mut value = read_with(id, &readable.datum, body)?;
+        let datum = match &readable.how {
+            Decoding::General(datum) => datum,
+            Decoding::Plan(plan) => {
+                return plan.render(body).map_err(|e| AvroError::Body {
+                    id,
+                    detail: match e {
+                        direct::Error::Truncated => truncated(body.len()),
+                        direct::Error::LeftOver(n) => left_over(id, n),
+                        direct::Error::Bad(detail) => detail,
+                    },
+                })
+            }
+        };
+        let mut value = read_with(id, datum, body)?;
         let resolve_error = |detail: String| AvroError::Resolve {
             id,
             file: reader.file.display().to_string(),

@@ -377,3 +377,43 @@ async fn https_with_a_private_ca() {
     let e = avro.decode(TOPIC, &bytes).await.unwrap_err();
     assert!(e.is_transient(), "{e}");
 }
+
+#[tokio::test]
+async fn a_pair_without_a_plan_decodes_through_the_general_path() {
+    // A promotion inside a union (int to long in ["null", ...]) has no plan.
+    let writer_text = r#"{"type":"record","name":"R","fields":[
+        {"name":"n","type":["null","int"]},{"name":"s","type":"string"}]}"#;
+    let reader_text = r#"{"type":"record","name":"R","fields":[
+        {"name":"n","type":["null","long"]},{"name":"s","type":"string"},
+        {"name":"added","type":"string","default":"d"}]}"#;
+    let registry = Registry::new();
+    let server = registry.spawn("127.0.0.1:0".parse().unwrap()).unwrap();
+    let id = registry.register("orders-value", writer_text).unwrap();
+    let writer = Schema::parse_str(writer_text).unwrap();
+    let names = json::names_of(&writer).unwrap();
+    let reader = ReaderSchema::parse(Path::new("r.avsc"), reader_text).unwrap();
+    assert!(direct::Plan::new(&writer, &names, &reader.schema, &reader.names).is_err());
+    let avro = AvroFormat::new(
+        &registry_config(&server.url()),
+        HashMap::from([(TOPIC.to_string(), reader)]),
+    )
+    .unwrap();
+    let body = orders::datum(
+        &writer,
+        apache_avro::types::Value::Record(vec![
+            (
+                "n".into(),
+                apache_avro::types::Value::Union(1, Box::new(apache_avro::types::Value::Int(7))),
+            ),
+            ("s".into(), apache_avro::types::Value::String("x".into())),
+        ]),
+    );
+    let json = value(avro.decode(TOPIC, &orders::frame(id, &body)).await.unwrap());
+    assert_eq!(json, serde_json::json!({"n": 7, "s": "x", "added": "d"}));
+    // Its truncated body is refused on that path too.
+    let e = avro
+        .decode(TOPIC, &orders::frame(id, &body[..body.len() - 1]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AvroError::Body { .. }), "{e}");
+}
