@@ -6,7 +6,6 @@ use std::time::Duration;
 use rdkafka::consumer::BaseConsumer;
 
 use crate::config::Settings;
-use crate::sink::postgres::PostgresSink;
 
 /// One check's outcome.
 #[derive(Debug)]
@@ -33,17 +32,13 @@ pub async fn run(settings: &Settings) -> Vec<Finding> {
         ),
         problem: kafka.err(),
     });
-    let pg = PostgresSink::connect(&settings.postgres, &settings.sink, settings.group_id()).await;
+    let sink = crate::sink::connect(&settings.sink, settings.group_id()).await;
     findings.push(Finding {
-        what: match &pg {
-            Ok(sink) => format!(
-                "PostgreSQL at {} ({})",
-                sink.target(),
-                sink.tls().describe()
-            ),
-            Err(_) => "PostgreSQL".to_string(),
+        what: match &sink {
+            Ok(sink) => sink.describe(),
+            Err(_) => format!("sink ({})", settings.sink.kind.name()),
         },
-        problem: pg.err().map(|e| e.to_string()),
+        problem: sink.err().map(|e| e.to_string()),
     });
     if let Some(registry) = &settings.schema_registry {
         findings.extend(registry_findings(settings, registry).await);

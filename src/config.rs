@@ -1,19 +1,26 @@
 //! Typed settings: a TOML file overlaid by `ORDO_*` environment variables,
 //! validated once at start with errors that name the key and where it came from.
 //!
-//! Environment variables use `__` between levels: `ORDO_SINK__TABLE=events`,
+//! Each section's struct lives beside the module that uses it and checks its
+//! own values; this module loads them, composes them into [`Settings`], and
+//! checks what spans sections (a reader schema's topic, a dead-letter topic).
+//!
+//! Environment variables use `__` between levels: `ORDO_SINK__POSTGRES__TABLE=events`,
 //! `ORDO_KAFKA__BOOTSTRAP_SERVERS=broker:9092` (under `kafka`, `_` becomes `.`
 //! because librdkafka property names never contain `_`).
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
+pub use crate::consume::source::{SourceConfig, StartFrom};
+pub use crate::decode::extract::{FieldPath, KeySource, SequenceSource};
 use crate::kafka::KafkaProperties;
 use crate::order::BoundPolicy;
-pub use crate::sink::postgres::connect::PostgresConfig;
+pub use crate::order::OrderingConfig;
+pub use crate::sink::postgres::{PostgresConfig, SinkMode};
+pub use crate::sink::{SinkConfig, SinkKind};
+pub use crate::telemetry::logging::{LogConfig, LogFormat};
 
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "ORDO";
@@ -39,7 +46,6 @@ pub struct Settings {
     pub source: SourceConfig,
     pub ordering: OrderingConfig,
     pub sink: SinkConfig,
-    pub postgres: PostgresConfig,
     /// The Schema Registry, for Avro.
     #[serde(default)]
     pub schema_registry: Option<crate::decode::avro::RegistryConfig>,
@@ -59,266 +65,31 @@ pub struct Settings {
     pub log: LogConfig,
 }
 
-/// What to consume and how it is encoded.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// Topics consumed by this group.
-    pub topics: Vec<String>,
-    /// Payload format of the records.
-    #[serde(default)]
-    pub format: crate::decode::FormatKind,
-    /// Encoding of the Kafka message key: `string` or `avro`.
-    #[serde(default)]
-    pub key_format: crate::decode::avro::KeyFormat,
-    /// Avro reader schema of each topic (`[[source.reader_schemas]]`).
-    #[serde(default)]
-    pub reader_schemas: Vec<crate::decode::avro::ReaderSchemaConfig>,
-    /// Where to start a partition the sink has never seen.
-    #[serde(default)]
-    pub start_from: StartFrom,
-}
+/// Keys that moved, with where they are now: a configuration still using
+/// one is refused with the new place, not taken as an unknown key.
+const MOVED_KEYS: &[(&str, &str)] = &[
+    ("postgres", "sink.postgres"),
+    ("sink.mode", "sink.postgres.mode"),
+    ("sink.table", "sink.postgres.table"),
+    ("sink.schema", "sink.postgres.schema"),
+];
 
-/// Where a partition without a stored offset starts.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum StartFrom {
-    #[default]
-    Earliest,
-    Latest,
-}
-
-/// Where the key and the per-key sequence of an event come from, and the buffer's bounds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OrderingConfig {
-    /// `message_key` or `field:<dotted.path>`.
-    #[serde(default)]
-    pub key: KeySource,
-    /// `field:<dotted.path>` or `header:<name>`.
-    pub sequence: SequenceSource,
-    /// The sequence a key's first event carries.
-    #[serde(default = "default_first_sequence")]
-    pub first_sequence: i64,
-    /// Most events held out of order per partition.
-    #[serde(default = "default_max_buffered_events")]
-    pub max_buffered_events: usize,
-    /// Most payload bytes held out of order per partition.
-    #[serde(default = "default_max_buffered_bytes")]
-    pub max_buffered_bytes: usize,
-    /// How long the oldest held event may wait for its gap to fill.
-    #[serde(default = "default_gap_timeout_ms")]
-    pub gap_timeout_ms: u64,
-    /// What happens when a bound is reached: `wait` or `skip`.
-    #[serde(default)]
-    pub on_bound: BoundPolicy,
-    /// Most keys whose last applied sequence is cached per partition.
-    #[serde(default = "default_max_cached_keys")]
-    pub max_cached_keys: usize,
-}
-
-/// Where events are written, and how they are batched.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// The sink; `postgres` is the one there is.
-    #[serde(default)]
-    pub kind: SinkKind,
-    /// `event_store` (append, unique (stream, version)) or `projection` (latest state per key).
-    pub mode: SinkMode,
-    /// Target table (created if missing).
-    pub table: String,
-    /// Schema of the target table and of Ordo's own state tables.
-    #[serde(default = "default_schema")]
-    pub schema: String,
-    /// Most events per sink transaction.
-    #[serde(default = "default_batch_max_events")]
-    pub batch_max_events: usize,
-    /// Longest an event waits for its batch to fill.
-    #[serde(default = "default_batch_max_wait_ms")]
-    pub batch_max_wait_ms: u64,
-    /// The circuit breaker that pauses partitions while the sink fails.
-    #[serde(default)]
-    pub breaker: crate::sink::breaker::BreakerConfig,
-    /// How failed sink operations are retried.
-    #[serde(default)]
-    pub retry: crate::sink::retry::RetryConfig,
-}
-
-/// The sink implementation.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    #[default]
-    Postgres,
-}
-
-/// How events land in the table.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkMode {
-    EventStore,
-    Projection,
-}
-
-/// Logging.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// An `EnvFilter` directive such as `info` or `ordo=debug,rdkafka=warn`; `RUST_LOG` wins.
-    #[serde(default = "default_log_level")]
-    pub level: String,
-    /// `json` or `text`.
-    #[serde(default)]
-    pub format: LogFormat,
-    /// Header whose value is a record's correlation id, carried by its span.
-    #[serde(default = "default_correlation_header")]
-    pub correlation_header: String,
-    /// Header whose value is a record's causation id, carried by its span.
-    #[serde(default = "default_causation_header")]
-    pub causation_header: String,
-}
-
-fn default_correlation_header() -> String {
-    "correlation-id".into()
-}
-fn default_causation_header() -> String {
-    "causation-id".into()
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            correlation_header: default_correlation_header(),
-            causation_header: default_causation_header(),
-            level: default_log_level(),
-            format: LogFormat::default(),
-        }
-    }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    #[default]
-    Json,
-    Text,
-}
-
-fn default_first_sequence() -> i64 {
-    1
-}
-fn default_max_buffered_events() -> usize {
-    10_000
-}
-fn default_max_buffered_bytes() -> usize {
-    64 * 1024 * 1024
-}
-fn default_gap_timeout_ms() -> u64 {
-    60_000
-}
-fn default_max_cached_keys() -> usize {
-    100_000
-}
-fn default_schema() -> String {
-    "public".to_string()
-}
-fn default_batch_max_events() -> usize {
-    1000
-}
-fn default_batch_max_wait_ms() -> u64 {
-    20
-}
-fn default_log_level() -> String {
-    "info,tokio_postgres=warn".to_string()
-}
-
-/// Where the key of an event comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum KeySource {
-    /// The Kafka message key, as UTF-8.
-    #[default]
-    MessageKey,
-    /// A field of the decoded record.
-    Field(FieldPath),
-}
-
-/// Where the sequence of an event comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SequenceSource {
-    /// A field of the decoded record.
-    Field(FieldPath),
-    /// A Kafka header holding a decimal integer.
-    Header(String),
-}
-
-/// A dotted path into a record, such as `order.customer.id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldPath(pub Vec<String>);
-
-impl fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join("."))
-    }
-}
-
-impl FromStr for FieldPath {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<String> = s.split('.').map(str::to_string).collect();
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(format!("`{s}` is not a field path (expected a.b.c)"));
-        }
-        Ok(FieldPath(parts))
-    }
-}
-
-impl FromStr for KeySource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once(':') {
-            None if s == "message_key" => Ok(KeySource::MessageKey),
-            Some(("field", path)) => Ok(KeySource::Field(path.parse()?)),
-            _ => Err(format!(
-                "`{s}` is not a key source (expected `message_key` or `field:<path>`)"
-            )),
-        }
-    }
-}
-
-impl FromStr for SequenceSource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once(':') {
-            Some(("field", path)) => Ok(SequenceSource::Field(path.parse()?)),
-            Some(("header", name)) if !name.is_empty() => Ok(SequenceSource::Header(name.into())),
-            _ => Err(format!(
-                "`{s}` is not a sequence source (expected `field:<path>` or `header:<name>`)"
-            )),
-        }
-    }
-}
-
-fn deserialize_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr<Err = String>,
-{
-    let s = String::deserialize(d)?;
-    s.parse().map_err(serde::de::Error::custom)
-}
-
-impl<'de> Deserialize<'de> for KeySource {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_from_str(d)
-    }
-}
-
-impl<'de> Deserialize<'de> for SequenceSource {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_from_str(d)
-    }
+/// The first moved key `config` sets: the old key and why it is refused.
+fn moved_key(config: &config::Config) -> Option<(String, String)> {
+    MOVED_KEYS.iter().find_map(|(old, new)| {
+        config.get::<config::Value>(old).ok().map(|_| {
+            let env = |k: &str| format!("{ENV_PREFIX}_{}", k.to_uppercase().replace('.', "__"));
+            (
+                old.to_string(),
+                format!(
+                    "moved to `{new}` (in a file: the keys of `[{old}]` go under `[{new}]`; \
+                     in the environment: {} is now {})",
+                    env(old),
+                    env(new)
+                ),
+            )
+        })
+    })
 }
 
 /// A configuration that cannot be used, with the key and its origin.
@@ -403,6 +174,13 @@ impl Settings {
                 reason: e.to_string(),
             },
         })?;
+        if let Some((key, reason)) = moved_key(&built) {
+            return Err(ConfigError::Key {
+                origin: origin_of(&key),
+                key,
+                reason,
+            });
+        }
         let mut settings: Settings = serde_path_to_error::deserialize(built).map_err(|e| {
             let (key, reason) = explain(&e.path().to_string(), &e.inner().to_string());
             ConfigError::Key {
@@ -446,26 +224,18 @@ impl Settings {
 
     /// Makes relative file paths relative to the configuration file's directory.
     fn resolve_paths(&mut self, base: &Path) {
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        for r in &mut self.source.reader_schemas {
-            r.file.as_mut().map(resolve);
-        }
-        for p in [
-            &mut self.postgres.password_file,
-            &mut self.postgres.sslrootcert,
-            &mut self.postgres.sslcert,
-            &mut self.postgres.sslkey,
-        ] {
-            p.as_mut().map(resolve);
-        }
+        self.source.resolve_paths(base);
+        self.sink.resolve_paths(base);
         if let Some(registry) = &mut self.schema_registry {
-            registry.ca_file.as_mut().map(resolve);
-            registry.password_file.as_mut().map(resolve);
-            registry.client_identity_file.as_mut().map(resolve);
+            for p in [
+                &mut registry.ca_file,
+                &mut registry.password_file,
+                &mut registry.client_identity_file,
+            ] {
+                if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                    *p = base.join(&*p);
+                }
+            }
         }
     }
 
@@ -519,85 +289,32 @@ impl Settings {
         Ok(())
     }
 
-    /// Checks values that parse but cannot work; returns the offending key and why.
+    /// Checks each section, then what spans sections; returns the offending key and why.
     fn validate(&self) -> Result<(), (String, String)> {
-        let err = |k: &str, r: String| Err((k.to_string(), r));
         for required in ["bootstrap.servers", "group.id"] {
             if self.kafka.get(required).is_none_or(|v| v.trim().is_empty()) {
-                return err(&format!("kafka.{required}"), "is required".into());
+                return Err((format!("kafka.{required}"), "is required".into()));
             }
         }
         for (key, why) in MANAGED_KAFKA_PROPERTIES {
             if self.kafka.contains_key(*key) {
-                return err(&format!("kafka.{key}"), format!("is set by Ordo ({why})"));
+                return Err((format!("kafka.{key}"), format!("is set by Ordo ({why})")));
             }
         }
         if let Err(e) = self.kafka.validate() {
-            return err(&format!("kafka.{}", e.key), e.reason);
+            return Err((format!("kafka.{}", e.key), e.reason));
         }
-        if self.source.topics.is_empty() {
-            return err("source.topics", "must list at least one topic".into());
-        }
-        if let Some(t) = self.source.topics.iter().find(|t| !valid_topic(t)) {
-            return err(
-                "source.topics",
-                format!("`{t}` is not a valid topic name (1-249 of [a-zA-Z0-9._-])"),
-            );
-        }
-        for (key, ident) in [
-            ("sink.table", &self.sink.table),
-            ("sink.schema", &self.sink.schema),
-        ] {
-            if ident.is_empty() || ident.len() > 63 {
-                return err(key, format!("`{ident}` must be 1 to 63 bytes"));
-            }
-        }
-        let positive = [
-            ("sink.batch_max_events", self.sink.batch_max_events as u64),
-            ("sink.batch_max_wait_ms", self.sink.batch_max_wait_ms),
-            ("postgres.pool_size", self.postgres.pool_size as u64),
-            (
-                "postgres.connect_timeout_ms",
-                self.postgres.connect_timeout_ms,
-            ),
-            (
-                "ordering.max_buffered_events",
-                self.ordering.max_buffered_events as u64,
-            ),
-            (
-                "ordering.max_buffered_bytes",
-                self.ordering.max_buffered_bytes as u64,
-            ),
-            ("ordering.gap_timeout_ms", self.ordering.gap_timeout_ms),
-            ("shutdown.deadline_ms", self.shutdown.deadline_ms),
-            ("memory.budget_mb", self.memory.budget_mb),
-            (
-                "sink.breaker.failures_to_open",
-                self.sink.breaker.failures_to_open as u64,
-            ),
-            ("sink.breaker.open_ms", self.sink.breaker.open_ms),
-            ("sink.breaker.max_open_ms", self.sink.breaker.max_open_ms),
-            ("sink.retry.base_ms", self.sink.retry.base_ms),
-            ("sink.retry.cap_ms", self.sink.retry.cap_ms),
-            (
-                "ordering.max_cached_keys",
-                self.ordering.max_cached_keys as u64,
-            ),
-        ];
-        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return err(key, "must be greater than 0".into());
-        }
-        if let Err(e) = crate::sink::postgres::connect::Connection::from_config(&self.postgres) {
-            return err(&e.key, e.reason);
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return err("log.level", format!("`{}`: {e}", self.log.level));
-        }
+        self.source.validate()?;
+        self.ordering.validate()?;
+        self.sink.validate()?;
+        self.shutdown.validate()?;
+        self.memory.validate()?;
+        self.log.validate()?;
         self.validate_avro()?;
         self.validate_dead_letter()
     }
 
-    /// Checks the dead-letter settings: topic names and producer properties.
+    /// Checks the dead-letter settings against the source topics and the bound policy.
     fn validate_dead_letter(&self) -> Result<(), (String, String)> {
         let dl = &self.dead_letter;
         if !dl.enabled {
@@ -611,23 +328,14 @@ impl Settings {
         }
         for source in &self.source.topics {
             let topic = dl.topic_for(source);
-            if !valid_topic(&topic) || self.source.topics.contains(&topic) {
+            if !crate::kafka::valid_topic(&topic) || self.source.topics.contains(&topic) {
                 return Err((
                     "dead_letter.topic".into(),
                     format!("`{}` gives `{topic}` for topic `{source}`, not a valid dead-letter topic name", dl.topic),
                 ));
             }
         }
-        if dl.send_timeout_ms == 0 {
-            return Err((
-                "dead_letter.send_timeout_ms".into(),
-                "must be greater than 0".into(),
-            ));
-        }
-        if let Err(e) = dl.producer.validate() {
-            return Err((format!("dead_letter.producer.{}", e.key), e.reason));
-        }
-        Ok(())
+        dl.validate()
     }
 
     /// The consumer group id.
@@ -734,13 +442,6 @@ fn strip_config_noise(reason: &str) -> String {
         .to_string()
 }
 
-fn valid_topic(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 249
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -783,12 +484,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_the_valid_values_and_where_the_value_came_from() {
-        let base = "[kafka]\n\"bootstrap.servers\" = \"b:9092\"\n[source]\ntopics = [\"t\"]\n[sink]\nmode = \"event_store\"\ntable = \"x\"\n[postgres]\nurl = \"postgres://h/d\"\n";
+        let base = "[kafka]\n\"bootstrap.servers\" = \"b:9092\"\n[source]\ntopics = [\"t\"]\n[sink.postgres]\nmode = \"event_store\"\ntable = \"x\"\nurl = \"postgres://h/d\"\n";
         let e = Settings::load_embedded(&base.replace("\"event_store\"", "\"eventstore\""), &[])
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("key `sink.mode`: `eventstore` is not a valid value; valid values: `event_store`, `projection`"),
+            e.contains("key `sink.postgres.mode`: `eventstore` is not a valid value; valid values: `event_store`, `projection`"),
             "{e}"
         );
         let e = Settings::load_embedded(base, &[("ORDO_SINKK__TABLE".into(), "x".into())])
@@ -813,7 +514,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("key `sink.mode`: required, but not set"), "{e}");
+        assert!(
+            e.contains("key `sink.postgres.mode`: required, but not set"),
+            "{e}"
+        );
     }
 
     const GOOD: &str = r#"
@@ -828,11 +532,9 @@ topics = ["orders"]
 key = "field:order.id"
 sequence = "header:seq"
 
-[sink]
+[sink.postgres]
 mode = "event_store"
 table = "events"
-
-[postgres]
 url = "postgres://ordo@127.0.0.1:5432/ordo"
 "#;
 
@@ -861,7 +563,7 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
         );
         assert_eq!(s.ordering.sequence, SequenceSource::Header("seq".into()));
         assert_eq!(s.sink.batch_max_events, 1000);
-        assert_eq!(s.sink.schema, "public");
+        assert_eq!(s.sink.postgres.as_ref().unwrap().schema, "public");
         assert_eq!(s.ordering.on_bound, BoundPolicy::Wait);
     }
 
@@ -870,13 +572,13 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
         let s = load(
             GOOD,
             &[
-                ("ORDO_SINK__TABLE", "other"),
+                ("ORDO_SINK__POSTGRES__TABLE", "other"),
                 ("ORDO_KAFKA__SESSION_TIMEOUT_MS", "7000"),
                 ("ORDO_SOURCE__TOPICS", "a,b"),
             ],
         )
         .unwrap();
-        assert_eq!(s.sink.table, "other");
+        assert_eq!(s.sink.postgres.as_ref().unwrap().table, "other");
         assert_eq!(s.kafka.get("session.timeout.ms").unwrap(), "7000");
         assert_eq!(s.source.topics, vec!["a".to_string(), "b".to_string()]);
     }
@@ -885,7 +587,7 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
     fn unknown_key_is_named_with_the_file() {
         let text = GOOD.replace("table = \"events\"", "tabel = \"events\"");
         let e = load(&text, &[]).unwrap_err().to_string();
-        assert!(e.contains("sink.tabel"), "{e}");
+        assert!(e.contains("sink.postgres.tabel"), "{e}");
         assert!(e.contains(".toml"), "{e}");
     }
 
@@ -902,7 +604,7 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
     fn missing_required_value_is_named() {
         let text = GOOD.replace("mode = \"event_store\"", "");
         let e = load(&text, &[]).unwrap_err().to_string();
-        assert!(e.contains("sink.mode") || e.contains("`mode`"), "{e}");
+        assert!(e.contains("sink.postgres.mode"), "{e}");
     }
 
     #[test]
@@ -912,7 +614,10 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
                 GOOD.replace("header:seq", "column:seq"),
                 "ordering.sequence",
             ),
-            (GOOD.replace("\"event_store\"", "\"ledger\""), "sink.mode"),
+            (
+                GOOD.replace("\"event_store\"", "\"ledger\""),
+                "sink.postgres.mode",
+            ),
             (
                 GOOD.replace(
                     "\"group.id\" = \"ordo\"",
@@ -933,13 +638,10 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
                     "postgres://ordo@127.0.0.1:5432/ordo",
                     "postgres://x:notaport/",
                 ),
-                "postgres.url",
+                "sink.postgres.url",
             ),
             (
-                GOOD.replace(
-                    "table = \"events\"",
-                    "table = \"events\"\nbatch_max_events = 0",
-                ),
+                format!("{GOOD}\n[sink]\nbatch_max_events = 0\n"),
                 "sink.batch_max_events",
             ),
             (
@@ -973,14 +675,81 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
     fn shipped_configurations_load() {
         let example = include_str!("../config/ordo.example.toml");
         let s = Settings::load_embedded(example, &[]).unwrap();
-        assert_eq!(s.sink.mode, SinkMode::EventStore);
+        assert_eq!(s.sink.postgres.unwrap().mode, SinkMode::EventStore);
         let vars = [(
-            "ORDO_POSTGRES__URL".to_string(),
+            "ORDO_SINK__POSTGRES__URL".to_string(),
             "postgres://ordo@db/ordo".to_string(),
         )];
         let demo = crate::demo::settings(&vars).unwrap();
         assert_eq!(demo.source.topics, vec!["demo.orders".to_string()]);
         assert_eq!(demo.source.format, crate::decode::FormatKind::Avro);
+    }
+
+    #[test]
+    fn moved_keys_say_where_they_went() {
+        let old = r#"
+[kafka]
+"bootstrap.servers" = "127.0.0.1:9092"
+"group.id" = "ordo"
+
+[source]
+topics = ["orders"]
+
+[ordering]
+sequence = "header:seq"
+
+[sink]
+mode = "event_store"
+table = "events"
+
+[postgres]
+url = "postgres://ordo@127.0.0.1:5432/ordo"
+"#;
+        let e = load(old, &[]).unwrap_err().to_string();
+        assert!(e.contains("config file"), "{e}");
+        assert!(
+            e.contains("key `postgres`: moved to `sink.postgres`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("ORDO_POSTGRES is now ORDO_SINK__POSTGRES"),
+            "{e}"
+        );
+        let half = old.replace("[postgres]", "[sink.postgres]");
+        let e = load(&half, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("key `sink.mode`: moved to `sink.postgres.mode`"),
+            "{e}"
+        );
+        // An old variable is blamed by name, with its new name.
+        let e = load(GOOD, &[("ORDO_POSTGRES__PASSWORD", "pw-Secret-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("environment variable ORDO_POSTGRES__PASSWORD: key `postgres`"),
+            "{e}"
+        );
+        assert!(!e.contains("pw-Secret-1"), "{e}");
+        let e = load(GOOD, &[("ORDO_SINK__TABLE", "t")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ORDO_SINK__TABLE: key `sink.table`: moved to `sink.postgres.table`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_sink_kind_needs_its_section() {
+        let text = GOOD.replace(
+            "[sink.postgres]\nmode = \"event_store\"\ntable = \"events\"\nurl = \"postgres://ordo@127.0.0.1:5432/ordo\"\n",
+            "[sink]\nkind = \"postgres\"\n",
+        );
+        let e = load(&text, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("key `sink.postgres`: required, but not set"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -371,6 +371,14 @@ impl RecordingContext {
     }
 }
 
+/// Whether `t` is a valid Kafka topic name: 1 to 249 of `[a-zA-Z0-9._-]`.
+pub fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

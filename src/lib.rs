@@ -37,7 +37,7 @@ use config::Settings;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Sink(#[from] sink::postgres::SinkError),
+    Sink(#[from] sink::SinkError),
     #[error(transparent)]
     Consume(#[from] consume::ConsumeError),
     #[error(transparent)]
@@ -51,7 +51,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     tokio::pin!(shutdown);
     // PostgreSQL not there yet is waited out; a shutdown meanwhile ends it.
     let sink = tokio::select! {
-        sink = consume::prepare_sink(settings) => sink?,
+        sink = sink::prepare(&settings.sink, settings.group_id()) => sink?,
         _ = &mut shutdown => {
             measuring.abort();
             return Ok(());

@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// once, in PostgreSQL.
 ///
 /// Configuration comes from a TOML file (--config) overlaid by ORDO_* environment
-/// variables (ORDO_SINK__TABLE=events, ORDO_KAFKA__BOOTSTRAP_SERVERS=host:9092).
+/// variables (ORDO_SINK__POSTGRES__TABLE=events, ORDO_KAFKA__BOOTSTRAP_SERVERS=host:9092).
 /// Start with `ordo check --config ordo.toml`, then `ordo run --config ordo.toml`.
 #[derive(Parser)]
 #[command(name = "ordo", version, about, long_about)]

@@ -160,7 +160,14 @@ fn ordo_config_in_the_stack_loads_and_points_at_its_services() {
             "{server} is not a listener"
         );
     }
-    let pg: tokio_postgres::Config = settings.postgres.url.parse().unwrap();
+    let pg: tokio_postgres::Config = settings
+        .sink
+        .postgres
+        .as_ref()
+        .unwrap()
+        .url
+        .parse()
+        .unwrap();
     let tokio_postgres::config::Host::Tcp(pg_host) = &pg.get_hosts()[0] else {
         panic!("expected a TCP host")
     };

@@ -53,7 +53,7 @@ async fn configuration_and_postgresql_errors_name_the_value_the_choices_and_the_
     );
     assert_eq!(code, 2, "{out}");
     assert!(
-        out.contains("key `sink.mode`: `eventstore` is not a valid value; valid values: `event_store`, `projection`"),
+        out.contains("key `sink.postgres.mode`: `eventstore` is not a valid value; valid values: `event_store`, `projection`"),
         "{out}"
     );
 

@@ -24,18 +24,17 @@ topics = ["orders"]
 key = "message_key"
 sequence = "field:version"
 
-[sink]
+[sink.postgres]
 mode = "{mode}"
 table = "{table}"
-
-[postgres]
 url = "{url}"
 pool_size = 2
 "#,
         url = db.url
     );
     let settings = Settings::load_embedded(&toml, &[]).expect("config");
-    let sink = PostgresSink::connect(&settings.postgres, &settings.sink, "sink-test")
+    let pg = settings.sink.postgres.as_ref().expect("[sink.postgres]");
+    let sink = PostgresSink::connect(pg, "sink-test")
         .await
         .expect("connect");
     sink.migrate().await.expect("migrate");

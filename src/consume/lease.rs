@@ -18,9 +18,9 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
+use super::source::StartFrom;
 use super::worker::{Control, Worker};
 use super::{OrdoConsumer, OrdoContext, Pipeline};
-use crate::config::StartFrom;
 use crate::sink::Lease;
 use crate::telemetry::health::{health, Position};
 
@@ -28,7 +28,7 @@ use crate::telemetry::health::{health, Position};
 /// the partition is stopped.
 const SEEK_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Takes a partition's lease, waiting for as long as PostgreSQL cannot be
+/// Takes a partition's lease, waiting for as long as the sink cannot be
 /// reached; only a permanent error fails.
 pub(super) async fn acquire(
     pipeline: &Pipeline,
@@ -36,10 +36,10 @@ pub(super) async fn acquire(
     partition: i32,
 ) -> Result<Lease, String> {
     crate::sink::retry::wait_for(
-        "postgres",
+        pipeline.sink.name(),
         &format!("partition {topic}/{partition} (taking its lease)"),
         &pipeline.retry,
-        crate::sink::postgres::SinkError::is_transient,
+        crate::sink::SinkError::is_transient,
         || pipeline.sink.acquire(topic, partition, &pipeline.owner),
     )
     .await

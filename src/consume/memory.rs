@@ -26,6 +26,16 @@ impl Default for MemoryConfig {
     }
 }
 
+impl MemoryConfig {
+    /// Checks the section's values: the key (in full) and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.budget_mb == 0 {
+            return Err(("memory.budget_mb".into(), "must be greater than 0".into()));
+        }
+        Ok(())
+    }
+}
+
 fn default_budget_mb() -> u64 {
     512
 }

@@ -9,6 +9,7 @@
 mod context;
 mod lease;
 pub mod memory;
+pub mod source;
 mod worker;
 
 use std::future::Future;
@@ -22,10 +23,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 
-use crate::config::{Settings, StartFrom};
+use crate::config::Settings;
 use crate::decode::Decoder;
 use crate::order::BufferConfig;
-use crate::sink::postgres::{PostgresSink, SinkError};
+use crate::sink::{Sink, SinkError};
+use source::StartFrom;
 
 pub use context::OrdoContext;
 
@@ -66,7 +68,7 @@ pub struct Pipeline {
     pub decoder: Decoder,
     /// Where records that cannot be decoded go; `None`: they stop their partition.
     pub dead_letters: Option<crate::dlq::DeadLetters>,
-    pub sink: PostgresSink,
+    pub sink: Arc<dyn Sink>,
     /// Opens while the sink keeps failing; workers pause their partitions meanwhile.
     pub breaker: crate::sink::breaker::Breaker,
     /// How sink operations are retried.
@@ -168,6 +170,19 @@ impl Default for ShutdownConfig {
     }
 }
 
+impl ShutdownConfig {
+    /// Checks the section's values: the key (in full) and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.deadline_ms == 0 {
+            return Err((
+                "shutdown.deadline_ms".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_deadline_ms() -> u64 {
     20_000
 }
@@ -249,7 +264,7 @@ pub fn check_topics<C: rdkafka::consumer::ConsumerContext>(
 /// the group) or a fatal error stops it.
 pub async fn run(
     settings: &Settings,
-    sink: PostgresSink,
+    sink: Arc<dyn Sink>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConsumeError> {
     tokio::pin!(shutdown);
@@ -368,7 +383,7 @@ pub async fn run(
     tracing::info!(
         group = settings.group_id(),
         topics = ?settings.source.topics,
-        sink = pipeline.sink.target(),
+        sink = %pipeline.sink.describe(),
         owner = %pipeline.owner,
         "consuming"
     );
@@ -404,23 +419,4 @@ pub async fn run(
         .map_err(|e| ConsumeError::Fatal(e.to_string()))?;
     tracing::info!("stopped");
     outcome
-}
-
-/// Connects to PostgreSQL and runs migrations, waiting (not ready) for as
-/// long as PostgreSQL cannot be reached; names the database on other failures.
-pub async fn prepare_sink(settings: &Settings) -> Result<PostgresSink, SinkError> {
-    crate::sink::retry::wait_for(
-        "postgres",
-        "starting",
-        &settings.sink.retry,
-        SinkError::is_transient,
-        || async {
-            let sink =
-                PostgresSink::connect(&settings.postgres, &settings.sink, settings.group_id())
-                    .await?;
-            sink.migrate().await?;
-            Ok(sink)
-        },
-    )
-    .await
 }

@@ -21,8 +21,8 @@ use super::{OrdoConsumer, OrdoContext, Pipeline};
 use crate::decode::{Event, Record};
 use crate::order::{BoundPolicy, Offer, SequenceBuffer};
 use crate::sink::breaker::BreakerState;
-use crate::sink::postgres::SinkError;
 use crate::sink::retry::{backoff, retry};
+use crate::sink::SinkError;
 use crate::sink::{Batch, Lease};
 
 /// How long a draining worker keeps retrying its last batch.
@@ -760,7 +760,7 @@ impl Worker {
     }
 
     /// Writes the batch with `next` as the partition's next offset (events
-    /// PostgreSQL refuses for their data going to the dead-letter topic),
+    /// the sink refuses for their data going to the dead-letter topic),
     /// records the outcome, and empties the batch.
     async fn commit(&mut self, next: i64, deadline: Option<Instant>) -> Result<(), SinkError> {
         self.batch.next_offset = next;
@@ -801,16 +801,6 @@ impl Worker {
         m.events
             .with_label_values(&[&*self.topic, "absorbed"])
             .inc_by(written.absorbed);
-        if written.absorbed > 0
-            && matches!(
-                self.pipeline.sink.mode(),
-                crate::config::SinkMode::EventStore
-            )
-        {
-            tracing::warn!(topic = %self.topic, partition = self.lease.partition,
-                absorbed = written.absorbed,
-                "events already present in the event store were not written again");
-        }
         self.committed = Some(next);
         crate::telemetry::health::health().stored(&self.topic, self.lease.partition, next);
         self.batch.events.clear();
@@ -863,7 +853,7 @@ impl Worker {
         written
     }
 
-    /// PostgreSQL refused the batch for its data: writes its events one at a
+    /// The sink refused the batch for its data: writes its events one at a
     /// time (the partition's stored offset held where it was), sends each
     /// event it refuses to the dead-letter topic as the record it came from,
     /// and leaves the batch empty for the progress write.
@@ -874,7 +864,7 @@ impl Worker {
     ) -> Result<(), SinkError> {
         tracing::warn!(topic = %self.topic, partition = self.lease.partition, error = %first,
             events = self.batch.events.len(),
-            "PostgreSQL refused a batch for its data; writing its events one at a time");
+            "the sink refused a batch for its data; writing its events one at a time");
         let events = std::mem::take(&mut self.batch.events);
         let mut gaps = std::mem::take(&mut self.batch.gaps);
         let hold = self.hold_offset(&events).unwrap_or(self.batch.next_offset);
@@ -898,7 +888,7 @@ impl Worker {
                         return Err(e);
                     };
                     let why = format!(
-                        "{}: PostgreSQL refused the event (key {}, sequence {}): {e}",
+                        "{}: the sink refused the event (key {}, sequence {}): {e}",
                         record.location(),
                         event.key,
                         event.sequence

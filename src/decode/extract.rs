@@ -1,7 +1,11 @@
 //! Takes the key and the sequence of an event from the configured places.
 
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
 use super::Record;
-use crate::config::{FieldPath, KeySource, SequenceSource};
 
 /// The key or sequence is missing or has the wrong type.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,6 +118,93 @@ pub fn sequence(
                     value: text.into_owned(),
                 })
         }
+    }
+}
+
+/// Where the key of an event comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KeySource {
+    /// The Kafka message key, as UTF-8.
+    #[default]
+    MessageKey,
+    /// A field of the decoded record.
+    Field(FieldPath),
+}
+
+/// Where the sequence of an event comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SequenceSource {
+    /// A field of the decoded record.
+    Field(FieldPath),
+    /// A Kafka header holding a decimal integer.
+    Header(String),
+}
+
+/// A dotted path into a record, such as `order.customer.id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath(pub Vec<String>);
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
+impl FromStr for FieldPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<String> = s.split('.').map(str::to_string).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(format!("`{s}` is not a field path (expected a.b.c)"));
+        }
+        Ok(FieldPath(parts))
+    }
+}
+
+impl FromStr for KeySource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None if s == "message_key" => Ok(KeySource::MessageKey),
+            Some(("field", path)) => Ok(KeySource::Field(path.parse()?)),
+            _ => Err(format!(
+                "`{s}` is not a key source (expected `message_key` or `field:<path>`)"
+            )),
+        }
+    }
+}
+
+impl FromStr for SequenceSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("field", path)) => Ok(SequenceSource::Field(path.parse()?)),
+            Some(("header", name)) if !name.is_empty() => Ok(SequenceSource::Header(name.into())),
+            _ => Err(format!(
+                "`{s}` is not a sequence source (expected `field:<path>` or `header:<name>`)"
+            )),
+        }
+    }
+}
+
+fn deserialize_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+impl<'de> Deserialize<'de> for KeySource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_from_str(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for SequenceSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_from_str(d)
     }
 }
 

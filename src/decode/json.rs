@@ -9,9 +9,9 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::extract::FieldPath;
 use super::extract::Scalar;
 use super::DecodeReason;
-use crate::config::FieldPath;
 
 /// A payload as JSON text, known to be one valid JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]

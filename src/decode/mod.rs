@@ -6,7 +6,7 @@
 //! only ever calls [`Decoder::decode`].
 
 pub mod avro;
-mod extract;
+pub mod extract;
 mod json;
 
 use std::fmt;
@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::{KeySource, SequenceSource, Settings};
+use crate::config::Settings;
 use avro::{AvroError, AvroFormat, KeyFormat};
+use extract::{FieldPath, KeySource, SequenceSource};
 
 pub use extract::{ExtractError, Scalar};
 pub use json::JsonText;
@@ -172,11 +173,11 @@ pub struct Decoder {
     key: KeySource,
     sequence: SequenceSource,
     /// The payload field paths the key and the sequence come from.
-    paths: Vec<crate::config::FieldPath>,
+    paths: Vec<FieldPath>,
 }
 
 /// The payload field paths `key` and `sequence` read.
-fn paths_of(key: &KeySource, sequence: &SequenceSource) -> Vec<crate::config::FieldPath> {
+fn paths_of(key: &KeySource, sequence: &SequenceSource) -> Vec<FieldPath> {
     let key = match key {
         KeySource::Field(p) => Some(p.clone()),
         KeySource::MessageKey => None,

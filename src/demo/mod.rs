@@ -33,7 +33,7 @@ pub enum DemoError {
     #[error(transparent)]
     Run(#[from] crate::RunError),
     #[error(transparent)]
-    Sink(#[from] crate::sink::postgres::SinkError),
+    Sink(#[from] crate::sink::SinkError),
 }
 
 /// What the demo saw.
@@ -74,7 +74,10 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
             "ORDO_KAFKA__BOOTSTRAP_SERVERS".to_string(),
             bootstrap.clone(),
         ),
-        ("ORDO_POSTGRES__URL".to_string(), postgres_url.to_string()),
+        (
+            "ORDO_SINK__POSTGRES__URL".to_string(),
+            postgres_url.to_string(),
+        ),
         (
             "ORDO_SCHEMA_REGISTRY__URLS".to_string(),
             registry_server.url(),
@@ -95,7 +98,7 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
     };
     tracing::info!(produced, topic = TOPIC, high_watermarks = ?hw, "sample events produced");
 
-    let sink = crate::consume::prepare_sink(&settings).await?;
+    let sink = crate::sink::prepare(&settings.sink, settings.group_id()).await?;
     let watcher = sink.clone();
     let target = hw.clone();
     let drained = async move {
@@ -126,7 +129,12 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
         duplicates: ds.duplicates,
         distinct: ds.keys * ds.versions as usize,
         high_watermarks: hw,
-        table: settings.sink.table.clone(),
+        table: settings
+            .sink
+            .postgres
+            .as_ref()
+            .map(|pg| pg.table.clone())
+            .unwrap_or_default(),
         writers,
     })
 }

@@ -74,6 +74,23 @@ fn default_send_timeout_ms() -> u64 {
 }
 
 impl DeadLetterConfig {
+    /// Checks the section's own values (the topic against the source topics
+    /// is checked where both are known): the key (in full) and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.send_timeout_ms == 0 {
+            return Err((
+                "dead_letter.send_timeout_ms".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        self.producer
+            .validate()
+            .map_err(|e| (format!("dead_letter.producer.{}", e.key), e.reason))
+    }
+
     /// The dead-letter topic of `source`.
     pub fn topic_for(&self, source: &str) -> String {
         self.topic.replace("{topic}", source)

@@ -19,6 +19,9 @@ use serde::Deserialize;
 
 use crate::decode::Event;
 
+mod config;
+pub use config::OrderingConfig;
+
 /// What happens when the buffer reaches a bound.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

@@ -1,12 +1,22 @@
 //! Sink: writes a partition's released events, the per-key sequence state and
 //! the partition's next offset in one transaction.
 //!
-//! The sink is the source of truth for progress: on assign, a partition starts
-//! from the `next_offset` stored here (see [`postgres::PostgresSink::acquire`]).
+//! The consumer knows only the [`Sink`] trait; [`postgres`] is the
+//! implementation there is (`[sink.postgres]`). The sink is the source of
+//! truth for progress: on assign, a partition starts from the `next_offset`
+//! stored with its data (see [`Sink::acquire`]).
 
 pub mod breaker;
+mod config;
+mod error;
 pub mod postgres;
 pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use config::{SinkConfig, SinkKind};
+pub use error::{BoxError, SinkError};
 
 use crate::decode::Event;
 use crate::order::Gap;
@@ -52,4 +62,62 @@ pub struct Written {
     pub applied: u64,
     /// Events the table already held (event store) or had newer state for (projection).
     pub absorbed: u64,
+}
+
+/// What the consumer needs of a sink. Every write is atomic: a batch's
+/// events, the per-key state they imply and the partition's next offset
+/// commit together or not at all, and only under the partition's lease.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync {
+    /// The dependency's name in `ordo_waiting{on}` and `/readyz` (`postgres`).
+    fn name(&self) -> &'static str;
+
+    /// Where the sink writes, for log lines and `ordo check`; never a credential.
+    fn describe(&self) -> String;
+
+    /// Creates the sink's state (tables) if missing and checks what exists.
+    async fn prepare(&self) -> Result<(), SinkError>;
+
+    /// Takes the lease of a partition: fences the previous holder and
+    /// returns where the partition resumes.
+    async fn acquire(&self, topic: &str, partition: i32, owner: &str) -> Result<Lease, SinkError>;
+
+    /// The last applied sequence of each of `keys` that the sink holds; a
+    /// key with nothing applied is absent.
+    async fn key_states(&self, keys: &[String]) -> Result<HashMap<String, i64>, SinkError>;
+
+    /// Writes a batch and the partition's progress atomically, under `lease`.
+    async fn write(&self, lease: &Lease, batch: &Batch) -> Result<Written, SinkError>;
+
+    /// The stored next offset of each partition of `topic`.
+    async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError>;
+}
+
+/// Connects to the configured sink, without preparing it.
+pub async fn connect(config: &SinkConfig, group: &str) -> Result<Arc<dyn Sink>, SinkError> {
+    match config.kind {
+        SinkKind::Postgres => {
+            let pg = config.postgres.as_ref().ok_or_else(|| {
+                SinkError::Fatal("sink.postgres: required when sink.kind = \"postgres\"".into())
+            })?;
+            Ok(Arc::new(postgres::PostgresSink::connect(pg, group).await?))
+        }
+    }
+}
+
+/// Connects to the sink and prepares it, waiting (not ready) for as long as
+/// it cannot be reached; names the sink on other failures.
+pub async fn prepare(config: &SinkConfig, group: &str) -> Result<Arc<dyn Sink>, SinkError> {
+    retry::wait_for(
+        config.kind.name(),
+        "starting",
+        &config.retry,
+        SinkError::is_transient,
+        || async {
+            let sink = connect(config, group).await?;
+            sink.prepare().await?;
+            Ok(sink)
+        },
+    )
+    .await
 }

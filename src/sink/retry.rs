@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::breaker::{Admit, Breaker};
-use super::postgres::SinkError;
+use super::SinkError;
 
 /// `[sink.retry]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -212,12 +212,7 @@ mod tests {
         let result: Result<(), SinkError> =
             retry("testing", "testing", None, &c, &breaker, &|| {}, || {
                 calls += 1;
-                async {
-                    Err(SinkError::Connect {
-                        target: "db".into(),
-                        reason: "down".into(),
-                    })
-                }
+                async { Err(SinkError::Transient("cannot connect to db: down".into())) }
             })
             .await;
         assert_eq!(calls, 3);

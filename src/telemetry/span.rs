@@ -40,7 +40,7 @@ mod tests {
     use tracing_subscriber::EnvFilter;
 
     use super::*;
-    use crate::config::LogFormat;
+    use crate::telemetry::logging::LogFormat;
 
     /// Log output kept in memory.
     #[derive(Clone, Default)]

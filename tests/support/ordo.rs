@@ -35,7 +35,7 @@ pub struct Setup {
     pub http_extra: String,
     /// Extra TOML lines appended to `[kafka]` (security settings, ...).
     pub kafka: String,
-    /// Extra TOML lines appended to `[postgres]`.
+    /// Extra TOML lines appended to `[sink.postgres]`.
     pub postgres: String,
     /// Extra TOML lines appended to `[dead_letter]`.
     pub dead_letter_extra: String,
@@ -75,12 +75,12 @@ sequence = "{sequence}"
 {ordering}
 
 [sink]
-mode = "{mode}"
-table = "{table}"
 batch_max_events = 500
 batch_max_wait_ms = 50
 
-[postgres]
+[sink.postgres]
+mode = "{mode}"
+table = "{table}"
 url = "{db}"
 pool_size = 8
 {postgres}

@@ -1,4 +1,4 @@
-//! How Ordo reaches PostgreSQL: the connection string and `[postgres]` keys
+//! How Ordo reaches PostgreSQL: the connection string and `[sink.postgres]` keys
 //! turned into a tokio-postgres configuration and a TLS connector that honour
 //! libpq's `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
 //! `verify-full`), `sslrootcert`, `sslcert` and `sslkey`.
@@ -9,59 +9,9 @@
 
 use std::path::PathBuf;
 
+pub use super::config::PostgresConfig;
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
-use serde::Deserialize;
-
-/// `[postgres]`: the connection to PostgreSQL.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// libpq URL or key=value string, e.g. `postgres://ordo@db:5432/ordo?sslmode=verify-full`.
-    pub url: String,
-    /// The password, when not in the URL (e.g. from `ORDO_POSTGRES__PASSWORD`).
-    #[serde(default)]
-    pub password: Option<String>,
-    /// A file holding the password (e.g. a mounted Kubernetes Secret).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// libpq's `sslmode`; overrides the URL's.
-    #[serde(default)]
-    pub sslmode: Option<String>,
-    /// CA certificates (PEM) that sign the server's certificate; overrides the URL's.
-    #[serde(default)]
-    pub sslrootcert: Option<PathBuf>,
-    /// Client certificate (PEM), for servers that require one; overrides the URL's.
-    #[serde(default)]
-    pub sslcert: Option<PathBuf>,
-    /// The client certificate's private key (PEM); overrides the URL's.
-    #[serde(default)]
-    pub sslkey: Option<PathBuf>,
-    /// Connections in the pool.
-    #[serde(default = "default_pool_size")]
-    pub pool_size: usize,
-    /// Timeout for establishing a connection.
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
-}
-
-fn default_pool_size() -> usize {
-    8
-}
-fn default_connect_timeout_ms() -> u64 {
-    5000
-}
-
-/// Never prints the URL (it may hold a password) nor the password.
-impl std::fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("sslmode", &self.sslmode)
-            .field("sslrootcert", &self.sslrootcert)
-            .field("pool_size", &self.pool_size)
-            .finish_non_exhaustive()
-    }
-}
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +99,7 @@ pub struct Connection {
     pub tls: TlsSettings,
 }
 
-/// What is wrong with the `[postgres]` settings; never carries a secret.
+/// What is wrong with the `[sink.postgres]` settings; never carries a secret.
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {reason}")]
 pub struct ConnectionError {
@@ -166,13 +116,13 @@ fn bad(key: &str, reason: impl Into<String>) -> ConnectionError {
 
 impl Connection {
     /// Parses `pg.url`, takes the `ssl*` keys out of it and applies the
-    /// `[postgres]` keys over them.
+    /// `[sink.postgres]` keys over them.
     pub fn from_config(pg: &PostgresConfig) -> Result<Connection, ConnectionError> {
-        let (rest, ssl) = split_ssl_params(&pg.url).map_err(|r| bad("postgres.url", r))?;
+        let (rest, ssl) = split_ssl_params(&pg.url).map_err(|r| bad("sink.postgres.url", r))?;
         let mut config: tokio_postgres::Config = rest.parse().map_err(|e| {
             // tokio-postgres's message names the key or value at fault, never the password.
             bad(
-                "postgres.url",
+                "sink.postgres.url",
                 format!("is not a PostgreSQL connection string: {e}"),
             )
         })?;
@@ -180,7 +130,7 @@ impl Connection {
             over.or_else(|| ssl.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
         };
         let mode = match pick("sslmode", pg.sslmode.clone()) {
-            Some(m) => SslMode::parse(&m).map_err(|r| bad("postgres.sslmode", r))?,
+            Some(m) => SslMode::parse(&m).map_err(|r| bad("sink.postgres.sslmode", r))?,
             None => SslMode::Prefer,
         };
         let path = |key: &str, over: &Option<PathBuf>| {
@@ -196,14 +146,14 @@ impl Connection {
         };
         if tls.cert.is_some() != tls.key.is_some() {
             return Err(bad(
-                "postgres.sslcert",
+                "sink.postgres.sslcert",
                 "sslcert and sslkey go together (a client certificate and its key)",
             ));
         }
         for (key, file) in [
-            ("postgres.sslrootcert", &tls.root_cert),
-            ("postgres.sslcert", &tls.cert),
-            ("postgres.sslkey", &tls.key),
+            ("sink.postgres.sslrootcert", &tls.root_cert),
+            ("sink.postgres.sslcert", &tls.cert),
+            ("sink.postgres.sslkey", &tls.key),
         ] {
             if let Some(f) = file.as_ref().filter(|f| !f.is_file()) {
                 return Err(bad(key, format!("{} is not a readable file", f.display())));
@@ -217,7 +167,7 @@ impl Connection {
         if let Some(file) = &pg.password_file {
             let text = std::fs::read_to_string(file).map_err(|e| {
                 bad(
-                    "postgres.password_file",
+                    "sink.postgres.password_file",
                     format!("cannot read {}: {e}", file.display()),
                 )
             })?;
@@ -234,8 +184,8 @@ impl Connection {
             let key = key.to_string();
             move |e: openssl::error::ErrorStack| bad(&key, format!("cannot use it: {e}"))
         };
-        let mut builder =
-            SslConnector::builder(SslMethod::tls_client()).map_err(ssl_err("postgres.sslmode"))?;
+        let mut builder = SslConnector::builder(SslMethod::tls_client())
+            .map_err(ssl_err("sink.postgres.sslmode"))?;
         let verify = match self.tls.mode {
             SslMode::Disable | SslMode::Prefer => false,
             SslMode::Require => self.tls.root_cert.is_some(),
@@ -244,15 +194,15 @@ impl Connection {
         if let Some(ca) = &self.tls.root_cert {
             builder
                 .set_ca_file(ca)
-                .map_err(ssl_err("postgres.sslrootcert"))?;
+                .map_err(ssl_err("sink.postgres.sslrootcert"))?;
         }
         if let (Some(cert), Some(key)) = (&self.tls.cert, &self.tls.key) {
             builder
                 .set_certificate_chain_file(cert)
-                .map_err(ssl_err("postgres.sslcert"))?;
+                .map_err(ssl_err("sink.postgres.sslcert"))?;
             builder
                 .set_private_key_file(key, SslFiletype::PEM)
-                .map_err(ssl_err("postgres.sslkey"))?;
+                .map_err(ssl_err("sink.postgres.sslkey"))?;
         }
         builder.set_verify(if verify {
             SslVerifyMode::PEER
@@ -437,6 +387,9 @@ mod tests {
             sslkey: None,
             pool_size: 1,
             connect_timeout_ms: 1000,
+            mode: super::super::SinkMode::EventStore,
+            table: "events".into(),
+            schema: "public".into(),
         }
     }
 
@@ -513,7 +466,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("postgres.url") && !e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("sink.postgres.url") && !e.contains("hunter2"),
+            "{e}"
+        );
         let mut p = pg("postgres://db/app");
         p.sslcert = Some("/etc/hostname".into());
         let e = Connection::from_config(&p).err().unwrap().to_string();

@@ -3,8 +3,7 @@
 
 use tokio_postgres::Client;
 
-use super::{SinkError, Tables};
-use crate::config::SinkMode;
+use super::{PostgresError, SinkMode, Tables};
 
 /// Versioned migrations of Ordo's own tables; `{schema}`, `{offsets}`, ... are table names.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -115,10 +114,10 @@ pub async fn run(
     t: &Tables,
     mode: SinkMode,
     target: &str,
-) -> Result<(), SinkError> {
+) -> Result<(), PostgresError> {
     let err = |what: &str| {
         let what = what.to_string();
-        move |source| SinkError::Query {
+        move |source| PostgresError::Query {
             target: target.to_string(),
             what: what.clone(),
             source,
@@ -190,7 +189,7 @@ pub async fn run(
         .filter(|c| !columns.iter().any(|have| have == c))
         .collect();
     if !missing.is_empty() {
-        return Err(SinkError::Schema {
+        return Err(PostgresError::Schema {
             table: t.target_display.clone(),
             mode,
             reason: format!("missing column(s) {}", missing.join(", ")),

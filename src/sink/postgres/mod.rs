@@ -1,21 +1,23 @@
 //! The PostgreSQL sink: a connection pool, migrations, leases and batch writes.
 
+mod config;
 pub mod connect;
 mod migrate;
 mod write;
+
+pub use config::{PostgresConfig, SinkMode};
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use super::{Batch, Lease, Written};
-use crate::config::{SinkConfig, SinkMode};
-use connect::{Connection, PostgresConfig, TlsSettings};
+use super::{Batch, Lease, SinkError, Written};
+use connect::{Connection, TlsSettings};
 
 /// A failure of the PostgreSQL sink.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub enum PostgresError {
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
     #[error("PostgreSQL at {target}: {what}: {}", describe_pg(source))]
@@ -31,28 +33,14 @@ pub enum SinkError {
         mode: SinkMode,
         reason: String,
     },
-    #[error("topic {topic} partition {partition}: lease epoch {epoch} was taken over by another consumer; this worker stops")]
-    Fenced {
-        topic: String,
-        partition: i32,
-        epoch: i64,
-    },
-    #[error("the sink's circuit breaker is open (PostgreSQL kept failing); nothing was written")]
-    BreakerOpen,
-    #[error("gave up after {attempts} attempts (sink.retry.max_attempts): {last}")]
-    GaveUp {
-        attempts: u32,
-        #[source]
-        last: Box<SinkError>,
-    },
 }
 
-impl SinkError {
+impl PostgresError {
     /// True when PostgreSQL refused the data itself (a constraint, an invalid
     /// value: SQLSTATE classes 22 and 23): another event may well go through.
     pub fn is_record_error(&self) -> bool {
         match self {
-            SinkError::Query { source, .. } => source
+            PostgresError::Query { source, .. } => source
                 .code()
                 .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23")),
             _ => false,
@@ -63,9 +51,21 @@ impl SinkError {
     /// serialization failure); false for errors that repeat.
     pub fn is_transient(&self) -> bool {
         match self {
-            SinkError::Connect { .. } | SinkError::BreakerOpen => true,
-            SinkError::Query { source, .. } => write::is_transient(source),
-            SinkError::Schema { .. } | SinkError::Fenced { .. } | SinkError::GaveUp { .. } => false,
+            PostgresError::Connect { .. } => true,
+            PostgresError::Query { source, .. } => write::is_transient(source),
+            PostgresError::Schema { .. } => false,
+        }
+    }
+}
+
+impl From<PostgresError> for SinkError {
+    fn from(e: PostgresError) -> Self {
+        if e.is_transient() {
+            SinkError::Transient(Box::new(e))
+        } else if e.is_record_error() {
+            SinkError::Refused(Box::new(e))
+        } else {
+            SinkError::Fatal(Box::new(e))
         }
     }
 }
@@ -106,7 +106,7 @@ pub(crate) struct Tables {
 }
 
 impl Tables {
-    fn new(sink: &SinkConfig) -> Self {
+    fn new(sink: &PostgresConfig) -> Self {
         let schema = quote_ident(&sink.schema);
         let q = |t: &str| format!("{schema}.{}", quote_ident(t));
         Tables {
@@ -186,12 +186,8 @@ pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
 
 impl PostgresSink {
     /// Builds the pool and checks one connection, so a wrong address fails at start.
-    pub async fn connect(
-        pg: &PostgresConfig,
-        sink: &SinkConfig,
-        group: &str,
-    ) -> Result<Self, SinkError> {
-        let bad_config = |e: connect::ConnectionError| SinkError::Connect {
+    pub async fn connect(pg: &PostgresConfig, group: &str) -> Result<Self, PostgresError> {
+        let bad_config = |e: connect::ConnectionError| PostgresError::Connect {
             target: e.key.clone(),
             reason: e.reason,
         };
@@ -217,7 +213,7 @@ impl PostgresSink {
             .create_timeout(Some(timeout))
             .wait_timeout(Some(timeout * 2))
             .build()
-            .map_err(|e| SinkError::Connect {
+            .map_err(|e| PostgresError::Connect {
                 target: target.clone(),
                 reason: e.to_string(),
             })?;
@@ -226,8 +222,8 @@ impl PostgresSink {
             target,
             tls: connection.tls,
             group: group.to_string(),
-            mode: sink.mode,
-            tables: Tables::new(sink),
+            mode: pg.mode,
+            tables: Tables::new(pg),
         };
         drop(sink.client().await?);
         Ok(sink)
@@ -248,8 +244,8 @@ impl PostgresSink {
         &self.tls
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, SinkError> {
-        self.pool.get().await.map_err(|e| SinkError::Connect {
+    async fn client(&self) -> Result<deadpool_postgres::Object, PostgresError> {
+        self.pool.get().await.map_err(|e| PostgresError::Connect {
             target: self.target.clone(),
             reason: match e {
                 deadpool_postgres::PoolError::Backend(e) => {
@@ -260,9 +256,9 @@ impl PostgresSink {
         })
     }
 
-    fn query_error(&self, what: &str) -> impl Fn(tokio_postgres::Error) -> SinkError + '_ {
+    fn query_error(&self, what: &str) -> impl Fn(tokio_postgres::Error) -> PostgresError + '_ {
         let what = what.to_string();
-        move |source| SinkError::Query {
+        move |source| PostgresError::Query {
             target: self.target.clone(),
             what: what.clone(),
             source,
@@ -270,7 +266,7 @@ impl PostgresSink {
     }
 
     /// Creates Ordo's state tables and the target table if missing, and checks the target's shape.
-    pub async fn migrate(&self) -> Result<(), SinkError> {
+    pub async fn migrate(&self) -> Result<(), PostgresError> {
         let mut client = self.client().await?;
         migrate::run(&mut client, &self.tables, self.mode, &self.target).await
     }
@@ -281,7 +277,7 @@ impl PostgresSink {
         topic: &str,
         partition: i32,
         owner: &str,
-    ) -> Result<Lease, SinkError> {
+    ) -> Result<Lease, PostgresError> {
         let client = self.client().await?;
         let sql = format!(
             "INSERT INTO {} AS o (consumer_group, topic, partition, next_offset, epoch, owner, updated_at) \
@@ -328,7 +324,7 @@ impl PostgresSink {
     /// holds for a key is exactly what was applied (event store: the highest
     /// `version` of the stream; projection: the row's `version`). A key with
     /// nothing applied is absent from the result.
-    pub async fn key_states(&self, keys: &[String]) -> Result<HashMap<String, i64>, SinkError> {
+    pub async fn key_states(&self, keys: &[String]) -> Result<HashMap<String, i64>, PostgresError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&key_state_sql(&self.tables, self.mode))
@@ -357,7 +353,7 @@ impl PostgresSink {
     /// Writes a batch and the partition's progress in one transaction.
     pub async fn write(&self, lease: &Lease, batch: &Batch) -> Result<Written, SinkError> {
         let mut client = self.client().await?;
-        write::batch(
+        let written = write::batch(
             &mut client,
             &self.tables,
             self.mode,
@@ -372,7 +368,7 @@ impl PostgresSink {
                 partition: lease.partition,
                 epoch: lease.epoch,
             },
-            write::WriteError::Db(source) => SinkError::Query {
+            write::WriteError::Db(source) => SinkError::from(PostgresError::Query {
                 target: self.target.clone(),
                 what: format!(
                     "writing a batch of {} events of {}/{} to {}",
@@ -382,12 +378,18 @@ impl PostgresSink {
                     self.tables.target_display
                 ),
                 source,
-            },
-        })
+            }),
+        })?;
+        if written.absorbed > 0 && self.mode == SinkMode::EventStore {
+            tracing::warn!(topic = %lease.topic, partition = lease.partition,
+                absorbed = written.absorbed, table = %self.tables.target_display,
+                "events already present in the event store were not written again");
+        }
+        Ok(written)
     }
 
     /// The stored next offset of each partition of `topic` (for `ordo check` and tests).
-    pub async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError> {
+    pub async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, PostgresError> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT partition, next_offset FROM {} WHERE consumer_group = $1 AND topic = $2 AND next_offset IS NOT NULL",
@@ -398,6 +400,43 @@ impl PostgresSink {
             .await
             .map_err(self.query_error("reading stored offsets"))?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Sink for PostgresSink {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "PostgreSQL at {} ({}), table {} ({:?})",
+            self.target,
+            self.tls.describe(),
+            self.tables.target_display,
+            self.mode
+        )
+    }
+
+    async fn prepare(&self) -> Result<(), SinkError> {
+        Ok(self.migrate().await?)
+    }
+
+    async fn acquire(&self, topic: &str, partition: i32, owner: &str) -> Result<Lease, SinkError> {
+        Ok(PostgresSink::acquire(self, topic, partition, owner).await?)
+    }
+
+    async fn key_states(&self, keys: &[String]) -> Result<HashMap<String, i64>, SinkError> {
+        Ok(PostgresSink::key_states(self, keys).await?)
+    }
+
+    async fn write(&self, lease: &Lease, batch: &Batch) -> Result<Written, SinkError> {
+        PostgresSink::write(self, lease, batch).await
+    }
+
+    async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError> {
+        Ok(PostgresSink::stored_offsets(self, topic).await?)
     }
 }
 

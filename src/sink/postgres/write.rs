@@ -12,8 +12,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 
-use super::Tables;
-use crate::config::SinkMode;
+use super::{SinkMode, Tables};
 use crate::sink::{Batch, Lease, Written};
 
 pub enum WriteError {

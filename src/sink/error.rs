@@ -1,0 +1,81 @@
+//! The sink-neutral error: what the consumer needs to know of a sink's
+//! failure is whether to retry it, to set the record aside, to stop the
+//! worker (fenced), or to stop the partition. Each sink maps its own errors
+//! to these, keeping its own message.
+
+/// A sink's own error, kept whole for its message and source chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failure of a sink operation.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// May pass if tried again: the sink unreachable, a lost connection, a
+    /// timeout, a deadlock or serialization failure.
+    #[error(transparent)]
+    Transient(BoxError),
+    /// The sink refused a record's data (a constraint, an invalid value):
+    /// another record may well go through.
+    #[error(transparent)]
+    Refused(BoxError),
+    /// The partition's lease was taken over by another consumer.
+    #[error("topic {topic} partition {partition}: lease epoch {epoch} was taken over by another consumer; this worker stops")]
+    Fenced {
+        topic: String,
+        partition: i32,
+        epoch: i64,
+    },
+    /// Repeats whatever is retried: a table of the wrong shape, a permission, a bad setting.
+    #[error(transparent)]
+    Fatal(BoxError),
+    /// No attempt was made: the breaker is open.
+    #[error("the sink's circuit breaker is open (the sink kept failing); nothing was written")]
+    BreakerOpen,
+    /// Transient failures outlasted `sink.retry.max_attempts`.
+    #[error("gave up after {attempts} attempts (sink.retry.max_attempts): {last}")]
+    GaveUp {
+        attempts: u32,
+        #[source]
+        last: Box<SinkError>,
+    },
+}
+
+impl SinkError {
+    /// True when the sink refused the data itself: another record may well go through.
+    pub fn is_record_error(&self) -> bool {
+        matches!(self, SinkError::Refused(_))
+    }
+
+    /// True when trying again may succeed; false for errors that repeat.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SinkError::Transient(_) | SinkError::BreakerOpen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_errors_are_retried_and_only_refusals_set_a_record_aside() {
+        let transient = SinkError::Transient("connection reset".into());
+        let refused = SinkError::Refused("value too long".into());
+        let fatal = SinkError::Fatal("permission denied".into());
+        let fenced = SinkError::Fenced {
+            topic: "t".into(),
+            partition: 1,
+            epoch: 2,
+        };
+        assert!(transient.is_transient() && !transient.is_record_error());
+        assert!(refused.is_record_error() && !refused.is_transient());
+        assert!(!fatal.is_transient() && !fatal.is_record_error());
+        assert!(!fenced.is_transient() && !fenced.is_record_error());
+        assert!(SinkError::BreakerOpen.is_transient());
+        let gave_up = SinkError::GaveUp {
+            attempts: 3,
+            last: Box::new(transient),
+        };
+        assert!(!gave_up.is_transient());
+        // The sink's own message is kept whole.
+        assert_eq!(refused.to_string(), "value too long");
+    }
+}

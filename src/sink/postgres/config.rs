@@ -1,0 +1,115 @@
+//! `[sink.postgres]`: where the PostgreSQL sink connects, which table it
+//! writes and how events land there. Checked by [`PostgresConfig::validate`].
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// `[sink.postgres]`: the connection to PostgreSQL and the target table.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq URL or key=value string, e.g. `postgres://ordo@db:5432/ordo?sslmode=verify-full`.
+    pub url: String,
+    /// The password, when not in the URL (e.g. from `ORDO_SINK__POSTGRES__PASSWORD`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding the password (e.g. a mounted Kubernetes Secret).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// libpq's `sslmode`; overrides the URL's.
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    /// CA certificates (PEM) that sign the server's certificate; overrides the URL's.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that require one; overrides the URL's.
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); overrides the URL's.
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
+    /// Connections in the pool.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Timeout for establishing a connection.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// `event_store` (append, unique (stream, version)) or `projection` (latest state per key).
+    pub mode: SinkMode,
+    /// Target table (created if missing).
+    pub table: String,
+    /// Schema of the target table and of Ordo's own state tables.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+}
+
+/// How events land in the table.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkMode {
+    EventStore,
+    Projection,
+}
+
+fn default_pool_size() -> usize {
+    8
+}
+fn default_connect_timeout_ms() -> u64 {
+    5000
+}
+fn default_schema() -> String {
+    "public".to_string()
+}
+
+/// Never prints the URL (it may hold a password) nor the password.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
+            .field("pool_size", &self.pool_size)
+            .field("mode", &self.mode)
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresConfig {
+    /// Checks values that parse but cannot work: the key (in full) and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (key, ident) in [
+            ("sink.postgres.table", &self.table),
+            ("sink.postgres.schema", &self.schema),
+        ] {
+            if ident.is_empty() || ident.len() > 63 {
+                return Err((key.into(), format!("`{ident}` must be 1 to 63 bytes")));
+            }
+        }
+        for (key, value) in [
+            ("sink.postgres.pool_size", self.pool_size as u64),
+            ("sink.postgres.connect_timeout_ms", self.connect_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err((key.into(), "must be greater than 0".into()));
+            }
+        }
+        super::connect::Connection::from_config(self).map_err(|e| (e.key, e.reason))?;
+        Ok(())
+    }
+
+    /// Makes relative file paths relative to `base` (the configuration file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.password_file,
+            &mut self.sslrootcert,
+            &mut self.sslcert,
+            &mut self.sslkey,
+        ] {
+            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
