@@ -7,8 +7,10 @@
 //! finish their in-flight batch and commit before the revoke returns.
 
 mod context;
+mod flow;
 mod lease;
 pub mod memory;
+mod progress;
 pub mod source;
 mod worker;
 
@@ -316,8 +318,12 @@ pub async fn run(
     m.gap_timeout_seconds
         .set(settings.ordering.gap_timeout_ms as f64 / 1000.0);
     let pipeline = Arc::new(Pipeline {
-        decoder: Decoder::from_settings(settings)
-            .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?,
+        decoder: Decoder::new(
+            &settings.source,
+            &settings.ordering,
+            settings.schema_registry.as_ref(),
+        )
+        .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?,
         dead_letters: if settings.dead_letter.enabled {
             Some(
                 crate::dlq::DeadLetters::new(&settings.kafka, &settings.dead_letter)

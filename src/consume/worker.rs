@@ -17,6 +17,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::flow::{Action, Flow, State};
+use super::progress::{DeadLetterMarks, Progress};
 use super::{OrdoConsumer, OrdoContext, Pipeline};
 use crate::decode::{Event, Record};
 use crate::order::{BoundPolicy, Offer, SequenceBuffer};
@@ -38,19 +40,6 @@ const BELOW_FIRST_LOGGED_KEYS: usize = 10_000;
 pub enum Control {
     /// Finish the batch in flight, commit it, reply with the stored next offset, and stop.
     Drain(oneshot::Sender<Option<i64>>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Running,
-    /// The buffer is full and the policy is `wait`: the partition is paused.
-    Waiting,
-    /// A record could not be decoded for a reason that may pass (the schema
-    /// registry is unreachable): the partition is paused and the record is
-    /// tried again after a backoff.
-    Retrying,
-    /// A record or the sink failed in a way retrying cannot fix: the partition is paused.
-    Stopped,
 }
 
 /// Counts kept per partition and logged when the worker stops.
@@ -83,13 +72,12 @@ pub struct Worker {
     lease: Lease,
     buffer: SequenceBuffer,
     batch: Batch,
-    /// Offset of the last record taken from the queue and handled.
-    last_consumed: Option<i64>,
-    /// The next offset the sink holds for this partition.
-    committed: Option<i64>,
+    /// Where the partition's stored offset is and may move.
+    progress: Progress,
     /// When the first change not yet written was made.
     dirty_since: Option<Instant>,
-    state: State,
+    /// Whether the partition is read, and paused or resumed.
+    flow: Flow,
     counts: Counts,
     warned_timeout_at: Option<i64>,
     /// When a key starting to wait was last logged at info level, and how
@@ -103,15 +91,12 @@ pub struct Worker {
     /// Failed decode attempts of `pending`'s first record, and when to try again.
     decode_attempts: u32,
     retry_at: Option<tokio::time::Instant>,
-    /// The sink's breaker state, and whether this worker paused its partition for it.
+    /// The sink's breaker state.
     breaker: watch::Receiver<BreakerState>,
-    paused_by_breaker: bool,
     /// When a transient fetch error was last logged.
     fetch_error_logged_at: Option<Instant>,
-    /// Offsets not below the stored offset whose records are in the
-    /// dead-letter topic already (stored with the batches, loaded with the
-    /// lease): not sent again when re-read.
-    dead_letter_marks: std::collections::BTreeSet<i64>,
+    /// Records in the dead-letter topic already: not sent again when re-read.
+    dead_letter_marks: DeadLetterMarks,
 }
 
 /// Transient fetch errors are logged at most this often per partition.
@@ -137,19 +122,17 @@ impl Worker {
     pub fn new(pipeline: Arc<Pipeline>, consumer: Arc<OrdoConsumer>, lease: Lease) -> Self {
         Self {
             breaker: pipeline.breaker.subscribe(),
-            paused_by_breaker: false,
             fetch_error_logged_at: None,
-            dead_letter_marks: lease.dead_lettered.iter().copied().collect(),
+            dead_letter_marks: DeadLetterMarks::new(lease.dead_lettered.iter().copied()),
             buffer: SequenceBuffer::new(pipeline.buffer.clone()),
             topic: lease.topic.as_str().into(),
-            committed: lease.next_offset,
+            progress: Progress::new(lease.next_offset),
             pipeline,
             consumer,
             lease,
             batch: Batch::default(),
-            last_consumed: None,
             dirty_since: None,
-            state: State::Running,
+            flow: Flow::default(),
             counts: Counts::default(),
             warned_timeout_at: None,
             waiting_logged_at: None,
@@ -172,7 +155,7 @@ impl Worker {
         loop {
             let flush_at = self
                 .dirty_since
-                .filter(|_| self.state != State::Stopped)
+                .filter(|_| self.flow.writing())
                 .map(|t| tokio::time::Instant::from_std(t + self.pipeline.batch_max_wait));
             tokio::select! {
                 biased;
@@ -188,7 +171,7 @@ impl Worker {
                     self.flush_or_stop(None).await;
                 }
                 _ = tokio::time::sleep_until(self.retry_at.unwrap_or_else(tokio::time::Instant::now)),
-                    if self.state == State::Retrying && self.retry_at.is_some() => {
+                    if self.flow.state() == State::Retrying && self.retry_at.is_some() => {
                     self.retry_decode().await;
                 }
                 _ = tick.tick() => self.on_tick().await,
@@ -198,7 +181,7 @@ impl Worker {
                         self.on_breaker(state);
                     }
                 }
-                msg = queue.recv(), if self.state == State::Running && !self.paused_by_breaker => {
+                msg = queue.recv(), if self.flow.reading() => {
                     let mut records = Vec::new();
                     match msg {
                         Ok(m) => self.take(&m, &mut records),
@@ -259,7 +242,7 @@ impl Worker {
 
     /// Decodes and orders a run of records taken from the queue.
     async fn handle(&mut self, records: Vec<Arc<Record>>) {
-        if let (None, Some(first)) = (self.last_consumed, records.first()) {
+        if let (None, Some(first)) = (self.progress.last_consumed(), records.first()) {
             if let Some(expected) = self.lease.next_offset.filter(|&n| first.offset > n) {
                 tracing::warn!(topic = %self.topic, partition = self.lease.partition,
                     expected, first = first.offset,
@@ -364,10 +347,10 @@ impl Worker {
                 }
             };
             self.counts.consumed += 1;
-            self.last_consumed = Some(offset);
+            self.progress.consumed(offset);
             self.dirty_since.get_or_insert(now);
             self.enforce_bounds(now).await;
-            if self.state == State::Stopped {
+            if !self.flow.writing() {
                 return;
             }
         }
@@ -381,7 +364,7 @@ impl Worker {
             Some((i, err, None)) if err.is_transient() => {
                 // Save the progress made before the record, then try it again later.
                 self.flush_or_stop(None).await;
-                if self.state == State::Stopped {
+                if !self.flow.writing() {
                     return;
                 }
                 self.pending = records.into_iter().skip(i).collect();
@@ -394,10 +377,8 @@ impl Worker {
                 span.in_scope(|| tracing::warn!(topic = %self.topic, partition = self.lease.partition,
                     attempt = self.decode_attempts, retry_in_ms = delay.as_millis() as u64,
                     error = %err, "cannot decode the record yet; the partition is paused and the record will be tried again"));
-                if self.state == State::Running {
-                    self.pause();
-                }
-                self.state = State::Retrying;
+                let action = self.flow.decode_deferred();
+                self.apply(action);
                 self.retry_at = Some(tokio::time::Instant::now() + delay);
             }
             Some((_, err, dead_letter_error)) => {
@@ -418,32 +399,29 @@ impl Worker {
     /// the partition once they all went through.
     async fn retry_decode(&mut self) {
         self.retry_at = None;
-        self.state = State::Running;
+        self.flow.decode_retrying();
         let records = std::mem::take(&mut self.pending);
         self.handle(records).await;
-        if self.state == State::Running && !self.paused_by_breaker {
+        let action = self.flow.decode_recovered();
+        if action == Action::Resume {
             tracing::info!(topic = %self.topic, partition = self.lease.partition,
                 "records decode again; the partition resumes");
-            self.resume();
         }
+        self.apply(action);
     }
 
     /// Pauses the partition while the sink's breaker is not closed; resumes it after.
     fn on_breaker(&mut self, state: BreakerState) {
-        match state {
-            BreakerState::Open | BreakerState::HalfOpen if !self.paused_by_breaker => {
-                self.paused_by_breaker = true;
-                if self.state == State::Running {
-                    self.pause();
-                }
-            }
-            BreakerState::Closed if self.paused_by_breaker => {
-                self.paused_by_breaker = false;
-                if self.state == State::Running {
-                    self.resume();
-                }
-            }
-            _ => {}
+        let action = self.flow.breaker(state);
+        self.apply(action);
+    }
+
+    /// Tells librdkafka what [`Flow`] decided.
+    fn apply(&self, action: Action) {
+        match action {
+            Action::Pause => self.pause(),
+            Action::Resume => self.resume(),
+            Action::Nothing => {}
         }
     }
 
@@ -464,7 +442,7 @@ impl Worker {
                 permanent: true,
             });
         };
-        if self.dead_letter_marks.contains(&record.offset) {
+        if self.dead_letter_marks.contains(record.offset) {
             // Sent before a restart while a gap held the stored offset back.
             tracing::debug!(topic = %self.topic, partition = self.lease.partition,
                 offset = record.offset, "record already in the dead-letter topic; not sent again");
@@ -505,23 +483,17 @@ impl Worker {
         unknown.sort_unstable();
         unknown.dedup();
         let sink = &self.pipeline.sink;
-        let paused = std::sync::atomic::AtomicBool::new(false);
-        let pause = || {
-            if !paused.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                self.pause();
-            }
-        };
-        let states = retry(
-            "reading key state",
-            crate::telemetry::metrics::operation::SINK_READ_KEY_STATE,
-            None,
-            &self.pipeline.retry,
-            &self.pipeline.breaker,
-            &pause,
-            || sink.key_states(&unknown),
-        )
-        .await;
-        self.paused_by_breaker |= paused.into_inner();
+        let (states, paused) = self
+            .with_retries(
+                "reading key state",
+                crate::telemetry::metrics::operation::SINK_READ_KEY_STATE,
+                None,
+                || sink.key_states(&unknown),
+            )
+            .await;
+        if paused {
+            self.flow.paused_for_breaker();
+        }
         let states = states?;
         for key in unknown {
             let last = states.get(&key).copied();
@@ -577,13 +549,13 @@ impl Worker {
                 }
             }
             BoundPolicy::Wait => {
-                if self.buffer.full() && self.state == State::Running {
+                if self.buffer.full() && self.flow.state() == State::Running {
                     tracing::error!(topic = %self.topic, partition = self.lease.partition,
                         held_events = self.buffer.held_events(), held_bytes = self.buffer.held_bytes(),
                         oldest_offset = ?self.buffer.min_held_offset(),
                         "ordering buffer full; partition paused until its gaps fill (ordering.on_bound = wait)");
-                    self.state = State::Waiting;
-                    self.pause();
+                    let action = self.flow.buffer_full();
+                    self.apply(action);
                 }
             }
         }
@@ -650,7 +622,7 @@ impl Worker {
 
     /// The next offset to process, for lag; and the buffer's gauges.
     fn publish_position(&self) {
-        if let Some(last) = self.last_consumed {
+        if let Some(last) = self.progress.last_consumed() {
             crate::telemetry::health::health().position(
                 &self.topic,
                 self.lease.partition,
@@ -698,7 +670,7 @@ impl Worker {
                         tracing::warn!(topic = %self.topic, partition = self.lease.partition,
                             key, expected_version = expected, received_version = received,
                             offset, held_events = self.buffer.held_events(),
-                            stored_next_offset = ?self.committed,
+                            stored_next_offset = ?self.progress.stored(),
                             "a key has waited longer than ordering.gap_timeout_ms for a missing version; its events and the partition's stored offset are held (ordering.on_bound = wait)");
                     }
                 }
@@ -708,55 +680,50 @@ impl Worker {
 
     /// The lowest offset not yet durably handled, once the current batch commits.
     fn next_offset(&self) -> Option<i64> {
-        let after_consumed = self.last_consumed.map(|o| o + 1).or(self.committed)?;
-        Some(match self.buffer.min_held_offset() {
-            Some(held) => held.min(after_consumed),
-            None => after_consumed,
-        })
+        self.progress.next_offset(self.buffer.min_held_offset())
     }
 
     /// Writes the batch and the partition's progress; retries transient failures
     /// (until `deadline`, if given). A transaction never holds more than
     /// `sink.batch_max_events` events: when a gap filling released more, the
     /// first parts are written with the stored offset held where it is (so it
-    /// passes no event not yet written) and the last part moves it.
+    /// passes no event not yet written) and the last part moves it
+    /// ([`Progress::parts`]).
     async fn flush(&mut self, deadline: Option<Instant>) -> Result<(), SinkError> {
         let Some(next) = self.next_offset() else {
             self.dirty_since = None;
             return Ok(());
         };
-        if self.batch.events.is_empty()
+        let empty = self.batch.events.is_empty()
             && self.batch.gaps.is_empty()
-            && self.batch.dead_lettered.is_empty()
-            && Some(next) == self.committed
-        {
+            && self.batch.dead_lettered.is_empty();
+        if !self.progress.write_due(next, empty) {
             self.dirty_since = None;
             return Ok(());
         }
-        let max = self.pipeline.batch_max_events;
-        while self.batch.events.len() > max {
-            let rest = self.batch.events.split_off(max);
-            let hold = self.hold_offset(&rest).unwrap_or(next);
-            self.commit(hold, deadline).await?;
-            self.batch.events = rest;
+        let offsets: Vec<i64> = self.batch.events.iter().map(|e| e.offset).collect();
+        let parts = self.progress.parts(
+            &offsets,
+            self.pipeline.batch_max_events,
+            self.buffer.min_held_offset(),
+            next,
+        );
+        let mut events = std::mem::take(&mut self.batch.events).into_iter();
+        for (range, stored) in parts {
+            self.batch.events = events.by_ref().take(range.len()).collect();
+            self.commit(stored, deadline).await?;
         }
-        self.commit(next, deadline).await?;
         self.dirty_since = None;
         Ok(())
     }
 
-    /// The lowest offset an event not yet written (held, or in `unwritten`)
-    /// came from, or the stored offset if lower: how far a partial write may
-    /// move the partition's offset.
+    /// How far a partial write may move the partition's offset while
+    /// `unwritten` (and what the buffer holds) is not yet written.
     fn hold_offset(&self, unwritten: &[Event]) -> Option<i64> {
-        [
-            self.committed,
+        self.progress.hold_offset(
             self.buffer.min_held_offset(),
-            unwritten.iter().map(|e| e.offset).min(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+            unwritten.iter().map(|e| e.offset),
+        )
     }
 
     /// Writes the batch with `next` as the partition's next offset (events
@@ -801,12 +768,12 @@ impl Worker {
         m.events
             .with_label_values(&[&*self.topic, "absorbed"])
             .inc_by(written.absorbed);
-        self.committed = Some(next);
+        self.progress.committed(next);
         crate::telemetry::health::health().stored(&self.topic, self.lease.partition, next);
         self.batch.events.clear();
         self.batch.gaps.clear();
         self.batch.dead_lettered.clear();
-        self.dead_letter_marks = self.dead_letter_marks.split_off(&next);
+        self.dead_letter_marks.passed(next);
         self.buffer.evict_idle(self.pipeline.max_cached_keys);
         self.store_advisory(next);
         Ok(())
@@ -820,23 +787,46 @@ impl Worker {
         deadline: Option<Instant>,
     ) -> (Result<crate::sink::Written, SinkError>, bool) {
         let (sink, lease) = (&self.pipeline.sink, &self.lease);
+        self.with_retries(
+            "writing a batch",
+            crate::telemetry::metrics::operation::SINK_WRITE_BATCH,
+            deadline,
+            || sink.write(lease, batch),
+        )
+        .await
+    }
+
+    /// Runs a sink operation with retries, through the breaker ([`retry`]):
+    /// the partition is paused while the breaker keeps the operation
+    /// waiting. Also says whether it paused the partition, for [`Flow`].
+    async fn with_retries<T, F, Fut>(
+        &self,
+        what: &str,
+        operation: &'static str,
+        deadline: Option<Instant>,
+        op: F,
+    ) -> (Result<T, SinkError>, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SinkError>>,
+    {
         let paused = std::sync::atomic::AtomicBool::new(false);
         let pause = || {
             if !paused.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 self.pause();
             }
         };
-        let written = retry(
-            "writing a batch",
-            crate::telemetry::metrics::operation::SINK_WRITE_BATCH,
+        let result = retry(
+            what,
+            operation,
             deadline,
             &self.pipeline.retry,
             &self.pipeline.breaker,
             &pause,
-            || sink.write(lease, batch),
+            op,
         )
         .await;
-        (written, paused.into_inner())
+        (result, paused.into_inner())
     }
 
     /// [`Worker::write`], noting a pause.
@@ -847,9 +837,11 @@ impl Worker {
         // Dead letters the offset passes need no mark; stored marks it passes go.
         let next = self.batch.next_offset;
         self.batch.dead_lettered.retain(|&o| o >= next);
-        self.batch.prune_dead_lettered = self.dead_letter_marks.range(..next).next().is_some();
+        self.batch.prune_dead_lettered = self.dead_letter_marks.any_below(next);
         let (written, paused) = self.write(&self.batch, deadline).await;
-        self.paused_by_breaker |= paused;
+        if paused {
+            self.flow.paused_for_breaker();
+        }
         written
     }
 
@@ -876,7 +868,9 @@ impl Worker {
                 ..Batch::default()
             };
             let (written, paused) = self.write(&single, deadline).await;
-            self.paused_by_breaker |= paused;
+            if paused {
+                self.flow.paused_for_breaker();
+            }
             match written {
                 Ok(w) => {
                     self.counts.applied += w.applied;
@@ -946,7 +940,7 @@ impl Worker {
     /// stops the partition in front of the record; any other is logged, at
     /// most once a minute, while librdkafka retries.
     async fn on_fetch_error(&mut self, e: rdkafka::error::KafkaError) {
-        let offset = self.last_consumed.map(|o| o + 1).or(self.lease.next_offset);
+        let offset = self.progress.reading();
         let at = offset.map_or("the start".to_string(), |o| format!("offset {o}"));
         if e.rdkafka_error_code().is_some_and(fetch_error_is_permanent) {
             self.flush_or_stop(None).await;
@@ -971,31 +965,30 @@ impl Worker {
 
     /// Stops handling this partition: it is paused and stays so until the process restarts.
     fn stop(&mut self, reason: String) {
-        if self.state == State::Stopped {
+        let Some(action) = self.flow.stop() else {
             return;
-        }
-        self.state = State::Stopped;
+        };
         self.dirty_since = None;
-        self.pause();
+        self.apply(action);
         crate::telemetry::health::health().stopped(&self.topic, self.lease.partition, &reason);
         tracing::error!(topic = %self.topic, partition = self.lease.partition,
-            stored_next_offset = ?self.committed, error = %reason, "partition stopped");
+            stored_next_offset = ?self.progress.stored(), error = %reason, "partition stopped");
     }
 
     /// Finishes the batch in flight on drain; returns the stored next offset.
     async fn finish(&mut self) -> Option<i64> {
-        if self.state != State::Stopped {
+        if self.flow.writing() {
             self.flush_or_stop(Some(Instant::now() + DRAIN_WRITE_BUDGET))
                 .await;
         }
         let c = &self.counts;
         tracing::info!(topic = %self.topic, partition = self.lease.partition,
-            next_offset = ?self.committed, consumed = c.consumed, released = c.released,
+            next_offset = ?self.progress.stored(), consumed = c.consumed, released = c.released,
             applied = c.applied, absorbed = c.absorbed, duplicates = c.duplicates,
             stale = c.stale, gaps = c.gaps, batches = c.batches,
             dead_lettered = c.dead_lettered, replayed_late = c.replayed_late,
             held = self.buffer.held_events(), "partition drained");
-        self.committed
+        self.progress.stored()
     }
 }
 

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::Settings;
+use crate::consume::source::SourceConfig;
+use crate::order::OrderingConfig;
 use avro::{AvroError, AvroFormat, KeyFormat};
 use extract::{FieldPath, KeySource, SequenceSource};
 
@@ -201,18 +202,19 @@ impl Decoder {
         }
     }
 
-    /// The decoder the settings describe; loads the reader schemas.
-    pub fn from_settings(settings: &Settings) -> Result<Self, SetupError> {
-        let source = &settings.source;
+    /// The decoder `[source]`, `[ordering]` and `[schema_registry]` describe;
+    /// loads the reader schemas.
+    pub fn new(
+        source: &SourceConfig,
+        ordering: &OrderingConfig,
+        registry: Option<&avro::RegistryConfig>,
+    ) -> Result<Self, SetupError> {
         let avro_needed = source.format == FormatKind::Avro || source.key_format == KeyFormat::Avro;
         let avro = if avro_needed {
-            let registry = settings
-                .schema_registry
-                .as_ref()
-                .ok_or_else(|| SetupError {
-                    key: "schema_registry.urls".into(),
-                    reason: "is required when source.format or source.key_format is `avro`".into(),
-                })?;
+            let registry = registry.ok_or_else(|| SetupError {
+                key: "schema_registry.urls".into(),
+                reason: "is required when source.format or source.key_format is `avro`".into(),
+            })?;
             let mut readers = std::collections::HashMap::new();
             for (i, r) in source.reader_schemas.iter().enumerate() {
                 let reader = r.load().map_err(|(field, reason)| SetupError {
@@ -237,9 +239,9 @@ impl Decoder {
         Ok(Self {
             format,
             avro_keys,
-            paths: paths_of(&settings.ordering.key, &settings.ordering.sequence),
-            key: settings.ordering.key.clone(),
-            sequence: settings.ordering.sequence.clone(),
+            paths: paths_of(&ordering.key, &ordering.sequence),
+            key: ordering.key.clone(),
+            sequence: ordering.sequence.clone(),
         })
     }
 
