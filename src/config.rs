@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use crate::consume::source::{SourceConfig, StartFrom};
+pub use crate::consume::source::{SourceConfig, StartFrom, Tombstones};
 pub use crate::decode::extract::{FieldPath, KeySource, SequenceSource};
 use crate::kafka::KafkaProperties;
 use crate::order::BoundPolicy;
@@ -311,7 +311,48 @@ impl Settings {
         self.memory.validate()?;
         self.log.validate()?;
         self.validate_avro()?;
+        self.validate_tombstones()?;
         self.validate_dead_letter()
+    }
+
+    /// Deleting by tombstone needs a projection, a key and a sequence that
+    /// a record without a payload carries.
+    fn validate_tombstones(&self) -> Result<(), (String, String)> {
+        if self.source.tombstones != Tombstones::Delete {
+            return Ok(());
+        }
+        let key = "source.tombstones".to_string();
+        let projection = self
+            .sink
+            .postgres
+            .as_ref()
+            .is_some_and(|pg| pg.mode == SinkMode::Projection);
+        if !projection {
+            return Err((
+                key,
+                "`delete` needs sink.postgres.mode = \"projection\" (an event store keeps every event)".into(),
+            ));
+        }
+        if self.ordering.key != KeySource::MessageKey {
+            return Err((
+                key,
+                "`delete` needs ordering.key = \"message_key\": a tombstone has no payload to read the key from".into(),
+            ));
+        }
+        if self.ordering.tombstone_header().is_none() {
+            return Err((
+                key,
+                format!(
+                    "`delete` needs a tombstone's version from a header: ordering.sequence is `field:{}`, \
+                     so set ordering.tombstone_sequence = \"header:<name>\"",
+                    match &self.ordering.sequence {
+                        SequenceSource::Field(p) => p.to_string(),
+                        SequenceSource::Header(h) => h.clone(),
+                    }
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the dead-letter settings against the source topics and the bound policy.
@@ -383,10 +424,11 @@ fn origin_of(key: &str, file: Option<&Path>, embedded: bool, vars: &[(String, St
 
 /// The values each configuration enum accepts, by the enum's name (a unit
 /// test keeps them equal to what the enums deserialize).
-const ENUM_VALUES: [(&str, &[&str]); 8] = [
+const ENUM_VALUES: [(&str, &[&str]); 9] = [
     ("SinkMode", &["event_store", "projection"]),
     ("SinkKind", &["postgres"]),
     ("StartFrom", &["earliest", "latest"]),
+    ("Tombstones", &["dead_letter", "delete", "ignore"]),
     ("LogFormat", &["json", "text"]),
     ("BoundPolicy", &["wait", "skip", "dead_letter"]),
     ("FormatKind", &["json", "avro"]),
@@ -475,6 +517,7 @@ mod tests {
         check::<SinkMode>("SinkMode");
         check::<SinkKind>("SinkKind");
         check::<StartFrom>("StartFrom");
+        check::<Tombstones>("Tombstones");
         check::<LogFormat>("LogFormat");
         check::<crate::order::BoundPolicy>("BoundPolicy");
         check::<crate::decode::FormatKind>("FormatKind");

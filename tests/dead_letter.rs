@@ -8,50 +8,12 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
+use rdkafka::message::{Headers, Message};
 use support::data;
-use support::kafka::Kafka;
+use support::kafka::{produce_raw as produce, Kafka, Raw};
 use support::ordo::{readyz, run_to_end, wait_not_ready_with, Ordo, Setup};
 use support::postgres::TestDb;
 use support::Deadline;
-
-/// One record as produced: partition, key, payload (None: a tombstone), headers.
-#[derive(Clone)]
-struct Raw {
-    partition: i32,
-    key: Vec<u8>,
-    payload: Option<Vec<u8>>,
-    headers: Vec<(&'static str, Vec<u8>)>,
-}
-
-fn produce(bootstrap: &str, topic: &str, records: &[Raw]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for r in records {
-        let mut hs = OwnedHeaders::new();
-        for (k, v) in &r.headers {
-            hs = hs.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .partition(r.partition)
-            .key(&r.key[..])
-            .headers(hs);
-        if let Some(p) = &r.payload {
-            rec = rec.payload(&p[..]);
-        }
-        producer.send(rec).map_err(|(e, _)| e).unwrap();
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-}
 
 async fn count_rows(client: &tokio_postgres::Client) -> usize {
     client

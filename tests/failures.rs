@@ -35,12 +35,12 @@ fn bad_config_names_the_key_and_the_file() {
         (
             good.toml()
                 .replace("table = \"events\"", "tabel = \"events\""),
-            "sink.tabel",
+            "sink.postgres.tabel",
         ),
         (
             good.toml()
                 .replace("mode = \"event_store\"", "mode = \"ledger\""),
-            "sink.mode",
+            "sink.postgres.mode",
         ),
         (
             good.toml().replace("sequence = \"field:version\"", ""),

@@ -77,6 +77,8 @@ pub struct Pipeline {
     pub retry: crate::sink::retry::RetryConfig,
     pub buffer: BufferConfig,
     pub policy: crate::order::BoundPolicy,
+    /// What a record without a value does.
+    pub tombstones: source::Tombstones,
     pub max_cached_keys: usize,
     pub batch_max_events: usize,
     pub batch_max_wait: Duration,
@@ -345,6 +347,7 @@ pub async fn run(
             gap_timeout: Duration::from_millis(settings.ordering.gap_timeout_ms),
         },
         policy: settings.ordering.on_bound,
+        tombstones: settings.source.tombstones,
         max_cached_keys: settings.ordering.max_cached_keys,
         batch_max_events: settings.sink.batch_max_events,
         batch_max_wait: Duration::from_millis(settings.sink.batch_max_wait_ms),

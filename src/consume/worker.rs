@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::flow::{Action, Flow, State};
 use super::progress::{DeadLetterMarks, Progress};
+use super::source::Tombstones;
 use super::{OrdoConsumer, OrdoContext, Pipeline};
 use crate::decode::{Event, Record};
 use crate::order::{BoundPolicy, Offer, SequenceBuffer};
@@ -55,6 +56,7 @@ struct Counts {
     batches: u64,
     dead_lettered: u64,
     replayed_late: u64,
+    tombstones_ignored: u64,
 }
 
 /// A record of a run, once decoded.
@@ -62,6 +64,8 @@ enum Decoded {
     Event(Event),
     /// Undecodable; its dead letter was acknowledged.
     DeadLettered(i64),
+    /// A tombstone, dropped as `source.tombstones = "ignore"` says.
+    Ignored(i64),
 }
 
 /// The worker of one partition.
@@ -258,6 +262,12 @@ impl Worker {
         // starts the next's.
         let mut started = Instant::now();
         for (i, r) in records.iter().enumerate() {
+            if r.payload.is_none() && self.pipeline.tombstones == Tombstones::Ignore {
+                self.counts.tombstones_ignored += 1;
+                self.outcome("tombstone_ignored");
+                decoded.push(Decoded::Ignored(r.offset));
+                continue;
+            }
             let result = self.pipeline.decoder.decode(r).await;
             let ended = Instant::now();
             decode_time.observe(ended.duration_since(started).as_secs_f64());
@@ -293,7 +303,7 @@ impl Worker {
         let now = Instant::now();
         for item in decoded {
             let offset = match item {
-                Decoded::DeadLettered(offset) => offset,
+                Decoded::DeadLettered(offset) | Decoded::Ignored(offset) => offset,
                 Decoded::Event(event)
                     if event.replayed
                         && self
@@ -987,6 +997,7 @@ impl Worker {
             applied = c.applied, absorbed = c.absorbed, duplicates = c.duplicates,
             stale = c.stale, gaps = c.gaps, batches = c.batches,
             dead_lettered = c.dead_lettered, replayed_late = c.replayed_late,
+            tombstones_ignored = c.tombstones_ignored,
             held = self.buffer.held_events(), "partition drained");
         self.progress.stored()
     }

@@ -23,6 +23,11 @@ impl JsonText {
         &self.0
     }
 
+    /// `null`: the payload of a delete.
+    pub fn null() -> Self {
+        Self("null".into())
+    }
+
     /// The text of a JSON value.
     pub fn from_value(value: &serde_json::Value) -> Self {
         Self(value.to_string().into_boxed_str())

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::consume::source::SourceConfig;
+use crate::consume::source::{SourceConfig, Tombstones};
 use crate::order::OrderingConfig;
 use avro::{AvroError, AvroFormat, KeyFormat};
 use extract::{FieldPath, KeySource, SequenceSource};
@@ -77,8 +77,10 @@ pub struct Event {
     pub offset: i64,
     pub key: String,
     pub sequence: i64,
-    /// The JSON the sink stores.
+    /// The JSON the sink stores (`null` for a delete).
     pub payload: JsonText,
+    /// A tombstone: the key's state is deleted at `sequence`.
+    pub delete: bool,
     pub timestamp_ms: Option<i64>,
     /// Size of the encoded payload, for the buffer's byte bound.
     pub size: usize,
@@ -102,6 +104,18 @@ impl Event {
             size: 16,
             replayed: false,
             source: None,
+            delete: false,
+        }
+    }
+
+    /// A tombstone for tests.
+    #[doc(hidden)]
+    pub fn delete_for_test(key: &str, sequence: i64, offset: i64) -> Event {
+        Event {
+            payload: JsonText::null(),
+            size: 0,
+            delete: true,
+            ..Event::for_test(key, sequence, offset)
         }
     }
 }
@@ -175,6 +189,8 @@ pub struct Decoder {
     sequence: SequenceSource,
     /// The payload field paths the key and the sequence come from.
     paths: Vec<FieldPath>,
+    /// Set when tombstones delete: the header holding their sequence.
+    tombstone_sequence: Option<String>,
 }
 
 /// The payload field paths `key` and `sequence` read.
@@ -199,7 +215,14 @@ impl Decoder {
             paths: paths_of(&key, &sequence),
             key,
             sequence,
+            tombstone_sequence: None,
         }
+    }
+
+    /// Tombstones decode to deletes, their sequence read from `header`.
+    pub fn with_deletes(mut self, header: &str) -> Self {
+        self.tombstone_sequence = Some(header.to_string());
+        self
     }
 
     /// The decoder `[source]`, `[ordering]` and `[schema_registry]` describe;
@@ -242,6 +265,10 @@ impl Decoder {
             paths: paths_of(&ordering.key, &ordering.sequence),
             key: ordering.key.clone(),
             sequence: ordering.sequence.clone(),
+            tombstone_sequence: match source.tombstones {
+                Tombstones::Delete => ordering.tombstone_header().map(str::to_string),
+                _ => None,
+            },
         })
     }
 
@@ -256,7 +283,9 @@ impl Decoder {
     }
 
     async fn decode_inner(&self, record: &Record) -> Result<Event, DecodeReason> {
-        let bytes = record.payload.as_deref().ok_or(DecodeReason::NoPayload)?;
+        let Some(bytes) = record.payload.as_deref() else {
+            return self.tombstone(record).await;
+        };
         let (payload, found) = match &self.format {
             Format::Json(f) => f.decode(bytes, &self.paths)?,
             Format::Avro(f) => {
@@ -273,15 +302,7 @@ impl Decoder {
             KeySource::MessageKey => None,
         };
         let sequence_found = found.next().flatten();
-        let key = match (&self.key, &self.avro_keys) {
-            (KeySource::MessageKey, Some(avro)) => {
-                let bytes = record.key.as_deref().ok_or(ExtractError::NoMessageKey)?;
-                avro.decode_key(bytes)
-                    .await
-                    .map_err(DecodeReason::AvroKey)?
-            }
-            (source, _) => extract::key(source, record, key_found)?,
-        };
+        let key = self.key_of(record, key_found).await?;
         let sequence = extract::sequence(&self.sequence, record, sequence_found)?;
         Ok(Event {
             offset: record.offset,
@@ -292,6 +313,46 @@ impl Decoder {
             size: bytes.len(),
             replayed: record.header(crate::dlq::headers::REPLAYS).is_some(),
             source: None,
+            delete: false,
+        })
+    }
+
+    /// The key: the message key (Avro-decoded if so configured) or the payload's field.
+    async fn key_of(
+        &self,
+        record: &Record,
+        found: Option<&Scalar>,
+    ) -> Result<String, DecodeReason> {
+        Ok(match (&self.key, &self.avro_keys) {
+            (KeySource::MessageKey, Some(avro)) => {
+                let bytes = record.key.as_deref().ok_or(ExtractError::NoMessageKey)?;
+                avro.decode_key(bytes)
+                    .await
+                    .map_err(DecodeReason::AvroKey)?
+            }
+            (source, _) => extract::key(source, record, found)?,
+        })
+    }
+
+    /// A record without a value: a delete of its key when tombstones delete
+    /// (`source.tombstones = "delete"`), its sequence from a header; else
+    /// not decodable.
+    async fn tombstone(&self, record: &Record) -> Result<Event, DecodeReason> {
+        let Some(header) = &self.tombstone_sequence else {
+            return Err(DecodeReason::NoPayload);
+        };
+        let key = self.key_of(record, None).await?;
+        let sequence = extract::sequence(&SequenceSource::Header(header.clone()), record, None)?;
+        Ok(Event {
+            offset: record.offset,
+            key,
+            sequence,
+            payload: JsonText::null(),
+            timestamp_ms: record.timestamp_ms,
+            size: 0,
+            replayed: record.header(crate::dlq::headers::REPLAYS).is_some(),
+            source: None,
+            delete: true,
         })
     }
 }
@@ -315,6 +376,26 @@ mod tests {
     fn decode(key: &str, sequence: &str, payload: &str) -> Result<Event, DecodeError> {
         let decoder = Decoder::json(key.parse().unwrap(), sequence.parse().unwrap());
         futures::executor::block_on(decoder.decode(&record(payload)))
+    }
+
+    #[test]
+    fn a_tombstone_is_a_delete_only_when_tombstones_delete() {
+        let mut r = record("{}");
+        r.payload = None;
+        let plain = Decoder::json("message_key".parse().unwrap(), "field:v".parse().unwrap());
+        let e = futures::executor::block_on(plain.decode(&r)).unwrap_err();
+        assert!(matches!(e.reason, DecodeReason::NoPayload), "{e}");
+        let deleting = Decoder::json("message_key".parse().unwrap(), "field:v".parse().unwrap())
+            .with_deletes("seq");
+        let e = futures::executor::block_on(deleting.decode(&r)).unwrap();
+        assert!(e.delete);
+        assert_eq!((e.key.as_str(), e.sequence, e.size), ("mk", 8, 0));
+        assert_eq!(e.payload.as_str(), "null");
+        // The version header is required and named.
+        r.headers.clear();
+        let e = futures::executor::block_on(deleting.decode(&r)).unwrap_err();
+        assert!(e.to_string().contains("header `seq` is missing"), "{e}");
+        assert!(e.to_string().contains("offset 5"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct OrderingConfig {
     /// What happens when a bound is reached: `wait` or `skip`.
     #[serde(default)]
     pub on_bound: BoundPolicy,
+    /// Where a tombstone's sequence comes from (`header:<name>`); by default
+    /// the `sequence` header, when `sequence` is one.
+    #[serde(default)]
+    pub tombstone_sequence: Option<SequenceSource>,
     /// Most keys whose last applied sequence is cached per partition.
     #[serde(default = "default_max_cached_keys")]
     pub max_cached_keys: usize,
@@ -52,6 +56,18 @@ fn default_max_cached_keys() -> usize {
 }
 
 impl OrderingConfig {
+    /// The header a tombstone's sequence is read from: a tombstone has no
+    /// payload, so it is `tombstone_sequence`, else `sequence` when that is
+    /// a header.
+    pub fn tombstone_header(&self) -> Option<&str> {
+        match (&self.tombstone_sequence, &self.sequence) {
+            (Some(SequenceSource::Header(h)), _) => Some(h),
+            (Some(SequenceSource::Field(_)), _) => None,
+            (None, SequenceSource::Header(h)) => Some(h),
+            (None, SequenceSource::Field(_)) => None,
+        }
+    }
+
     /// Checks values that parse but cannot work: the key (in full) and why.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let positive = [
@@ -66,9 +82,15 @@ impl OrderingConfig {
             ("ordering.gap_timeout_ms", self.gap_timeout_ms),
             ("ordering.max_cached_keys", self.max_cached_keys as u64),
         ];
-        match positive.iter().find(|(_, v)| *v == 0) {
-            Some((key, _)) => Err((key.to_string(), "must be greater than 0".into())),
-            None => Ok(()),
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err((key.to_string(), "must be greater than 0".into()));
         }
+        if let Some(SequenceSource::Field(path)) = &self.tombstone_sequence {
+            return Err((
+                "ordering.tombstone_sequence".into(),
+                format!("`field:{path}`: a tombstone has no payload; use `header:<name>`"),
+            ));
+        }
+        Ok(())
     }
 }

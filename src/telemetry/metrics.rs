@@ -7,7 +7,14 @@ use std::sync::OnceLock;
 pub const WAITING_ON: [&str; 3] = ["postgres", "kafka", "dead_letter_topic"];
 
 /// `ordo_events_total`'s outcomes.
-pub const OUTCOMES: [&str; 5] = ["applied", "absorbed", "duplicate", "stale", "dead_lettered"];
+pub const OUTCOMES: [&str; 6] = [
+    "applied",
+    "absorbed",
+    "duplicate",
+    "stale",
+    "dead_lettered",
+    "tombstone_ignored",
+];
 
 /// `ordo_retries_total`'s operations: sink reads and writes, a record whose
 /// writer schema could not be fetched yet, and waiting for a dependency.
@@ -52,7 +59,8 @@ pub struct Metrics {
     pub lag_committed_offsets: IntGaugeVec,
     /// Seconds the oldest event held out of order has waited, per partition.
     pub held_oldest_age_seconds: GaugeVec,
-    /// Records consumed, by outcome: applied, absorbed, duplicate, stale, dead_lettered.
+    /// Records consumed, by outcome: applied, absorbed, duplicate, stale,
+    /// dead_lettered, tombstone_ignored.
     pub events: IntCounterVec,
     /// Sink batch write duration.
     pub batch_seconds: HistogramVec,

@@ -190,3 +190,41 @@ pub fn produce_at(
     }
     rdkafka::producer::Producer::flush(&producer, Duration::from_secs(60)).unwrap();
 }
+
+/// One record as produced: partition, key, payload (None: a tombstone), headers.
+#[derive(Clone)]
+pub struct Raw {
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// Produces `records` in order per partition, headers and tombstones as given.
+pub fn produce_raw(bootstrap: &str, topic: &str, records: &[Raw]) {
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for r in records {
+        let mut hs = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            hs = hs.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut rec: rdkafka::producer::BaseRecord<'_, [u8], [u8]> =
+            rdkafka::producer::BaseRecord::to(topic)
+                .partition(r.partition)
+                .key(&r.key[..])
+                .headers(hs);
+        if let Some(p) = &r.payload {
+            rec = rec.payload(&p[..]);
+        }
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+}

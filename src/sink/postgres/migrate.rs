@@ -50,6 +50,17 @@ const MIGRATIONS: &[(i32, &str)] = &[
     // Each key's last applied version is read from the target table itself
     // (written in the same transactions), so the separate copy goes.
     (3, "DROP TABLE IF EXISTS {key_state};"),
+    // Keys a tombstone deleted from a projection, with the version deleted
+    // at: part of the key state, so an older version does not bring a row back.
+    (
+        4,
+        "CREATE TABLE IF NOT EXISTS {deleted_keys} (
+        target_table text NOT NULL,
+        key text NOT NULL,
+        version bigint NOT NULL,
+        deleted_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (target_table, key));",
+    ),
 ];
 
 const EVENT_STORE: &str = "CREATE TABLE IF NOT EXISTS {target} (
@@ -105,6 +116,7 @@ fn fill(sql: &str, t: &Tables) -> String {
         .replace("{key_state}", &t.key_state)
         .replace("{gaps}", &t.gaps)
         .replace("{dead_lettered}", &t.dead_lettered)
+        .replace("{deleted_keys}", &t.deleted_keys)
         .replace("{target}", &t.target)
 }
 

@@ -87,6 +87,12 @@ pub fn describe_pg(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Quotes a constant of Ordo's own configuration (a table's name) as an SQL
+/// string literal, for statements prepared once; data is always bound.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// Quotes an SQL identifier (never a value: values are always bound parameters).
 pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -102,6 +108,7 @@ pub(crate) struct Tables {
     pub key_state: String,
     pub gaps: String,
     pub dead_lettered: String,
+    pub deleted_keys: String,
     pub migrations: String,
 }
 
@@ -116,6 +123,7 @@ impl Tables {
             key_state: q("ordo_key_state"),
             gaps: q("ordo_gaps"),
             dead_lettered: q("ordo_dead_lettered"),
+            deleted_keys: q("ordo_deleted_keys"),
             migrations: q("ordo_schema_migrations"),
             schema,
         }
@@ -134,10 +142,15 @@ fn key_state_sql(t: &Tables, mode: SinkMode) -> String {
              FROM unnest($1::text[]) AS k(key)",
             t.target
         ),
+        // A key a tombstone deleted is at the version it was deleted at.
         SinkMode::Projection => format!(
-            "SELECT k.key, (SELECT p.version FROM {} AS p WHERE p.key = k.key) \
+            "SELECT k.key, GREATEST(\
+               (SELECT p.version FROM {} AS p WHERE p.key = k.key), \
+               (SELECT d.version FROM {} AS d WHERE d.target_table = {} AND d.key = k.key)) \
              FROM unnest($1::text[]) AS k(key)",
-            t.target
+            t.target,
+            t.deleted_keys,
+            quote_literal(&t.target_display)
         ),
     }
 }
@@ -352,6 +365,18 @@ impl PostgresSink {
 
     /// Writes a batch and the partition's progress in one transaction.
     pub async fn write(&self, lease: &Lease, batch: &Batch) -> Result<Written, SinkError> {
+        if self.mode == SinkMode::EventStore {
+            if let Some(e) = batch.events.iter().find(|e| e.delete) {
+                return Err(SinkError::Fatal(
+                    format!(
+                        "a tombstone (key {}, offset {}) reached the event store; \
+                         source.tombstones = \"delete\" needs sink.postgres.mode = \"projection\"",
+                        e.key, e.offset
+                    )
+                    .into(),
+                ));
+            }
+        }
         let mut client = self.client().await?;
         let written = write::batch(
             &mut client,
@@ -443,6 +468,12 @@ impl super::Sink for PostgresSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(quote_literal("public.events"), "'public.events'");
+        assert_eq!(quote_literal("o'brien"), "'o''brien'");
+    }
 
     #[test]
     fn identifiers_are_quoted() {

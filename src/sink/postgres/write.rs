@@ -324,7 +324,11 @@ async fn insert(
 
 /// Projection: latest state per key, written only over an older version.
 /// Keys repeated in the batch are reduced to their newest event first, since
-/// one `INSERT ... ON CONFLICT` cannot touch a row twice.
+/// one `INSERT ... ON CONFLICT` cannot touch a row twice. A key whose newest
+/// event is a tombstone has its row deleted and the version it was deleted
+/// at recorded (`ordo_deleted_keys`, read with the key state); an upsert at
+/// or below a key's deleted version is not written, so an older version
+/// replayed later does not bring the row back.
 async fn upsert(
     tx: &Transaction<'_>,
     t: &Tables,
@@ -338,33 +342,68 @@ async fn upsert(
             *slot = e;
         }
     }
-    let c = columns(newest.values().copied());
-    let stmt = tx
-        .prepare_cached(&format!(
-            "INSERT INTO {} AS cur (key, version, state, topic, partition, \"offset\", event_time, updated_at) \
-             SELECT k, v, s, $4, $5, o, to_timestamp(ts / 1000.0), now() \
-             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]) AS u(k, v, s, o, ts) \
-             ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state, \
-             topic = EXCLUDED.topic, partition = EXCLUDED.partition, \"offset\" = EXCLUDED.\"offset\", \
-             event_time = EXCLUDED.event_time, updated_at = now() \
-             WHERE cur.version < EXCLUDED.version",
-            t.target
-        ))
-        .await?;
-    let applied = tx
-        .execute(
-            &stmt,
-            &[
-                &c.keys,
-                &c.versions,
-                &c.payloads,
-                &lease.topic,
-                &lease.partition,
-                &c.offsets,
-                &c.timestamps,
-            ],
+    let (deletes, upserts): (Vec<&crate::decode::Event>, Vec<&crate::decode::Event>) =
+        newest.values().copied().partition(|e| e.delete);
+    let mut applied = 0;
+    if !upserts.is_empty() {
+        let c = columns(upserts.iter().copied());
+        let stmt = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {} AS cur (key, version, state, topic, partition, \"offset\", event_time, updated_at) \
+                 SELECT k, v, s, $4, $5, o, to_timestamp(ts / 1000.0), now() \
+                 FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]) AS u(k, v, s, o, ts) \
+                 WHERE NOT EXISTS (SELECT 1 FROM {} AS d WHERE d.target_table = $8 AND d.key = u.k AND d.version >= u.v) \
+                 ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state, \
+                 topic = EXCLUDED.topic, partition = EXCLUDED.partition, \"offset\" = EXCLUDED.\"offset\", \
+                 event_time = EXCLUDED.event_time, updated_at = now() \
+                 WHERE cur.version < EXCLUDED.version",
+                t.target, t.deleted_keys
+            ))
+            .await?;
+        applied += tx
+            .execute(
+                &stmt,
+                &[
+                    &c.keys,
+                    &c.versions,
+                    &c.payloads,
+                    &lease.topic,
+                    &lease.partition,
+                    &c.offsets,
+                    &c.timestamps,
+                    &t.target_display,
+                ],
+            )
+            .await?;
+    }
+    if !deletes.is_empty() {
+        let keys: Vec<&str> = deletes.iter().map(|e| e.key.as_str()).collect();
+        let versions: Vec<i64> = deletes.iter().map(|e| e.sequence).collect();
+        tx.execute(
+            &format!(
+                "DELETE FROM {} AS cur USING unnest($1::text[], $2::bigint[]) AS u(k, v) \
+                 WHERE cur.key = u.k AND cur.version < u.v",
+                t.target
+            ),
+            &[&keys, &versions],
         )
         .await?;
+        // Recorded unless a newer version stands (the tombstone is then stale).
+        applied += tx
+            .execute(
+                &format!(
+                    "INSERT INTO {d} AS d (target_table, key, version) \
+                     SELECT $3, k, v FROM unnest($1::text[], $2::bigint[]) AS u(k, v) \
+                     WHERE NOT EXISTS (SELECT 1 FROM {target} AS p WHERE p.key = u.k AND p.version >= u.v) \
+                     ON CONFLICT (target_table, key) DO UPDATE SET version = EXCLUDED.version, deleted_at = now() \
+                     WHERE d.version < EXCLUDED.version",
+                    d = t.deleted_keys,
+                    target = t.target
+                ),
+                &[&keys, &versions, &t.target_display],
+            )
+            .await?;
+    }
     Ok(Written {
         applied,
         absorbed: batch.events.len() as u64 - applied,
