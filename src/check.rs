@@ -36,7 +36,9 @@ pub async fn run(settings: &Settings) -> Vec<Finding> {
     findings.push(Finding {
         what: match &sink {
             Ok(sink) => sink.describe(),
-            Err(_) => format!("sink ({})", settings.sink.kind.name()),
+            Err(_) => match settings.sink.kind {
+                crate::sink::SinkKind::Postgres => "PostgreSQL".to_string(),
+            },
         },
         problem: sink.err().map(|e| e.to_string()),
     });

@@ -63,6 +63,9 @@ pub struct Settings {
     pub memory: crate::consume::memory::MemoryConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Payload fields masked before anything is stored or logged.
+    #[serde(default)]
+    pub mask: crate::mask::MaskConfig,
 }
 
 /// Keys that moved, with where they are now: a configuration still using
@@ -226,6 +229,7 @@ impl Settings {
     fn resolve_paths(&mut self, base: &Path) {
         self.source.resolve_paths(base);
         self.sink.resolve_paths(base);
+        self.mask.resolve_paths(base);
         if let Some(registry) = &mut self.schema_registry {
             for p in [
                 &mut registry.ca_file,
@@ -312,7 +316,38 @@ impl Settings {
         self.log.validate()?;
         self.validate_avro()?;
         self.validate_tombstones()?;
+        self.validate_mask()?;
         self.validate_dead_letter()
+    }
+
+    /// Masked fields and the key and sequence they may be: a sequence must
+    /// stay a number, and a key only stays distinct and stable hashed.
+    fn validate_mask(&self) -> Result<(), (String, String)> {
+        self.mask.validate()?;
+        for (i, rule) in self.mask.fields.iter().enumerate() {
+            let key = format!("mask.fields[{i}].path");
+            if self.ordering.sequence == SequenceSource::Field(rule.path.clone()) {
+                return Err((
+                    key,
+                    format!(
+                        "`{}` is ordering.sequence, which must stay a number",
+                        rule.path
+                    ),
+                ));
+            }
+            if self.ordering.key == KeySource::Field(rule.path.clone())
+                && rule.action != crate::mask::Action::Hash
+            {
+                return Err((
+                    key,
+                    format!(
+                        "`{}` is ordering.key: only `hash` keeps keys distinct and stable (the stored key is then the hash)",
+                        rule.path
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Deleting by tombstone needs a projection, a key and a sequence that

@@ -7,6 +7,7 @@
 //! consume  (consume/)  one consumer group; a worker per assigned partition
 //!   -> decode (decode/)  payload format -> Event { key, sequence, payload }
 //!              (dlq/)    a record that cannot be decoded goes to the dead-letter topic
+//!   -> mask   (mask.rs)  sensitive fields redacted, hashed or encrypted
 //!   -> order  (order/)   per-key sequence buffer: release in order, hold early, drop duplicates
 //!   -> sink   (sink/)    one transaction per batch: events + per-key state + next offset
 //!   -> commit (consume/) the sink's offset copied to Kafka for lag tools
@@ -23,6 +24,7 @@ pub mod decode;
 pub mod demo;
 pub mod dlq;
 pub mod kafka;
+pub mod mask;
 pub mod order;
 pub mod produce;
 pub mod schema_check;

@@ -68,6 +68,8 @@ pub enum ConsumeError {
 /// What every worker shares: how to decode, order and write, and where to report a fatal error.
 pub struct Pipeline {
     pub decoder: Decoder,
+    /// Masks payloads (`[mask]`): dead letters carry masked payloads too.
+    pub masker: Option<Arc<crate::mask::Masker>>,
     /// Where records that cannot be decoded go; `None`: they stop their partition.
     pub dead_letters: Option<crate::dlq::DeadLetters>,
     pub sink: Arc<dyn Sink>,
@@ -319,13 +321,21 @@ pub async fn run(
     m.init_topics(&settings.source.topics);
     m.gap_timeout_seconds
         .set(settings.ordering.gap_timeout_ms as f64 / 1000.0);
+    let masker = crate::mask::Masker::new(&settings.mask)
+        .map_err(|(key, why)| ConsumeError::Fatal(format!("{key}: {why}")))?
+        .map(Arc::new);
+    let mut decoder = Decoder::new(
+        &settings.source,
+        &settings.ordering,
+        settings.schema_registry.as_ref(),
+    )
+    .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?;
+    if let Some(m) = &masker {
+        decoder = decoder.with_masker(m.clone(), &settings.mask);
+    }
     let pipeline = Arc::new(Pipeline {
-        decoder: Decoder::new(
-            &settings.source,
-            &settings.ordering,
-            settings.schema_registry.as_ref(),
-        )
-        .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?,
+        decoder,
+        masker,
         dead_letters: if settings.dead_letter.enabled {
             Some(
                 crate::dlq::DeadLetters::new(&settings.kafka, &settings.dead_letter)

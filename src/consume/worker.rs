@@ -280,7 +280,7 @@ impl Worker {
                     decoded.push(Decoded::Event(e));
                 }
                 Err(e) if !e.is_transient() && self.pipeline.dead_letters.is_some() => {
-                    let sent = self.dead_letter(r, None, &e.to_string()).await;
+                    let sent = self.dead_letter(r, None, None, &e.to_string()).await;
                     started = Instant::now();
                     match sent {
                         Ok(()) => decoded.push(Decoded::DeadLettered(r.offset)),
@@ -438,13 +438,18 @@ impl Worker {
     /// The one way a record goes to the dead-letter topic: written (and
     /// written again while the failure is transient, the partition waiting),
     /// counted and logged with its span. `Ok` once acknowledged; an error
-    /// when dead letters are off or the write cannot succeed.
+    /// when dead letters are off or the write cannot succeed. With `[mask]`,
+    /// the letter carries `masked` (the decoded event's payload) or the
+    /// record's payload masked, never a clear value ([`letter_of`]).
     async fn dead_letter(
         &mut self,
         record: &Record,
         key: Option<&str>,
+        masked: Option<&crate::decode::JsonText>,
         why: &str,
     ) -> Result<(), crate::dlq::DeadLetterError> {
+        let letter = letter_of(self.pipeline.masker.as_deref(), record, masked);
+        let record: &Record = &letter;
         let Some(dl) = &self.pipeline.dead_letters else {
             return Err(crate::dlq::DeadLetterError {
                 topic: String::new(),
@@ -530,7 +535,10 @@ impl Worker {
                             event.sequence,
                             bound.as_str()
                         );
-                        if let Err(e) = self.dead_letter(record, Some(&event.key), &why).await {
+                        if let Err(e) = self
+                            .dead_letter(record, Some(&event.key), Some(&event.payload), &why)
+                            .await
+                        {
                             // The taken events are no longer held: stop before any
                             // write could store an offset past them.
                             self.stop(format!("{why}; {e}"));
@@ -897,7 +905,10 @@ impl Worker {
                         event.key,
                         event.sequence
                     );
-                    if let Err(dle) = self.dead_letter(record, Some(&event.key), &why).await {
+                    if let Err(dle) = self
+                        .dead_letter(record, Some(&event.key), Some(&event.payload), &why)
+                        .await
+                    {
                         tracing::error!(error = %dle, "{why}");
                         return Err(e);
                     }
@@ -1001,6 +1012,41 @@ impl Worker {
             held = self.buffer.held_events(), "partition drained");
         self.progress.stored()
     }
+}
+
+/// The record a dead letter carries: the record itself, or with `[mask]`
+/// on, its payload masked (`ordo.payload = masked`) or, when it cannot be
+/// parsed to mask, withheld (`ordo.payload = withheld`; the record stays in
+/// its source topic, at the offset the letter names).
+fn letter_of<'a>(
+    masker: Option<&crate::mask::Masker>,
+    record: &'a Record,
+    masked: Option<&crate::decode::JsonText>,
+) -> std::borrow::Cow<'a, Record> {
+    let Some(masker) = masker else {
+        return std::borrow::Cow::Borrowed(record);
+    };
+    let payload = match masked {
+        Some(text) => Some(text.as_str().as_bytes().to_vec()),
+        None => record
+            .payload
+            .as_deref()
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|text| masker.mask(text).ok())
+            .map(String::into_bytes),
+    };
+    let how = if payload.is_some() || record.payload.is_none() {
+        "masked"
+    } else {
+        "withheld"
+    };
+    let mut letter = record.clone();
+    letter.payload = payload;
+    letter.headers.push((
+        crate::dlq::headers::PAYLOAD.to_string(),
+        Some(how.as_bytes().to_vec()),
+    ));
+    std::borrow::Cow::Owned(letter)
 }
 
 #[cfg(test)]

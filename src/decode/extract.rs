@@ -196,6 +196,12 @@ where
     s.parse().map_err(serde::de::Error::custom)
 }
 
+impl<'de> Deserialize<'de> for FieldPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_from_str(d)
+    }
+}
+
 impl<'de> Deserialize<'de> for KeySource {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         deserialize_from_str(d)

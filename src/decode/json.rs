@@ -23,6 +23,11 @@ impl JsonText {
         &self.0
     }
 
+    /// Text known to be one JSON document (it was just rendered).
+    pub fn from_string(text: String) -> Self {
+        Self(text.into_boxed_str())
+    }
+
     /// `null`: the payload of a delete.
     pub fn null() -> Self {
         Self("null".into())

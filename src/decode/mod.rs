@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::consume::source::{SourceConfig, Tombstones};
+use crate::mask::{self, MaskConfig, Masker};
 use crate::order::OrderingConfig;
 use avro::{AvroError, AvroFormat, KeyFormat};
 use extract::{FieldPath, KeySource, SequenceSource};
@@ -151,6 +152,8 @@ pub enum DecodeReason {
     Avro(#[from] AvroError),
     #[error("message key: {0}")]
     AvroKey(AvroError),
+    #[error(transparent)]
+    Mask(#[from] crate::mask::MaskError),
 }
 
 impl DecodeError {
@@ -191,6 +194,10 @@ pub struct Decoder {
     paths: Vec<FieldPath>,
     /// Set when tombstones delete: the header holding their sequence.
     tombstone_sequence: Option<String>,
+    /// Masks payloads after the key and sequence are read (`[mask]`).
+    masker: Option<Arc<Masker>>,
+    /// The key is a hashed field: the event's key is its hash.
+    key_hashed: bool,
 }
 
 /// The payload field paths `key` and `sequence` read.
@@ -216,7 +223,19 @@ impl Decoder {
             key,
             sequence,
             tombstone_sequence: None,
+            masker: None,
+            key_hashed: false,
         }
+    }
+
+    /// Payloads masked by `masker` (`[mask]`); the key hashed if its field is.
+    pub fn with_masker(mut self, masker: Arc<Masker>, mask: &MaskConfig) -> Self {
+        self.key_hashed = match &self.key {
+            KeySource::Field(path) => mask.action_at(path) == Some(mask::Action::Hash),
+            KeySource::MessageKey => false,
+        };
+        self.masker = Some(masker);
+        self
     }
 
     /// Tombstones decode to deletes, their sequence read from `header`.
@@ -269,6 +288,8 @@ impl Decoder {
                 Tombstones::Delete => ordering.tombstone_header().map(str::to_string),
                 _ => None,
             },
+            masker: None,
+            key_hashed: false,
         })
     }
 
@@ -302,8 +323,15 @@ impl Decoder {
             KeySource::MessageKey => None,
         };
         let sequence_found = found.next().flatten();
-        let key = self.key_of(record, key_found).await?;
+        let mut key = self.key_of(record, key_found).await?;
         let sequence = extract::sequence(&self.sequence, record, sequence_found)?;
+        let mut payload = payload;
+        if let Some(m) = &self.masker {
+            payload = JsonText::from_string(m.mask(payload.as_str())?);
+            if self.key_hashed {
+                key = m.hash_text(&key);
+            }
+        }
         Ok(Event {
             offset: record.offset,
             key,
@@ -376,6 +404,35 @@ mod tests {
     fn decode(key: &str, sequence: &str, payload: &str) -> Result<Event, DecodeError> {
         let decoder = Decoder::json(key.parse().unwrap(), sequence.parse().unwrap());
         futures::executor::block_on(decoder.decode(&record(payload)))
+    }
+
+    #[test]
+    fn masked_payloads_and_a_hashed_key_field() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), "hash-key").unwrap();
+        let mask: MaskConfig = serde_json::from_value(serde_json::json!({
+            "hash_key": {"file": dir.path().join("k")},
+            "fields": [
+                {"path": "user.email", "action": "hash"},
+                {"path": "user.name", "action": "redact"}
+            ]
+        }))
+        .unwrap();
+        let masker = Arc::new(Masker::new(&mask).unwrap().unwrap());
+        let decoder = Decoder::json(
+            "field:user.email".parse().unwrap(),
+            "field:v".parse().unwrap(),
+        )
+        .with_masker(masker.clone(), &mask);
+        let body = r#"{"user":{"email":"a@b.example","name":"Ann"},"v":3}"#;
+        let e = futures::executor::block_on(decoder.decode(&record(body))).unwrap();
+        // The key was read from the clear field, then hashed as the field is.
+        assert_eq!(e.key, masker.hash_text("a@b.example"));
+        assert_eq!(e.sequence, 3);
+        let stored: serde_json::Value = serde_json::from_str(e.payload.as_str()).unwrap();
+        assert_eq!(stored["user"]["email"], e.key.as_str());
+        assert_eq!(stored["user"]["name"], serde_json::Value::Null);
+        assert!(!e.payload.as_str().contains("a@b.example"));
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub mod headers {
     pub const ORDO_VERSION: &str = "ordo.version";
     /// How many times `ordo dlq replay` has sent this record back.
     pub const REPLAYS: &str = "ordo.replay.count";
+    /// `masked`: the payload is the record's, with `[mask]` applied;
+    /// `withheld`: masking is on and the record could not be parsed, so its
+    /// payload is not in the letter (it stays in the source topic).
+    pub const PAYLOAD: &str = "ordo.payload";
 }
 
 pub mod progress;

@@ -149,6 +149,15 @@ pub async fn replay(
                         "not replayed: its record was replayed max_replays times already",
                     );
                     true
+                } else if letter.headers.get(headers::PAYLOAD).map(String::as_str)
+                    == Some("withheld")
+                {
+                    report.unroutable += 1;
+                    on_letter(
+                        &letter,
+                        "not replayed: its payload was withheld (masking is on and the record could not be parsed); the record is in the source topic at ordo.source.*",
+                    );
+                    true
                 } else if target.is_none() {
                     report.unroutable += 1;
                     on_letter(
