@@ -217,6 +217,7 @@ impl Settings {
         }
         settings
             .validate()
+            .and_then(|()| settings.derive_columns())
             .map_err(|(key, reason)| ConfigError::Key {
                 origin: origin_of(&key),
                 key,
@@ -318,6 +319,35 @@ impl Settings {
         self.validate_tombstones()?;
         self.validate_mask()?;
         self.validate_dead_letter()
+    }
+
+    /// `sink.postgres.auto_columns`: the typed columns of the (one) topic's
+    /// Avro reader schema.
+    fn derive_columns(&mut self) -> Result<(), (String, String)> {
+        let Some(pg) = self.sink.postgres.as_mut() else {
+            return Ok(());
+        };
+        let Some(auto) = pg.auto_columns else {
+            return Ok(());
+        };
+        let key = "sink.postgres.auto_columns".to_string();
+        let source = &self.source;
+        if source.format != crate::decode::FormatKind::Avro || source.topics.len() != 1 {
+            return Err((
+                key,
+                "derives columns from the reader schema: it needs source.format = \"avro\" and one topic".into(),
+            ));
+        }
+        let reader = source
+            .reader_schemas
+            .iter()
+            .find(|r| r.topic == source.topics[0])
+            .ok_or_else(|| (key.clone(), "the topic has no reader schema".into()))?
+            .load()
+            .map_err(|(field, why)| (format!("source.reader_schemas[0].{field}"), why))?;
+        pg.columns = crate::sink::postgres::columns::from_avro(&reader.schema, auto)
+            .map_err(|why| (key.clone(), why))?;
+        pg.validate_columns("the reader schema's columns (sink.postgres.auto_columns)")
     }
 
     /// Masked fields and the key and sequence they may be: a sequence must

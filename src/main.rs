@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Sink tasks: plan.
+    Sink {
+        #[command(subcommand)]
+        command: SinkCommand,
+    },
     /// Dead-letter topic tasks: inspect, replay.
     Dlq {
         #[command(subcommand)]
@@ -121,6 +126,14 @@ struct ProduceArgs {
     /// Write the end state (`key,last_version` lines) here.
     #[arg(long, value_name = "FILE")]
     expected: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum SinkCommand {
+    /// Print the DDL Ordo would run on the target table at start (creating
+    /// it, adding typed columns, widening their types) without running it;
+    /// exit 1 if a change would be refused, with the DDL it would take.
+    Plan,
 }
 
 #[derive(Subcommand)]
@@ -259,6 +272,9 @@ fn main() -> ExitCode {
                 command: SchemaCommand::Check { json },
             } => schema_check(&settings, json).await,
             Command::Dlq { command } => dlq(&settings, command).await,
+            Command::Sink {
+                command: SinkCommand::Plan,
+            } => sink_plan(&settings).await,
             Command::Produce(args) => produce(&settings, args).await,
             Command::Demo { .. } => Ok(ExitCode::SUCCESS),
         }
@@ -411,6 +427,29 @@ async fn schema_check(settings: &Settings, json: bool) -> anyhow::Result<ExitCod
         }
     }
     Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn sink_plan(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let Some(pg) = settings.sink.postgres.as_ref() else {
+        anyhow::bail!("sink.postgres: required, but not set");
+    };
+    let sink = ordo::sink::postgres::PostgresSink::connect(pg, settings.group_id()).await?;
+    let plan = sink.plan().await?;
+    let table = format!("{}.{}", pg.schema, pg.table);
+    if plan.statements.is_empty() && plan.refused.is_empty() {
+        println!("-- {table}: nothing to change");
+    }
+    for statement in &plan.statements {
+        println!("{statement};");
+    }
+    for refused in &plan.refused {
+        println!("-- REFUSED: {refused}");
+    }
+    Ok(if plan.refused.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::columns::{AutoColumns, Column};
+
 /// `[sink.postgres]`: the connection to PostgreSQL and the target table.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +44,41 @@ pub struct PostgresConfig {
     /// Schema of the target table and of Ordo's own state tables.
     #[serde(default = "default_schema")]
     pub schema: String,
+    /// Payload fields copied into typed columns of their own.
+    #[serde(default)]
+    pub columns: Vec<Column>,
+    /// Columns derived from the Avro reader schema instead of listed:
+    /// `flatten` (a nested record's fields as `parent_child` columns) or
+    /// `jsonb` (a nested record as one column).
+    #[serde(default)]
+    pub auto_columns: Option<AutoColumns>,
+}
+
+/// Columns every target table of a mode has: no typed column may take their names.
+pub fn base_columns(mode: SinkMode) -> &'static [&'static str] {
+    match mode {
+        SinkMode::EventStore => &[
+            "position",
+            "stream",
+            "version",
+            "payload",
+            "topic",
+            "partition",
+            "offset",
+            "event_time",
+            "recorded_at",
+        ],
+        SinkMode::Projection => &[
+            "key",
+            "version",
+            "state",
+            "topic",
+            "partition",
+            "offset",
+            "event_time",
+            "updated_at",
+        ],
+    }
 }
 
 /// How events land in the table.
@@ -72,6 +109,8 @@ impl std::fmt::Debug for PostgresConfig {
             .field("mode", &self.mode)
             .field("schema", &self.schema)
             .field("table", &self.table)
+            .field("columns", &self.columns)
+            .field("auto_columns", &self.auto_columns)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +135,36 @@ impl PostgresConfig {
             }
         }
         super::connect::Connection::from_config(self).map_err(|e| (e.key, e.reason))?;
+        if self.auto_columns.is_some() && !self.columns.is_empty() {
+            return Err((
+                "sink.postgres.auto_columns".into(),
+                "give either `columns` or `auto_columns`, not both".into(),
+            ));
+        }
+        self.validate_columns("sink.postgres.columns")
+    }
+
+    /// Checks the typed columns (listed, or derived as `from` says): names
+    /// that are identifiers of their own, not a base column's, once each.
+    pub fn validate_columns(&self, from: &str) -> Result<(), (String, String)> {
+        for (i, c) in self.columns.iter().enumerate() {
+            let key = format!("{from}[{i}]");
+            if c.name.is_empty() || c.name.len() > 63 {
+                return Err((key, format!("`{}` must be 1 to 63 bytes", c.name)));
+            }
+            if base_columns(self.mode).contains(&c.name.as_str()) {
+                return Err((
+                    key,
+                    format!(
+                        "`{}` is a column Ordo writes itself in {:?} mode; name the column otherwise",
+                        c.name, self.mode
+                    ),
+                ));
+            }
+            if self.columns[..i].iter().any(|o| o.name == c.name) {
+                return Err((key, format!("`{}` is named twice", c.name)));
+            }
+        }
         Ok(())
     }
 

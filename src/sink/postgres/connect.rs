@@ -390,6 +390,8 @@ mod tests {
             mode: super::super::SinkMode::EventStore,
             table: "events".into(),
             schema: "public".into(),
+            columns: vec![],
+            auto_columns: None,
         }
     }
 

@@ -1,9 +1,17 @@
-//! Migrations: Ordo's state tables (versioned) and the target table (created if
-//! missing, then checked for the columns the sink mode writes).
+//! Migrations: Ordo's state tables (versioned) and the target table: created
+//! if missing, with its typed columns; checked for the columns the sink mode
+//! writes; evolved as the typed columns change (nullable columns added, types
+//! only widened, nothing dropped). A change that cannot be applied safely is
+//! refused with the DDL it would take. All of it runs under one advisory
+//! lock, so replicas starting together apply each change once; each applied
+//! statement is recorded in `ordo_schema_changes`.
 
-use tokio_postgres::Client;
+use std::collections::HashMap;
 
-use super::{PostgresError, SinkMode, Tables};
+use tokio_postgres::GenericClient;
+
+use super::columns::{Column, PgType};
+use super::{quote_ident, PostgresError, SinkMode, Tables};
 
 /// Versioned migrations of Ordo's own tables; `{schema}`, `{offsets}`, ... are table names.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -61,6 +69,16 @@ const MIGRATIONS: &[(i32, &str)] = &[
         deleted_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (target_table, key));",
     ),
+    // The DDL Ordo ran on target tables (typed columns), and which replica ran it.
+    (
+        5,
+        "CREATE TABLE IF NOT EXISTS {schema_changes} (
+        id bigserial PRIMARY KEY,
+        target_table text NOT NULL,
+        statement text NOT NULL,
+        owner text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now());",
+    ),
 ];
 
 const EVENT_STORE: &str = "CREATE TABLE IF NOT EXISTS {target} (
@@ -117,15 +135,112 @@ fn fill(sql: &str, t: &Tables) -> String {
         .replace("{gaps}", &t.gaps)
         .replace("{dead_lettered}", &t.dead_lettered)
         .replace("{deleted_keys}", &t.deleted_keys)
+        .replace("{schema_changes}", &t.schema_changes)
         .replace("{target}", &t.target)
 }
 
-/// Applies pending migrations under an advisory lock, so replicas starting together do not race.
-pub async fn run(
-    client: &mut Client,
+/// What the target table needs: statements to run, and changes refused.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub statements: Vec<String>,
+    /// Each refusal says why, and the DDL that would be needed.
+    pub refused: Vec<String>,
+}
+
+/// The DDL the target table needs for `mode` and `columns`, as PostgreSQL
+/// has it now (read through `client`, inside the caller's transaction).
+pub async fn plan<C: GenericClient>(
+    client: &C,
     t: &Tables,
     mode: SinkMode,
+    columns: &[Column],
+) -> Result<Plan, tokio_postgres::Error> {
+    let (schema, table) = t.schema_and_table();
+    let existing: HashMap<String, String> = client
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2",
+            &[&schema, &table],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut plan = Plan::default();
+    if existing.is_empty() {
+        let create = match mode {
+            SinkMode::EventStore => EVENT_STORE,
+            SinkMode::Projection => PROJECTION,
+        };
+        let mut sql = fill(create, t);
+        // The base definition ends with its closing parenthesis.
+        sql.pop();
+        for c in columns {
+            sql.push_str(&format!(
+                ",\n    {} {}",
+                quote_ident(&c.name),
+                c.pg_type.sql()
+            ));
+        }
+        sql.push(')');
+        plan.statements.push(sql);
+        return Ok(plan);
+    }
+    let missing: Vec<&str> = required_columns(mode)
+        .iter()
+        .copied()
+        .filter(|c| !existing.contains_key(*c))
+        .collect();
+    if !missing.is_empty() {
+        plan.refused.push(format!(
+            "table {} does not fit sink mode {mode:?}: missing column(s) {}",
+            t.target_display,
+            missing.join(", ")
+        ));
+    }
+    for c in columns {
+        let col = quote_ident(&c.name);
+        let want = c.pg_type;
+        match existing.get(&c.name) {
+            None => plan.statements.push(format!(
+                "ALTER TABLE {} ADD COLUMN {col} {}",
+                t.target,
+                want.sql()
+            )),
+            Some(have) => match PgType::from_catalog(have) {
+                Some(have) if have.holds(want) => {}
+                Some(have) if want.holds(have) => plan.statements.push(format!(
+                    "ALTER TABLE {} ALTER COLUMN {col} TYPE {}",
+                    t.target,
+                    want.sql()
+                )),
+                _ => plan.refused.push(format!(
+                    "column {col} of {} is {have}, but field `{}` now needs {}, which is not a widening \
+                     (values could be lost or refused), so Ordo does not change it; the DDL it would take: \
+                     ALTER TABLE {} ALTER COLUMN {col} TYPE {} USING {}",
+                    t.target_display,
+                    c.path,
+                    want.sql(),
+                    t.target,
+                    want.sql(),
+                    want.cast(&col)
+                )),
+            },
+        }
+    }
+    Ok(plan)
+}
+
+/// Applies pending migrations and the target table's plan under an
+/// advisory lock, so replicas starting together do not race; a refused
+/// change fails, naming the DDL it would take.
+pub async fn run(
+    client: &mut tokio_postgres::Client,
+    t: &Tables,
+    mode: SinkMode,
+    columns: &[Column],
     target: &str,
+    owner: &str,
 ) -> Result<(), PostgresError> {
     let err = |what: &str| {
         let what = what.to_string();
@@ -172,40 +287,31 @@ pub async fn run(
         .await
         .map_err(err(&format!("recording migration {version}")))?;
     }
-    let create = match mode {
-        SinkMode::EventStore => EVENT_STORE,
-        SinkMode::Projection => PROJECTION,
-    };
-    tx.batch_execute(&fill(create, t))
+    let plan = plan(&tx, t, mode, columns)
         .await
-        .map_err(err(&format!("creating table {}", t.target_display)))?;
-    tx.commit().await.map_err(err("committing migrations"))?;
-
-    let (schema, table) = t
-        .target_display
-        .split_once('.')
-        .unwrap_or(("public", t.target_display.as_str()));
-    let columns: Vec<String> = client
-        .query(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
-            &[&schema, &table],
-        )
-        .await
-        .map_err(err("reading the target table's columns"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let missing: Vec<&str> = required_columns(mode)
-        .iter()
-        .copied()
-        .filter(|c| !columns.iter().any(|have| have == c))
-        .collect();
-    if !missing.is_empty() {
+        .map_err(err(&format!("reading the columns of {}", t.target_display)))?;
+    if !plan.refused.is_empty() {
         return Err(PostgresError::Schema {
             table: t.target_display.clone(),
             mode,
-            reason: format!("missing column(s) {}", missing.join(", ")),
+            reason: plan.refused.join("; "),
         });
     }
+    for statement in &plan.statements {
+        tx.batch_execute(statement)
+            .await
+            .map_err(err(&format!("running {statement}")))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (target_table, statement, owner) VALUES ($1, $2, $3)",
+                t.schema_changes
+            ),
+            &[&t.target_display, statement, &owner],
+        )
+        .await
+        .map_err(err("recording a schema change"))?;
+        tracing::info!(table = %t.target_display, %statement, "target table changed");
+    }
+    tx.commit().await.map_err(err("committing migrations"))?;
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! The PostgreSQL sink: a connection pool, migrations, leases and batch writes.
 
+pub mod columns;
 mod config;
 pub mod connect;
 mod migrate;
 mod write;
 
-pub use config::{PostgresConfig, SinkMode};
+pub use config::{base_columns, PostgresConfig, SinkMode};
+pub use migrate::Plan;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -109,7 +111,11 @@ pub(crate) struct Tables {
     pub gaps: String,
     pub dead_lettered: String,
     pub deleted_keys: String,
+    pub schema_changes: String,
     pub migrations: String,
+    /// The target's schema and table, unquoted (for the catalog).
+    schema_name: String,
+    table_name: String,
 }
 
 impl Tables {
@@ -124,9 +130,19 @@ impl Tables {
             gaps: q("ordo_gaps"),
             dead_lettered: q("ordo_dead_lettered"),
             deleted_keys: q("ordo_deleted_keys"),
+            schema_changes: q("ordo_schema_changes"),
+            schema_name: sink.schema.clone(),
+            table_name: sink.table.clone(),
             migrations: q("ordo_schema_migrations"),
             schema,
         }
+    }
+}
+
+impl Tables {
+    /// The target's schema and table names, unquoted.
+    pub fn schema_and_table(&self) -> (&str, &str) {
+        (&self.schema_name, &self.table_name)
     }
 }
 
@@ -164,6 +180,8 @@ pub struct PostgresSink {
     group: String,
     mode: SinkMode,
     tables: Tables,
+    /// Typed columns written beside the payload.
+    columns: std::sync::Arc<[columns::Column]>,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -237,6 +255,7 @@ impl PostgresSink {
             group: group.to_string(),
             mode: pg.mode,
             tables: Tables::new(pg),
+            columns: pg.columns.clone().into(),
         };
         drop(sink.client().await?);
         Ok(sink)
@@ -281,7 +300,27 @@ impl PostgresSink {
     /// Creates Ordo's state tables and the target table if missing, and checks the target's shape.
     pub async fn migrate(&self) -> Result<(), PostgresError> {
         let mut client = self.client().await?;
-        migrate::run(&mut client, &self.tables, self.mode, &self.target).await
+        migrate::run(
+            &mut client,
+            &self.tables,
+            self.mode,
+            &self.columns,
+            &self.target,
+            &crate::consume::owner_id(),
+        )
+        .await
+    }
+
+    /// The DDL the target table needs (what [`Self::migrate`] would run on
+    /// it), without running anything: for `ordo sink plan`.
+    pub async fn plan(&self) -> Result<Plan, PostgresError> {
+        let client = self.client().await?;
+        migrate::plan(&**client, &self.tables, self.mode, &self.columns)
+            .await
+            .map_err(self.query_error(&format!(
+                "reading the columns of {}",
+                self.tables.target_display
+            )))
     }
 
     /// Takes the lease of a partition: bumps its epoch and returns where it resumes.
@@ -381,6 +420,7 @@ impl PostgresSink {
         let written = write::batch(
             &mut client,
             &self.tables,
+            &self.columns,
             self.mode,
             &self.group,
             lease,

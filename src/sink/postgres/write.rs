@@ -12,6 +12,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 
+use super::columns::{at, Column};
 use super::{SinkMode, Tables};
 use crate::sink::{Batch, Lease, Written};
 
@@ -66,14 +67,17 @@ enum Append {
 pub async fn batch(
     client: &mut Object,
     t: &Tables,
+    typed: &[Column],
     mode: SinkMode,
     group: &str,
     lease: &Lease,
     batch: &Batch,
 ) -> Result<Written, WriteError> {
-    // Events sent back from the dead-letter topic may be in the table already.
-    if mode == SinkMode::EventStore && !batch.events.iter().any(|e| e.replayed) {
-        match transaction(client, t, mode, Append::Copy, group, lease, batch).await {
+    // Events sent back from the dead-letter topic may be in the table
+    // already. Typed columns are cast from text by an INSERT.
+    if mode == SinkMode::EventStore && typed.is_empty() && !batch.events.iter().any(|e| e.replayed)
+    {
+        match transaction(client, t, typed, mode, Append::Copy, group, lease, batch).await {
             Err(WriteError::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 tracing::debug!(topic = %lease.topic, partition = lease.partition,
                     error = %super::describe_pg(&e),
@@ -82,12 +86,14 @@ pub async fn batch(
             other => return other,
         }
     }
-    transaction(client, t, mode, Append::Insert, group, lease, batch).await
+    transaction(client, t, typed, mode, Append::Insert, group, lease, batch).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn transaction(
     client: &mut Object,
     t: &Tables,
+    typed: &[Column],
     mode: SinkMode,
     append: Append,
     group: &str,
@@ -119,8 +125,8 @@ async fn transaction(
     if !batch.events.is_empty() {
         written = match mode {
             SinkMode::EventStore if append == Append::Copy => copy(&tx, t, lease, batch).await?,
-            SinkMode::EventStore => insert(&tx, t, lease, batch).await?,
-            SinkMode::Projection => upsert(&tx, t, lease, batch).await?,
+            SinkMode::EventStore => insert(&tx, t, typed, lease, batch).await?,
+            SinkMode::Projection => upsert(&tx, t, typed, lease, batch).await?,
         };
     }
     if !batch.gaps.is_empty() {
@@ -284,38 +290,93 @@ async fn copy(
     })
 }
 
+/// The SQL pieces of the typed columns in a statement whose own parameters
+/// end at `$last`: each column's values a `text[]` parameter, cast in the SELECT.
+struct TypedSql {
+    /// `, "a", "b"`: the INSERT's column list.
+    names: String,
+    /// `, $8::text[], $9::text[]`: unnest's arguments.
+    arrays: String,
+    /// `, c0, c1`: the unnest aliases.
+    aliases: String,
+    /// `, c0::numeric, decode(c1, 'base64')`: the SELECT's values.
+    casts: String,
+    /// `, "a" = EXCLUDED."a"`: a projection's update.
+    updates: String,
+}
+
+fn typed_sql(typed: &[Column], last: usize) -> TypedSql {
+    let mut s = TypedSql {
+        names: String::new(),
+        arrays: String::new(),
+        aliases: String::new(),
+        casts: String::new(),
+        updates: String::new(),
+    };
+    for (i, c) in typed.iter().enumerate() {
+        let name = super::quote_ident(&c.name);
+        s.names.push_str(&format!(", {name}"));
+        s.arrays.push_str(&format!(", ${}::text[]", last + 1 + i));
+        s.aliases.push_str(&format!(", c{i}"));
+        s.casts
+            .push_str(&format!(", {}", c.pg_type.cast(&format!("c{i}"))));
+        s.updates.push_str(&format!(", {name} = EXCLUDED.{name}"));
+    }
+    s
+}
+
+/// The typed columns' values of `events`, one array per column, as text
+/// (`None`: SQL `NULL`, for a field the payload lacks or holds null).
+fn typed_values<'a>(
+    typed: &[Column],
+    events: impl Iterator<Item = &'a crate::decode::Event>,
+) -> Vec<Vec<Option<String>>> {
+    let mut out: Vec<Vec<Option<String>>> = vec![vec![]; typed.len()];
+    if typed.is_empty() {
+        return out;
+    }
+    for e in events {
+        let doc: serde_json::Value =
+            serde_json::from_str(e.payload.as_str()).unwrap_or(serde_json::Value::Null);
+        for (c, values) in typed.iter().zip(out.iter_mut()) {
+            values.push(at(&doc, &c.path).and_then(|v| c.pg_type.text_of(v)));
+        }
+    }
+    out
+}
+
 /// Event store: append; a (stream, version) already present is absorbed, not doubled.
 async fn insert(
     tx: &Transaction<'_>,
     t: &Tables,
+    typed: &[Column],
     lease: &Lease,
     batch: &Batch,
 ) -> Result<Written, tokio_postgres::Error> {
     let c = columns(batch.events.iter());
+    let x = typed_sql(typed, 7);
+    let values = typed_values(typed, batch.events.iter());
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO {} (stream, version, payload, topic, partition, \"offset\", event_time) \
-             SELECT s, v, p, $4, $5, o, to_timestamp(ts / 1000.0) \
-             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]) \
-             WITH ORDINALITY AS u(s, v, p, o, ts, n) ORDER BY n \
+            "INSERT INTO {} (stream, version, payload, topic, partition, \"offset\", event_time{}) \
+             SELECT s, v, p, $4, $5, o, to_timestamp(ts / 1000.0){} \
+             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]{}) \
+             WITH ORDINALITY AS u(s, v, p, o, ts{}, n) ORDER BY n \
              ON CONFLICT (stream, version) DO NOTHING",
-            t.target
+            t.target, x.names, x.casts, x.arrays, x.aliases
         ))
         .await?;
-    let applied = tx
-        .execute(
-            &stmt,
-            &[
-                &c.keys,
-                &c.versions,
-                &c.payloads,
-                &lease.topic,
-                &lease.partition,
-                &c.offsets,
-                &c.timestamps,
-            ],
-        )
-        .await?;
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &c.keys,
+        &c.versions,
+        &c.payloads,
+        &lease.topic,
+        &lease.partition,
+        &c.offsets,
+        &c.timestamps,
+    ];
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    let applied = tx.execute(&stmt, &params).await?;
     Ok(Written {
         applied,
         absorbed: batch.events.len() as u64 - applied,
@@ -332,6 +393,7 @@ async fn insert(
 async fn upsert(
     tx: &Transaction<'_>,
     t: &Tables,
+    typed: &[Column],
     lease: &Lease,
     batch: &Batch,
 ) -> Result<Written, tokio_postgres::Error> {
@@ -347,34 +409,33 @@ async fn upsert(
     let mut applied = 0;
     if !upserts.is_empty() {
         let c = columns(upserts.iter().copied());
+        let x = typed_sql(typed, 8);
+        let values = typed_values(typed, upserts.iter().copied());
         let stmt = tx
             .prepare_cached(&format!(
-                "INSERT INTO {} AS cur (key, version, state, topic, partition, \"offset\", event_time, updated_at) \
-                 SELECT k, v, s, $4, $5, o, to_timestamp(ts / 1000.0), now() \
-                 FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]) AS u(k, v, s, o, ts) \
+                "INSERT INTO {} AS cur (key, version, state, topic, partition, \"offset\", event_time, updated_at{}) \
+                 SELECT k, v, s, $4, $5, o, to_timestamp(ts / 1000.0), now(){} \
+                 FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]{}) AS u(k, v, s, o, ts{}) \
                  WHERE NOT EXISTS (SELECT 1 FROM {} AS d WHERE d.target_table = $8 AND d.key = u.k AND d.version >= u.v) \
                  ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state, \
                  topic = EXCLUDED.topic, partition = EXCLUDED.partition, \"offset\" = EXCLUDED.\"offset\", \
-                 event_time = EXCLUDED.event_time, updated_at = now() \
+                 event_time = EXCLUDED.event_time, updated_at = now(){} \
                  WHERE cur.version < EXCLUDED.version",
-                t.target, t.deleted_keys
+                t.target, x.names, x.casts, x.arrays, x.aliases, t.deleted_keys, x.updates
             ))
             .await?;
-        applied += tx
-            .execute(
-                &stmt,
-                &[
-                    &c.keys,
-                    &c.versions,
-                    &c.payloads,
-                    &lease.topic,
-                    &lease.partition,
-                    &c.offsets,
-                    &c.timestamps,
-                    &t.target_display,
-                ],
-            )
-            .await?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &c.keys,
+            &c.versions,
+            &c.payloads,
+            &lease.topic,
+            &lease.partition,
+            &c.offsets,
+            &c.timestamps,
+            &t.target_display,
+        ];
+        params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+        applied += tx.execute(&stmt, &params).await?;
     }
     if !deletes.is_empty() {
         let keys: Vec<&str> = deletes.iter().map(|e| e.key.as_str()).collect();
