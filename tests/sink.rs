@@ -12,6 +12,10 @@ use ordo::sink::Batch;
 use support::postgres::TestDb;
 
 async fn sink(db: &TestDb, mode: &str, table: &str) -> PostgresSink {
+    sink_with(db, mode, table, "").await
+}
+
+async fn sink_with(db: &TestDb, mode: &str, table: &str, extra: &str) -> PostgresSink {
     let toml = format!(
         r#"[kafka]
 "bootstrap.servers" = "127.0.0.1:9"
@@ -29,6 +33,7 @@ mode = "{mode}"
 table = "{table}"
 url = "{url}"
 pool_size = 2
+{extra}
 "#,
         url = db.url
     );
@@ -234,4 +239,78 @@ async fn an_event_postgres_refuses_is_a_record_error_on_the_copy_path() {
         .get(0);
     assert_eq!(n, 0, "the refused batch wrote nothing");
     assert_eq!(sink.stored_offsets("orders").await.unwrap().get(&0), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_columns_hold_json_fields_as_their_types_in_a_projection() {
+    let db = TestDb::new().await;
+    let sink = sink_with(
+        &db,
+        "projection",
+        "accounts",
+        r#"columns = [
+  { name = "amount", path = "money.amount", type = "numeric" },
+  { name = "opened", path = "opened", type = "timestamptz" },
+  { name = "n", path = "n", type = "bigint" },
+  { name = "tags", path = "tags", type = "jsonb" },
+  { name = "active", path = "active", type = "boolean" },
+]"#,
+    )
+    .await;
+    let lease = sink.acquire("accounts", 0, "test").await.unwrap();
+    let event = |key: &str, version: i64, offset: i64, payload: serde_json::Value| {
+        let mut e = Event::for_test(key, version, offset);
+        e.payload = ordo::decode::JsonText::from_value(&payload);
+        e
+    };
+    let first = vec![
+        event(
+            "a",
+            1,
+            0,
+            serde_json::json!({"money": {"amount": "10.10"}, "n": 1}),
+        ),
+        event(
+            "a",
+            2,
+            1,
+            serde_json::json!({"money": {"amount": "12.50"}, "opened": "2024-01-02T03:04:05Z",
+                "n": 9007199254740993u64, "tags": ["x", "y"], "active": true}),
+        ),
+        event("b", 1, 2, serde_json::json!({"n": null})),
+    ];
+    sink.write(&lease, &batch(first, 3)).await.unwrap();
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT version, amount = 12.50, opened = '2024-01-02 03:04:05+00'::timestamptz,              n, tags = '[\"x\", \"y\"]'::jsonb, active FROM accounts WHERE key = 'a'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2, "the newest version per key");
+    assert!(row.get::<_, bool>(1));
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, i64>(3), 9_007_199_254_740_993, "every digit");
+    assert!(row.get::<_, bool>(4));
+    assert!(row.get::<_, bool>(5));
+    let nulls = client
+        .query_one(
+            "SELECT amount IS NULL AND opened IS NULL AND n IS NULL AND tags IS NULL \
+             FROM accounts WHERE key = 'b'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(nulls.get::<_, bool>(0), "absent and null fields are NULL");
+    // A value its column cannot take is refused by PostgreSQL for the event.
+    let bad = vec![event(
+        "c",
+        1,
+        3,
+        serde_json::json!({"money": {"amount": "lots"}}),
+    )];
+    let e = sink.write(&lease, &batch(bad, 4)).await.unwrap_err();
+    assert!(e.is_record_error(), "{e}");
+    assert!(e.to_string().contains("numeric"), "{e}");
 }

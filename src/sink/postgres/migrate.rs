@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use tokio_postgres::GenericClient;
 
 use super::columns::{Column, PgType};
-use super::{quote_ident, PostgresError, SinkMode, Tables};
+use super::{base_columns, quote_ident, PostgresError, SinkMode, Tables};
 
 /// Versioned migrations of Ordo's own tables; `{schema}`, `{offsets}`, ... are table names.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -103,29 +103,13 @@ const PROJECTION: &str = "CREATE TABLE IF NOT EXISTS {target} (
     event_time timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now())";
 
-/// Columns the sink writes, per mode.
-fn required_columns(mode: SinkMode) -> &'static [&'static str] {
-    match mode {
-        SinkMode::EventStore => &[
-            "stream",
-            "version",
-            "payload",
-            "topic",
-            "partition",
-            "offset",
-            "event_time",
-        ],
-        SinkMode::Projection => &[
-            "key",
-            "version",
-            "state",
-            "topic",
-            "partition",
-            "offset",
-            "event_time",
-            "updated_at",
-        ],
-    }
+/// Columns an existing target table must have: those the sink writes.
+fn required_columns(mode: SinkMode) -> impl Iterator<Item = &'static str> {
+    // The identity and the insert time are the table's own defaults.
+    base_columns(mode)
+        .iter()
+        .copied()
+        .filter(|c| !matches!(*c, "position" | "recorded_at"))
 }
 
 fn fill(sql: &str, t: &Tables) -> String {
@@ -187,8 +171,6 @@ pub async fn plan<C: GenericClient>(
         return Ok(plan);
     }
     let missing: Vec<&str> = required_columns(mode)
-        .iter()
-        .copied()
         .filter(|c| !existing.contains_key(*c))
         .collect();
     if !missing.is_empty() {

@@ -345,6 +345,28 @@ fn typed_values<'a>(
     out
 }
 
+/// A batch statement's parameters: `$1`..`$7` the events' columns and the
+/// lease's topic and partition, then `extra`, then the typed columns' arrays.
+fn params<'a>(
+    c: &'a Columns<'a>,
+    lease: &'a Lease,
+    extra: &[&'a (dyn ToSql + Sync)],
+    typed: &'a [Vec<Option<String>>],
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut p: Vec<&(dyn ToSql + Sync)> = vec![
+        &c.keys,
+        &c.versions,
+        &c.payloads,
+        &lease.topic,
+        &lease.partition,
+        &c.offsets,
+        &c.timestamps,
+    ];
+    p.extend_from_slice(extra);
+    p.extend(typed.iter().map(|v| v as &(dyn ToSql + Sync)));
+    p
+}
+
 /// Event store: append; a (stream, version) already present is absorbed, not doubled.
 async fn insert(
     tx: &Transaction<'_>,
@@ -366,16 +388,7 @@ async fn insert(
             t.target, x.names, x.casts, x.arrays, x.aliases
         ))
         .await?;
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &c.keys,
-        &c.versions,
-        &c.payloads,
-        &lease.topic,
-        &lease.partition,
-        &c.offsets,
-        &c.timestamps,
-    ];
-    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    let params = params(&c, lease, &[], &values);
     let applied = tx.execute(&stmt, &params).await?;
     Ok(Written {
         applied,
@@ -424,17 +437,7 @@ async fn upsert(
                 t.target, x.names, x.casts, x.arrays, x.aliases, t.deleted_keys, x.updates
             ))
             .await?;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-            &c.keys,
-            &c.versions,
-            &c.payloads,
-            &lease.topic,
-            &lease.partition,
-            &c.offsets,
-            &c.timestamps,
-            &t.target_display,
-        ];
-        params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+        let params = params(&c, lease, &[&t.target_display], &values);
         applied += tx.execute(&stmt, &params).await?;
     }
     if !deletes.is_empty() {
