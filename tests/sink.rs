@@ -313,4 +313,62 @@ async fn typed_columns_hold_json_fields_as_their_types_in_a_projection() {
     let e = sink.write(&lease, &batch(bad, 4)).await.unwrap_err();
     assert!(e.is_record_error(), "{e}");
     assert!(e.to_string().contains("numeric"), "{e}");
+
+    // `payload = false`: only the typed columns, the table made without `state`.
+    let slim = sink_with(
+        &db,
+        "projection",
+        "slim",
+        "payload = false\ncolumns = [{ name = \"n\", path = \"n\", type = \"bigint\" }]",
+    )
+    .await;
+    let lease = slim.acquire("slim", 0, "test").await.unwrap();
+    let rows = vec![
+        event("a", 1, 0, serde_json::json!({"n": 1, "secret": "not kept"})),
+        event("a", 2, 1, serde_json::json!({"n": 2, "secret": "not kept"})),
+    ];
+    slim.write(&lease, &batch(rows, 2)).await.unwrap();
+    let state_column: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_name = 'slim' AND column_name = 'state'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state_column, 0);
+    let (version, n): (i64, i64) = {
+        let r = client
+            .query_one("SELECT version, n FROM slim WHERE key = 'a'", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((version, n), (2, 2));
+    // Against a table whose `state` is NOT NULL, `payload = false` is refused
+    // with the DDL it would take.
+    let pg_url = db.url.clone();
+    let settings = ordo::config::Settings::load_embedded(
+        &format!(
+            "[kafka]\n\"bootstrap.servers\" = \"127.0.0.1:9\"\n\"group.id\" = \"g\"\n\
+             [source]\ntopics = [\"t\"]\n[ordering]\nsequence = \"field:v\"\n\
+             [sink.postgres]\nmode = \"projection\"\ntable = \"accounts\"\nurl = \"{pg_url}\"\n\
+             payload = false\ncolumns = [{{ name = \"n\", path = \"n\", type = \"bigint\" }}]\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    let pg = settings.sink.postgres.as_ref().unwrap();
+    let refused = PostgresSink::connect(pg, "g").await.unwrap();
+    let plan = refused.plan().await.unwrap();
+    assert!(
+        plan.refused
+            .iter()
+            .any(|r| r
+                .contains("ALTER TABLE \"public\".\"accounts\" ALTER COLUMN state DROP NOT NULL")),
+        "{plan:?}"
+    );
+    let e = refused.migrate().await.unwrap_err().to_string();
+    assert!(e.contains("DROP NOT NULL"), "{e}");
 }

@@ -47,6 +47,10 @@ pub struct PostgresConfig {
     /// Payload fields copied into typed columns of their own.
     #[serde(default)]
     pub columns: Vec<Column>,
+    /// Keep the whole payload (`payload` in an event store, `state` in a
+    /// projection) beside the typed columns; `false` keeps only the columns.
+    #[serde(default = "default_payload")]
+    pub payload: bool,
     /// Columns derived from the Avro reader schema instead of listed:
     /// `flatten` (a nested record's fields as `parent_child` columns) or
     /// `jsonb` (a nested record as one column).
@@ -95,6 +99,9 @@ fn default_pool_size() -> usize {
 fn default_connect_timeout_ms() -> u64 {
     5000
 }
+fn default_payload() -> bool {
+    true
+}
 fn default_schema() -> String {
     "public".to_string()
 }
@@ -135,6 +142,12 @@ impl PostgresConfig {
             }
         }
         super::connect::Connection::from_config(self).map_err(|e| (e.key, e.reason))?;
+        if !self.payload && self.columns.is_empty() && self.auto_columns.is_none() {
+            return Err((
+                "sink.postgres.payload".into(),
+                "`false` keeps only typed columns: give `columns` or `auto_columns`".into(),
+            ));
+        }
         if self.auto_columns.is_some() && !self.columns.is_empty() {
             return Err((
                 "sink.postgres.auto_columns".into(),

@@ -391,6 +391,7 @@ mod tests {
             table: "events".into(),
             schema: "public".into(),
             columns: vec![],
+            payload: true,
             auto_columns: None,
         }
     }

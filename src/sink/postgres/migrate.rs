@@ -103,13 +103,22 @@ const PROJECTION: &str = "CREATE TABLE IF NOT EXISTS {target} (
     event_time timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now())";
 
+/// The column holding the whole payload, per mode.
+fn payload_column(mode: SinkMode) -> &'static str {
+    match mode {
+        SinkMode::EventStore => "payload",
+        SinkMode::Projection => "state",
+    }
+}
+
 /// Columns an existing target table must have: those the sink writes.
-fn required_columns(mode: SinkMode) -> impl Iterator<Item = &'static str> {
+fn required_columns(mode: SinkMode, payload: bool) -> impl Iterator<Item = &'static str> {
     // The identity and the insert time are the table's own defaults.
     base_columns(mode)
         .iter()
         .copied()
         .filter(|c| !matches!(*c, "position" | "recorded_at"))
+        .filter(move |c| payload || *c != payload_column(mode))
 }
 
 fn fill(sql: &str, t: &Tables) -> String {
@@ -140,16 +149,18 @@ pub async fn plan<C: GenericClient>(
     columns: &[Column],
 ) -> Result<Plan, tokio_postgres::Error> {
     let (schema, table) = t.schema_and_table();
-    let existing: HashMap<String, String> = client
+    let rows = client
         .query(
-            "SELECT column_name::text, data_type::text FROM information_schema.columns \
-             WHERE table_schema = $1 AND table_name = $2",
+            "SELECT column_name::text, data_type::text, is_nullable = 'YES' OR column_default IS NOT NULL \
+             FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
             &[&schema, &table],
         )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .await?;
+    let existing: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let may_be_left_out = |name: &str| {
+        rows.iter()
+            .any(|r| r.get::<_, String>(0) == name && r.get::<_, bool>(2))
+    };
     let mut plan = Plan::default();
     if existing.is_empty() {
         let create = match mode {
@@ -157,6 +168,12 @@ pub async fn plan<C: GenericClient>(
             SinkMode::Projection => PROJECTION,
         };
         let mut sql = fill(create, t);
+        if !t.payload {
+            sql = sql.replace(
+                &format!("    {} jsonb NOT NULL,\n", payload_column(mode)),
+                "",
+            );
+        }
         // The base definition ends with its closing parenthesis.
         sql.pop();
         for c in columns {
@@ -170,7 +187,15 @@ pub async fn plan<C: GenericClient>(
         plan.statements.push(sql);
         return Ok(plan);
     }
-    let missing: Vec<&str> = required_columns(mode)
+    let payload = payload_column(mode);
+    if !t.payload && existing.contains_key(payload) && !may_be_left_out(payload) {
+        plan.refused.push(format!(
+            "column {payload} of {} is NOT NULL, but sink.postgres.payload = false leaves it out; \
+             the DDL it would take: ALTER TABLE {} ALTER COLUMN {payload} DROP NOT NULL",
+            t.target_display, t.target
+        ));
+    }
+    let missing: Vec<&str> = required_columns(mode, t.payload)
         .filter(|c| !existing.contains_key(*c))
         .collect();
     if !missing.is_empty() {

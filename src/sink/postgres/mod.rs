@@ -113,6 +113,8 @@ pub(crate) struct Tables {
     pub deleted_keys: String,
     pub schema_changes: String,
     pub migrations: String,
+    /// Whether the whole payload is stored (`payload` / `state`).
+    pub payload: bool,
     /// The target's schema and table, unquoted (for the catalog).
     schema_name: String,
     table_name: String,
@@ -131,6 +133,7 @@ impl Tables {
             dead_lettered: q("ordo_dead_lettered"),
             deleted_keys: q("ordo_deleted_keys"),
             schema_changes: q("ordo_schema_changes"),
+            payload: sink.payload,
             schema_name: sink.schema.clone(),
             table_name: sink.table.clone(),
             migrations: q("ordo_schema_migrations"),

@@ -380,12 +380,18 @@ async fn insert(
     let values = typed_values(typed, batch.events.iter());
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO {} (stream, version, payload, topic, partition, \"offset\", event_time{}) \
-             SELECT s, v, p, $4, $5, o, to_timestamp(ts / 1000.0){} \
+            "INSERT INTO {} (stream, version, {}topic, partition, \"offset\", event_time{}) \
+             SELECT s, v, {}$4, $5, o, to_timestamp(ts / 1000.0){} \
              FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]{}) \
              WITH ORDINALITY AS u(s, v, p, o, ts{}, n) ORDER BY n \
              ON CONFLICT (stream, version) DO NOTHING",
-            t.target, x.names, x.casts, x.arrays, x.aliases
+            t.target,
+            if t.payload { "payload, " } else { "" },
+            x.names,
+            if t.payload { "p, " } else { "" },
+            x.casts,
+            x.arrays,
+            x.aliases
         ))
         .await?;
     let params = params(&c, lease, &[], &values);
@@ -426,15 +432,24 @@ async fn upsert(
         let values = typed_values(typed, upserts.iter().copied());
         let stmt = tx
             .prepare_cached(&format!(
-                "INSERT INTO {} AS cur (key, version, state, topic, partition, \"offset\", event_time, updated_at{}) \
-                 SELECT k, v, s, $4, $5, o, to_timestamp(ts / 1000.0), now(){} \
+                "INSERT INTO {} AS cur (key, version, {}topic, partition, \"offset\", event_time, updated_at{}) \
+                 SELECT k, v, {}$4, $5, o, to_timestamp(ts / 1000.0), now(){} \
                  FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]{}) AS u(k, v, s, o, ts{}) \
                  WHERE NOT EXISTS (SELECT 1 FROM {} AS d WHERE d.target_table = $8 AND d.key = u.k AND d.version >= u.v) \
-                 ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state, \
+                 ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, {}\
                  topic = EXCLUDED.topic, partition = EXCLUDED.partition, \"offset\" = EXCLUDED.\"offset\", \
                  event_time = EXCLUDED.event_time, updated_at = now(){} \
                  WHERE cur.version < EXCLUDED.version",
-                t.target, x.names, x.casts, x.arrays, x.aliases, t.deleted_keys, x.updates
+                t.target,
+                if t.payload { "state, " } else { "" },
+                x.names,
+                if t.payload { "s, " } else { "" },
+                x.casts,
+                x.arrays,
+                x.aliases,
+                t.deleted_keys,
+                if t.payload { "state = EXCLUDED.state, " } else { "" },
+                x.updates
             ))
             .await?;
         let params = params(&c, lease, &[&t.target_display], &values);
