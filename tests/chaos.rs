@@ -189,15 +189,21 @@ async fn replicas_survive_kills_outages_and_failing_dead_letters_exactly() {
     let letters = kafka.read_all(&dlq, POISON);
     // The poison records the topic holds (the test's producer does not check
     // its deliveries through the faults; Ordo must dead-letter what is there).
-    let poison_in_topic: Vec<String> = kafka
+    let poison_in_topic: Vec<(String, i32, i64)> = kafka
         .read_all(&setup.topic, records.len())
         .iter()
-        .filter_map(|m| rdkafka::Message::key(m))
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .filter(|k| k.starts_with("poison-"))
+        .filter_map(|m| {
+            let key = String::from_utf8_lossy(rdkafka::Message::key(m)?).into_owned();
+            Some((
+                key,
+                rdkafka::Message::partition(m),
+                rdkafka::Message::offset(m),
+            ))
+        })
+        .filter(|(k, _, _)| k.starts_with("poison-"))
         .collect();
     assert!(!poison_in_topic.is_empty());
-    for key in poison_in_topic {
+    for (key, partition, offset) in poison_in_topic {
         let copies = letters
             .iter()
             .filter(|m| rdkafka::Message::key(*m) == Some(key.as_bytes()))
@@ -207,12 +213,20 @@ async fn replicas_survive_kills_outages_and_failing_dead_letters_exactly() {
             let mut said = String::new();
             for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
                 let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                for line in text.lines().filter(|l| l.contains(&key)) {
+                let at = |l: &&str| {
+                    l.contains(&key)
+                        || (l.contains(&format!("partition={partition}"))
+                            && (l.contains(&format!("offset={offset}"))
+                                || l.contains("drained")
+                                || l.contains("assigned")))
+                };
+                for line in text.lines().filter(at) {
                     said.push_str(&format!("{}: {line}\n", entry.path().display()));
                 }
             }
             panic!(
-                "{key} is not in the dead-letter topic ({} letters read); logs:\n{said}",
+                "{key} (partition {partition}, offset {offset}) is not in the dead-letter topic \
+                 ({} letters read); log lines about it and the partition's moves:\n{said}",
                 letters.len()
             );
         }
