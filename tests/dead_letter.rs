@@ -360,6 +360,75 @@ async fn events_postgres_refuses_go_to_the_dead_letter_topic_and_land_once_repla
     assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
 }
 
+/// A key's newest version refused by PostgreSQL and dead-lettered counts as
+/// passed: after a restart (the key state read from the sink) the key's next
+/// version lands instead of waiting for the refused one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_version_does_not_hold_the_keys_next_one_after_a_restart() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        dead_letter: true,
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
+    };
+    kafka.create_topic(&setup.topic, 1);
+    kafka.create_topic(&format!("{}.dlq", setup.topic), 1);
+    let config = setup.write(dir.path(), "ordo.toml");
+    let client = db.client().await;
+    let event = |v: i64, amount: i64| Raw {
+        partition: 0,
+        key: b"acct-1".to_vec(),
+        payload: Some(
+            serde_json::json!({"id": "acct-1", "version": v, "amount": amount})
+                .to_string()
+                .into_bytes(),
+        ),
+        headers: vec![],
+    };
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo-1.log"));
+    let deadline = support::Deadline::new("the events table", Duration::from_secs(30));
+    while client
+        .batch_execute(
+            "ALTER TABLE events ADD CONSTRAINT amount_not_negative \
+             CHECK ((payload->>'amount')::bigint >= 0)",
+        )
+        .await
+        .is_err()
+    {
+        deadline.tick().await;
+    }
+    produce(
+        &kafka.bootstrap(),
+        &setup.topic,
+        &[event(1, 10), event(2, -1)],
+    );
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &[2]).await;
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
+
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo-2.log"));
+    produce(&kafka.bootstrap(), &setup.topic, &[event(3, 30)]);
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &[3]).await;
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
+    let versions: Vec<i64> = client
+        .query("SELECT version FROM events ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 3]);
+    let passed: i64 = client
+        .query_one(
+            "SELECT version FROM ordo_passed_versions WHERE key = 'acct-1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(passed, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_is_dead_lettered_once_across_restarts_while_a_gap_holds_the_offset() {
     let kafka = Kafka::start();

@@ -714,7 +714,8 @@ impl Worker {
         };
         let empty = self.batch.events.is_empty()
             && self.batch.gaps.is_empty()
-            && self.batch.dead_lettered.is_empty();
+            && self.batch.dead_lettered.is_empty()
+            && self.batch.passed.is_empty();
         if !self.progress.write_due(next, empty) {
             self.dirty_since = None;
             return Ok(());
@@ -791,6 +792,7 @@ impl Worker {
         self.batch.events.clear();
         self.batch.gaps.clear();
         self.batch.dead_lettered.clear();
+        self.batch.passed.clear();
         self.dead_letter_marks.passed(next);
         self.buffer.evict_idle(self.pipeline.max_cached_keys);
         self.store_advisory(next);
@@ -878,6 +880,7 @@ impl Worker {
         let events = std::mem::take(&mut self.batch.events);
         let mut gaps = std::mem::take(&mut self.batch.gaps);
         let hold = self.hold_offset(&events).unwrap_or(self.batch.next_offset);
+        let mut passed = vec![];
         for event in events {
             let single = Batch {
                 events: vec![event],
@@ -912,11 +915,14 @@ impl Worker {
                         tracing::error!(error = %dle, "{why}");
                         return Err(e);
                     }
+                    passed.push((event.key.clone(), event.sequence));
                 }
                 Err(e) => return Err(e),
             }
         }
         self.batch.gaps = gaps;
+        // Stored with the progress write that passes their offsets.
+        self.batch.passed.extend(passed);
         Ok(())
     }
 

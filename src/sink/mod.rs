@@ -53,6 +53,11 @@ pub struct Batch {
     pub dead_lettered: Vec<i64>,
     /// Stored dead-lettered offsets below `next_offset` are deleted.
     pub prune_dead_lettered: bool,
+    /// (key, version) of events the sink refused and the dead-letter topic
+    /// took after the buffer released them: the key state counts them as
+    /// applied, so the key's next version does not wait for them after a
+    /// restart.
+    pub passed: Vec<(String, i64)>,
 }
 
 /// What a committed batch did.

@@ -79,6 +79,17 @@ const MIGRATIONS: &[(i32, &str)] = &[
         owner text NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT now());",
     ),
+    // Versions the sink refused that went to the dead-letter topic: part of
+    // the key state, so the key's next version does not wait for them.
+    (
+        6,
+        "CREATE TABLE IF NOT EXISTS {passed_versions} (
+        target_table text NOT NULL,
+        key text NOT NULL,
+        version bigint NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (target_table, key));",
+    ),
 ];
 
 const EVENT_STORE: &str = "CREATE TABLE IF NOT EXISTS {target} (
@@ -129,6 +140,7 @@ fn fill(sql: &str, t: &Tables) -> String {
         .replace("{dead_lettered}", &t.dead_lettered)
         .replace("{deleted_keys}", &t.deleted_keys)
         .replace("{schema_changes}", &t.schema_changes)
+        .replace("{passed_versions}", &t.passed_versions)
         .replace("{target}", &t.target)
 }
 

@@ -112,6 +112,7 @@ pub(crate) struct Tables {
     pub dead_lettered: String,
     pub deleted_keys: String,
     pub schema_changes: String,
+    pub passed_versions: String,
     pub migrations: String,
     /// Whether the whole payload is stored (`payload` / `state`).
     pub payload: bool,
@@ -133,6 +134,7 @@ impl Tables {
             dead_lettered: q("ordo_dead_lettered"),
             deleted_keys: q("ordo_deleted_keys"),
             schema_changes: q("ordo_schema_changes"),
+            passed_versions: q("ordo_passed_versions"),
             payload: sink.payload,
             schema_name: sink.schema.clone(),
             table_name: sink.table.clone(),
@@ -155,9 +157,15 @@ impl Tables {
 /// otherwise keep reading every row per call (a hash join, or a filter of
 /// `= ANY($1)`), a cost that grows with the key space.
 fn key_state_sql(t: &Tables, mode: SinkMode) -> String {
+    let target = quote_literal(&t.target_display);
+    // A version the sink refused and the dead-letter topic took counts.
+    let passed = format!(
+        "(SELECT x.version FROM {} AS x WHERE x.target_table = {target} AND x.key = k.key)",
+        t.passed_versions
+    );
     match mode {
         SinkMode::EventStore => format!(
-            "SELECT k.key, (SELECT max(e.version) FROM {} AS e WHERE e.stream = k.key) \
+            "SELECT k.key, GREATEST((SELECT max(e.version) FROM {} AS e WHERE e.stream = k.key), {passed}) \
              FROM unnest($1::text[]) AS k(key)",
             t.target
         ),
@@ -165,11 +173,10 @@ fn key_state_sql(t: &Tables, mode: SinkMode) -> String {
         SinkMode::Projection => format!(
             "SELECT k.key, GREATEST(\
                (SELECT p.version FROM {} AS p WHERE p.key = k.key), \
-               (SELECT d.version FROM {} AS d WHERE d.target_table = {} AND d.key = k.key)) \
+               (SELECT d.version FROM {} AS d WHERE d.target_table = {target} AND d.key = k.key), \
+               {passed}) \
              FROM unnest($1::text[]) AS k(key)",
-            t.target,
-            t.deleted_keys,
-            quote_literal(&t.target_display)
+            t.target, t.deleted_keys
         ),
     }
 }

@@ -166,6 +166,21 @@ async fn transaction(
         )
         .await?;
     }
+    if !batch.passed.is_empty() {
+        let keys: Vec<&str> = batch.passed.iter().map(|(k, _)| k.as_str()).collect();
+        let versions: Vec<i64> = batch.passed.iter().map(|(_, v)| *v).collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {} AS x (target_table, key, version) \
+                 SELECT $1, k, max(v) FROM unnest($2::text[], $3::bigint[]) AS u(k, v) GROUP BY k \
+                 ON CONFLICT (target_table, key) DO UPDATE SET version = EXCLUDED.version, recorded_at = now() \
+                 WHERE x.version < EXCLUDED.version",
+                t.passed_versions
+            ),
+            &[&t.target_display, &keys, &versions],
+        )
+        .await?;
+    }
     if batch.prune_dead_lettered {
         tx.execute(
             &format!(
