@@ -49,7 +49,22 @@ pub enum RunError {
 /// Runs the pipeline until `shutdown` resolves or a fatal error occurs.
 pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     telemetry::http::start(&settings.http).await?;
-    let measuring = tokio::spawn(telemetry::measure::run(settings.clone()));
+    let dlq_topics: Vec<String> = if settings.dead_letter.enabled {
+        let dl = &settings.dead_letter;
+        settings
+            .source
+            .topics
+            .iter()
+            .map(|t| dl.topic_for(t))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let measuring = tokio::spawn(telemetry::measure::run(
+        settings.kafka.clone(),
+        std::time::Duration::from_millis(settings.http.measure_interval_ms),
+        dlq_topics,
+    ));
     tokio::pin!(shutdown);
     // PostgreSQL not there yet is waited out; a shutdown meanwhile ends it.
     let sink = tokio::select! {

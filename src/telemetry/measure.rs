@@ -12,18 +12,18 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::health::{health, Position};
 use super::metrics::metrics;
-use crate::config::Settings;
-use crate::kafka::RecordingContext;
+use crate::kafka::{KafkaProperties, RecordingContext};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The consumer group whose committed offsets mark what `ordo dlq replay` has done.
 pub const REPLAY_GROUP: &str = "ordo-dlq-replay";
 
-/// Measures every `interval` until the process ends.
-pub async fn run(settings: Settings) {
-    let interval = Duration::from_millis(settings.http.measure_interval_ms);
-    let mut cfg = crate::dlq::connection_config(&settings.kafka);
+/// Measures every `interval` until the process ends: the owned partitions'
+/// lag through a client of the cluster `kafka` connects to, and the depth of
+/// `dlq_topics`.
+pub async fn run(kafka: KafkaProperties, interval: Duration, dlq_topics: Vec<String>) {
+    let mut cfg = crate::dlq::connection_config(&kafka);
     cfg.set("group.id", REPLAY_GROUP)
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer<RecordingContext> = match cfg
@@ -35,7 +35,7 @@ pub async fn run(settings: Settings) {
             return;
         }
     };
-    let mut probe_cfg = crate::dlq::connection_config(&settings.kafka);
+    let mut probe_cfg = crate::dlq::connection_config(&kafka);
     probe_cfg
         .set("group.id", "ordo-lag-probe")
         .set("enable.auto.commit", "false")
@@ -47,16 +47,6 @@ pub async fn run(settings: Settings) {
         .create_with_context(RecordingContext::default())
         .ok();
     let consumer = std::sync::Arc::new((consumer, probe));
-    let dlq_topics: Vec<String> = if settings.dead_letter.enabled {
-        settings
-            .source
-            .topics
-            .iter()
-            .map(|t| settings.dead_letter.topic_for(t))
-            .collect()
-    } else {
-        Vec::new()
-    };
     loop {
         let c = consumer.clone();
         let topics = dlq_topics.clone();
