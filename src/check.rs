@@ -123,10 +123,10 @@ async fn registry_findings(
 
 fn kafka(settings: &Settings) -> Result<(), String> {
     let consumer: BaseConsumer<crate::kafka::RecordingContext> =
-        crate::consume::client_config(settings)
+        crate::pipeline::client_config(settings)
             .create_with_context(Default::default())
             .map_err(|e| crate::kafka::describe_error(&e).to_string())?;
-    crate::consume::reach(&consumer, settings, Duration::from_secs(10))
+    crate::pipeline::reach(&consumer, settings, Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -26,6 +26,7 @@ pub mod dlq;
 pub mod kafka;
 pub mod mask;
 pub mod order;
+pub mod pipeline;
 pub mod produce;
 pub mod schema_check;
 pub mod sink;
@@ -74,7 +75,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
             return Ok(());
         }
     };
-    let result = consume::run(settings, sink, shutdown).await;
+    let result = pipeline::run(settings, sink, shutdown).await;
     measuring.abort();
     result?;
     Ok(())

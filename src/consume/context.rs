@@ -156,7 +156,7 @@ pub(super) fn commit_advisory<C: Consumer<OrdoContext>>(
 }
 
 impl OrdoContext {
-    pub(super) fn new(pipeline: Arc<Pipeline>, runtime: tokio::runtime::Handle) -> Self {
+    pub(crate) fn new(pipeline: Arc<Pipeline>, runtime: tokio::runtime::Handle) -> Self {
         Self {
             pipeline,
             runtime,
@@ -168,12 +168,12 @@ impl OrdoContext {
     }
 
     /// Gives the context a handle on its consumer, to split partition queues.
-    pub(super) fn bind(&self, consumer: &Arc<OrdoConsumer>) {
+    pub(crate) fn bind(&self, consumer: &Arc<OrdoConsumer>) {
         let _ = self.consumer.set(Arc::downgrade(consumer));
     }
 
     /// From now on, assigned partitions get no worker (the process is stopping).
-    pub(super) fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
     }
 
@@ -331,7 +331,7 @@ impl OrdoContext {
     }
 
     /// Drains every worker (shutdown) and commits their offsets to Kafka.
-    pub(super) async fn drain_all(&self, consumer: &OrdoConsumer, budget: Duration) {
+    pub(crate) async fn drain_all(&self, consumer: &OrdoConsumer, budget: Duration) {
         let handles: Vec<(PartitionId, WorkerHandle)> = self.workers().drain().collect();
         let offsets = drain(handles, budget.min(DRAIN_TIMEOUT)).await;
         commit_advisory(consumer, &offsets);

@@ -118,7 +118,7 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    crate::consume::run(&settings, sink, shutdown)
+    crate::pipeline::run(&settings, sink, shutdown)
         .await
         .map_err(crate::RunError::from)?;
     drop(cluster);
