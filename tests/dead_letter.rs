@@ -249,17 +249,7 @@ async fn events_postgres_refuses_go_to_the_dead_letter_topic_and_land_once_repla
         }
     };
     // The table exists once Ordo started; a rule of the database's own refuses negative amounts.
-    let deadline = support::Deadline::new("the events table", Duration::from_secs(30));
-    while client
-        .batch_execute(
-            "ALTER TABLE events ADD CONSTRAINT amount_not_negative \
-             CHECK ((payload->>'amount')::bigint >= 0)",
-        )
-        .await
-        .is_err()
-    {
-        deadline.tick().await;
-    }
+    support::postgres::refuse_negative_amounts(&client).await;
 
     let (keys, versions) = (20usize, 50i64);
     let mut records = Vec::new();
@@ -387,17 +377,7 @@ async fn a_refused_version_does_not_hold_the_keys_next_one_after_a_restart() {
         headers: vec![],
     };
     let mut ordo = Ordo::start(&config, dir.path().join("ordo-1.log"));
-    let deadline = support::Deadline::new("the events table", Duration::from_secs(30));
-    while client
-        .batch_execute(
-            "ALTER TABLE events ADD CONSTRAINT amount_not_negative \
-             CHECK ((payload->>'amount')::bigint >= 0)",
-        )
-        .await
-        .is_err()
-    {
-        deadline.tick().await;
-    }
+    support::postgres::refuse_negative_amounts(&client).await;
     produce(
         &kafka.bootstrap(),
         &setup.topic,

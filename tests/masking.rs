@@ -17,7 +17,7 @@ use support::data;
 use support::kafka::{produce_raw, Kafka, Raw};
 use support::ordo::{Ordo, Setup};
 use support::postgres::TestDb;
-use support::{unique, Deadline};
+use support::unique;
 
 const HASH_KEY: &str = "a-test-hash-key-0123456789abcdef";
 const AES_KEY_HEX: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -117,17 +117,7 @@ fields = [
     // First run: versions 1 and 2 of every key; the database refuses
     // negative amounts.
     let mut ordo = Ordo::start(&config, dir.path().join("ordo-1.log"));
-    let deadline = Deadline::new("the events table", Duration::from_secs(30));
-    while client
-        .batch_execute(
-            "ALTER TABLE events ADD CONSTRAINT amount_not_negative \
-             CHECK ((payload->>'amount')::bigint >= 0)",
-        )
-        .await
-        .is_err()
-    {
-        deadline.tick().await;
-    }
+    support::postgres::refuse_negative_amounts(&client).await;
     let mut first = vec![];
     for k in 0..KEYS {
         first.push(event(k, 1, 10));

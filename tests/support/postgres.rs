@@ -231,3 +231,20 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     tokio::spawn(conn);
     client
 }
+
+/// Once Ordo has made the `events` table, adds a rule of the database's own
+/// that refuses events with a negative `amount` (constraint
+/// `amount_not_negative`): the sink then refuses those events for their data.
+pub async fn refuse_negative_amounts(client: &tokio_postgres::Client) {
+    let deadline = super::Deadline::new("the events table", std::time::Duration::from_secs(30));
+    while client
+        .batch_execute(
+            "ALTER TABLE events ADD CONSTRAINT amount_not_negative \
+             CHECK ((payload->>'amount')::bigint >= 0)",
+        )
+        .await
+        .is_err()
+    {
+        deadline.tick().await;
+    }
+}
