@@ -144,6 +144,12 @@ async fn key_state_lookup_probes_the_primary_key_whatever_the_statistics() {
                 .map(|r| r.get(0))
                 .collect();
             let text = text.join("\n");
+            // Side tables are probed per key only when they hold a row for
+            // the target: one check per lookup, by their primary key.
+            assert!(
+                text.contains("Index Only Scan using ordo_passed_versions_pkey on ordo_passed_versions x0"),
+                "{mode}, {stage}: no once-per-lookup check of the passed versions:\n{text}"
+            );
             // Index Scan, Index Only Scan, either Backward (for max).
             assert!(
                 text.contains(&format!("Scan using {table}_pkey"))

@@ -119,19 +119,61 @@ struct Held {
     since: Instant,
 }
 
+/// A cached key: 16 bytes besides its name, since a partition may cache
+/// many keys and most of them hold nothing.
 #[derive(Debug)]
 struct KeyState {
     last_applied: i64,
+    /// What few keys have: held events and skipped ranges.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Debug, Default)]
+struct Extra {
     /// Recent ranges skipped over by gaps: late events in them are stale, not duplicates.
     skipped: Vec<(i64, i64)>,
     pending: BTreeMap<i64, Held>,
 }
 
+impl KeyState {
+    fn pending(&self) -> Option<&BTreeMap<i64, Held>> {
+        self.extra.as_deref().map(|x| &x.pending)
+    }
+
+    fn holds(&self) -> bool {
+        self.pending().is_some_and(|p| !p.is_empty())
+    }
+
+    fn skipped(&self, seq: i64) -> bool {
+        self.extra
+            .as_deref()
+            .is_some_and(|x| x.skipped.iter().any(|&(lo, hi)| lo <= seq && seq <= hi))
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// Drops the extra part once it holds nothing.
+    fn tidy(&mut self) {
+        if self
+            .extra
+            .as_deref()
+            .is_some_and(|x| x.pending.is_empty() && x.skipped.is_empty())
+        {
+            self.extra = None;
+        }
+    }
+}
+
+/// The hasher of the key map: fast for short keys, seeded per map.
+type KeyHasher = foldhash::fast::RandomState;
+
 /// The per-key sequence buffer of one partition.
 #[derive(Debug)]
 pub struct SequenceBuffer {
     cfg: BufferConfig,
-    keys: HashMap<String, KeyState>,
+    keys: HashMap<Box<str>, KeyState, KeyHasher>,
     /// Held events by offset: the lowest is the oldest, and bounds `next_offset`.
     held_by_offset: BTreeMap<i64, (String, i64)>,
     held_bytes: usize,
@@ -141,7 +183,7 @@ impl SequenceBuffer {
     pub fn new(cfg: BufferConfig) -> Self {
         Self {
             cfg,
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             held_by_offset: BTreeMap::new(),
             held_bytes: 0,
         }
@@ -155,10 +197,9 @@ impl SequenceBuffer {
     /// Records a key's last applied sequence as stored by the sink (`None`: never applied).
     pub fn learn(&mut self, key: String, last_applied: Option<i64>) {
         let last_applied = last_applied.unwrap_or(self.cfg.first_sequence - 1);
-        self.keys.entry(key).or_insert(KeyState {
+        self.keys.entry(key.into_boxed_str()).or_insert(KeyState {
             last_applied,
-            skipped: Vec::new(),
-            pending: BTreeMap::new(),
+            extra: None,
         });
     }
 
@@ -174,14 +215,13 @@ impl SequenceBuffer {
         now: Instant,
         out: &mut Vec<Event>,
     ) -> Result<Offer, UnknownKey> {
-        let Some(state) = self.keys.get_mut(&event.key) else {
+        let Some(state) = self.keys.get_mut(event.key.as_str()) else {
             return Err(UnknownKey(event.key));
         };
         let seq = event.sequence;
         if seq <= state.last_applied {
             let key = &event.key;
-            let skipped = state.skipped.iter().any(|&(lo, hi)| lo <= seq && seq <= hi);
-            return Ok(if skipped {
+            return Ok(if state.skipped(seq) {
                 Offer::Stale
             } else if seq < self.cfg.first_sequence {
                 if state.last_applied < self.cfg.first_sequence {
@@ -197,7 +237,7 @@ impl SequenceBuffer {
                 Offer::Duplicate
             });
         }
-        if state.pending.contains_key(&seq) {
+        if state.pending().is_some_and(|p| p.contains_key(&seq)) {
             return Ok(Offer::Duplicate);
         }
         if seq == state.last_applied + 1 {
@@ -207,13 +247,16 @@ impl SequenceBuffer {
             let released = 1 + self.release_ready(&key, out);
             return Ok(Offer::Released(released));
         }
-        let starts_waiting = state.pending.is_empty();
+        let starts_waiting = !state.holds();
         let expected = state.last_applied + 1;
         self.held_bytes += event.size;
         self.held_by_offset
             .insert(event.offset, (event.key.clone(), seq));
         let key = starts_waiting.then(|| event.key.clone());
-        state.pending.insert(seq, Held { event, since: now });
+        state
+            .extra()
+            .pending
+            .insert(seq, Held { event, since: now });
         Ok(if let Some(key) = key {
             Offer::Waits {
                 key,
@@ -230,18 +273,26 @@ impl SequenceBuffer {
         let Some(state) = self.keys.get_mut(key) else {
             return 0;
         };
+        let KeyState {
+            last_applied,
+            extra,
+        } = state;
+        let Some(extra) = extra.as_deref_mut() else {
+            return 0;
+        };
         let mut n = 0;
-        while let Some(entry) = state.pending.first_entry() {
-            if *entry.key() != state.last_applied + 1 {
+        while let Some(entry) = extra.pending.first_entry() {
+            if *entry.key() != *last_applied + 1 {
                 break;
             }
             let held = entry.remove();
-            state.last_applied = held.event.sequence;
+            *last_applied = held.event.sequence;
             self.held_bytes -= held.event.size;
             self.held_by_offset.remove(&held.event.offset);
             out.push(held.event);
             n += 1;
         }
+        state.tidy();
         n
     }
 
@@ -265,15 +316,19 @@ impl SequenceBuffer {
     /// When the oldest held event started waiting.
     pub fn oldest_since(&self) -> Option<Instant> {
         let (_, (key, seq)) = self.held_by_offset.first_key_value()?;
-        self.keys.get(key)?.pending.get(seq).map(|h| h.since)
+        self.keys
+            .get(key.as_str())?
+            .pending()?
+            .get(seq)
+            .map(|h| h.since)
     }
 
     /// The key holding the oldest held event: (key, the sequence it waits
     /// for, its lowest held sequence, that event's offset).
     pub fn oldest_waiting(&self) -> Option<(&str, i64, i64, i64)> {
         let (&offset, (key, _)) = self.held_by_offset.first_key_value()?;
-        let state = self.keys.get(key)?;
-        let (&first, _) = state.pending.first_key_value()?;
+        let state = self.keys.get(key.as_str())?;
+        let (&first, _) = state.pending()?.first_key_value()?;
         Some((key.as_str(), state.last_applied + 1, first, offset))
     }
 
@@ -282,8 +337,8 @@ impl SequenceBuffer {
     pub fn skip_oldest(&mut self, bound: Bound, out: &mut Vec<Event>) -> Option<Gap> {
         let (_, (key, _)) = self.held_by_offset.first_key_value()?;
         let key = key.clone();
-        let state = self.keys.get_mut(&key)?;
-        let (&first, held) = state.pending.first_key_value()?;
+        let state = self.keys.get_mut(key.as_str())?;
+        let (&first, held) = state.pending()?.first_key_value()?;
         let gap = Gap {
             key: key.clone(),
             expected: state.last_applied + 1,
@@ -291,10 +346,11 @@ impl SequenceBuffer {
             offset: held.event.offset,
             bound,
         };
-        if state.skipped.len() == MAX_SKIPPED_RANGES {
-            state.skipped.remove(0);
+        let skipped = &mut state.extra().skipped;
+        if skipped.len() == MAX_SKIPPED_RANGES {
+            skipped.remove(0);
         }
-        state.skipped.push((gap.expected, first - 1));
+        skipped.push((gap.expected, first - 1));
         state.last_applied = first - 1;
         self.release_ready(&key, out);
         Some(gap)
@@ -305,8 +361,9 @@ impl SequenceBuffer {
     pub fn take_oldest(&mut self) -> Option<(String, i64, Vec<Event>)> {
         let (_, (key, _)) = self.held_by_offset.first_key_value()?;
         let key = key.clone();
-        let state = self.keys.get_mut(&key)?;
-        let held = std::mem::take(&mut state.pending);
+        let state = self.keys.get_mut(key.as_str())?;
+        let held = std::mem::take(&mut state.extra().pending);
+        state.tidy();
         let expected = state.last_applied + 1;
         let mut events = Vec::with_capacity(held.len());
         for (_, h) in held {
@@ -342,7 +399,7 @@ impl SequenceBuffer {
     /// learned again from it.
     pub fn evict_idle(&mut self, max_keys: usize) {
         if self.keys.len() > max_keys {
-            self.keys.retain(|_, s| !s.pending.is_empty());
+            self.keys.retain(|_, s| s.holds());
         }
     }
 }

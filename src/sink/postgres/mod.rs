@@ -158,11 +158,17 @@ impl Tables {
 /// `= ANY($1)`), a cost that grows with the key space.
 fn key_state_sql(t: &Tables, mode: SinkMode) -> String {
     let target = quote_literal(&t.target_display);
+    // A side table (versions the sink refused, keys a tombstone deleted) is
+    // probed per key only when it holds a row for this target at all: the
+    // check runs once per lookup (an InitPlan), in the same snapshot.
+    let side = |table: &str, alias: &str| {
+        format!(
+            "CASE WHEN (SELECT min({alias}0.key) FROM {table} AS {alias}0 WHERE {alias}0.target_table = {target}) IS NOT NULL \
+             THEN (SELECT {alias}.version FROM {table} AS {alias} WHERE {alias}.target_table = {target} AND {alias}.key = k.key) END"
+        )
+    };
     // A version the sink refused and the dead-letter topic took counts.
-    let passed = format!(
-        "(SELECT x.version FROM {} AS x WHERE x.target_table = {target} AND x.key = k.key)",
-        t.passed_versions
-    );
+    let passed = side(&t.passed_versions, "x");
     match mode {
         SinkMode::EventStore => format!(
             "SELECT k.key, GREATEST((SELECT max(e.version) FROM {} AS e WHERE e.stream = k.key), {passed}) \
@@ -173,10 +179,11 @@ fn key_state_sql(t: &Tables, mode: SinkMode) -> String {
         SinkMode::Projection => format!(
             "SELECT k.key, GREATEST(\
                (SELECT p.version FROM {} AS p WHERE p.key = k.key), \
-               (SELECT d.version FROM {} AS d WHERE d.target_table = {target} AND d.key = k.key), \
+               {}, \
                {passed}) \
              FROM unnest($1::text[]) AS k(key)",
-            t.target, t.deleted_keys
+            t.target,
+            side(&t.deleted_keys, "d")
         ),
     }
 }
@@ -401,7 +408,11 @@ impl PostgresSink {
             )))?;
         Ok(rows
             .into_iter()
-            .filter_map(|r| Some((r.get(0), r.get::<_, Option<i64>>(1)?)))
+            .filter_map(|r| {
+                // Most keys looked up are new: no name is copied for them.
+                let last: Option<i64> = r.get(1);
+                Some((r.get(0), last?))
+            })
             .collect())
     }
 

@@ -102,13 +102,16 @@ async fn transaction(
 ) -> Result<Written, WriteError> {
     let tx = client.transaction().await?;
     // Progress first: it locks the partition's row until commit, and checks the lease.
+    let progress = tx
+        .prepare_cached(&format!(
+            "UPDATE {} SET next_offset = $4, updated_at = now() \
+             WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND epoch = $5",
+            t.offsets
+        ))
+        .await?;
     let moved = tx
         .execute(
-            &format!(
-                "UPDATE {} SET next_offset = $4, updated_at = now() \
-                 WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND epoch = $5",
-                t.offsets
-            ),
+            &progress,
             &[
                 &group,
                 &lease.topic,
@@ -263,13 +266,14 @@ async fn copy(
     lease: &Lease,
     batch: &Batch,
 ) -> Result<Written, tokio_postgres::Error> {
-    let sink = tx
-        .copy_in(&format!(
+    let statement = tx
+        .prepare_cached(&format!(
             "COPY {} (stream, version, payload, topic, partition, \"offset\", event_time) \
              FROM STDIN (FORMAT binary)",
             t.target
         ))
         .await?;
+    let sink = tx.copy_in(&statement).await?;
     let writer = BinaryCopyInWriter::new(
         sink,
         &[
