@@ -41,16 +41,23 @@ impl Kafka {
                     .create()
                     .expect("admin client");
                 let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                let res = rt
-                    .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-                    .expect("create topics");
-                for r in res {
-                    r.expect("topic created");
-                }
+                // On a thread of its own: callers may be inside a runtime.
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("runtime");
+                        let res = rt
+                            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+                            .expect("create topics");
+                        for r in res {
+                            r.expect("topic created");
+                        }
+                    })
+                    .join()
+                    .expect("topic creation")
+                });
             }
         }
     }
