@@ -70,7 +70,7 @@ impl JsonFormat {
                 e.valid_up_to()
             ))
         })?;
-        let found = fields(text, paths)?;
+        let found = fields(text, paths, Scan::Whole)?;
         // Skipped strings are checked for their syntax only: an escape such
         // as a lone surrogate is caught by a full parse, done only when the
         // text has escapes at all.
@@ -81,30 +81,55 @@ impl JsonFormat {
     }
 
     /// Reads the fields at `paths` of JSON text Ordo rendered itself (an
-    /// Avro record's), which needs no further check; the text is kept as is.
+    /// Avro record's), which needs no further check (and has no repeated
+    /// member): the reading stops once every path is found. The text is
+    /// kept as is.
     pub fn rendered(
         &self,
         text: String,
         paths: &[FieldPath],
     ) -> Result<(JsonText, Vec<Option<Scalar>>), DecodeReason> {
-        let found = fields(&text, paths)?;
+        let found = fields(&text, paths, Scan::UntilFound)?;
         Ok((JsonText(text.into_boxed_str()), found))
     }
 }
 
+/// How much of a document [`fields`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// All of it: its syntax is checked, and a repeated member replaces an
+    /// earlier one.
+    Whole,
+    /// Up to where every path was found.
+    UntilFound,
+}
+
 /// What `text` holds at each of `paths`, in one pass over it.
-fn fields(text: &str, paths: &[FieldPath]) -> Result<Vec<Option<Scalar>>, serde_json::Error> {
+fn fields(
+    text: &str,
+    paths: &[FieldPath],
+    scan: Scan,
+) -> Result<Vec<Option<Scalar>>, serde_json::Error> {
     let targets: Vec<&[String]> = paths.iter().map(|p| p.0.as_slice()).collect();
     let mut found = vec![None; paths.len()];
+    let stopped = std::cell::Cell::new(false);
     let mut de = serde_json::Deserializer::from_str(text);
-    Node {
+    let read = Node {
         targets: &targets,
         mask: mask_of(targets.len()),
         depth: 0,
         found: &mut found,
+        stop: (scan == Scan::UntilFound).then_some(&stopped),
     }
-    .deserialize(&mut de)?;
-    de.end()?;
+    .deserialize(&mut de);
+    match read {
+        // Stopped on purpose, every path found.
+        Err(_) if stopped.get() => {}
+        other => {
+            other?;
+            de.end()?;
+        }
+    }
     Ok(found)
 }
 
@@ -124,6 +149,8 @@ struct Node<'a> {
     mask: u64,
     depth: usize,
     found: &'a mut [Option<Scalar>],
+    /// Set when the reading stops once every path is found.
+    stop: Option<&'a std::cell::Cell<bool>>,
 }
 
 impl Node<'_> {
@@ -235,7 +262,14 @@ impl<'de> Visitor<'de> for Node<'_> {
                 mask: matched,
                 depth: self.depth + 1,
                 found: &mut *self.found,
+                stop: self.stop,
             })?;
+            if let Some(stop) = self.stop {
+                if self.found.iter().all(Option::is_some) {
+                    stop.set(true);
+                    return Err(de::Error::custom("every path was found"));
+                }
+            }
         }
     }
 }
@@ -377,5 +411,33 @@ mod tests {
     fn a_document_that_is_not_an_object_has_no_fields() {
         assert_eq!(found("[1,2]", &["a"]), vec![None]);
         assert_eq!(found("7", &["a"]), vec![None]);
+    }
+
+    #[test]
+    fn rendered_text_is_read_until_every_path_is_found() {
+        let paths: Vec<FieldPath> = ["meta.seq", "id"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        // What follows the last path found is not read (here it is not even JSON).
+        let text = r#"{"meta":{"seq":4,"x":[1]},"id":"k1","rest":nonsense"#;
+        let (_, got) = JsonFormat.rendered(text.to_string(), &paths).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Some(Scalar::Number(4.into())),
+                Some(Scalar::Str("k1".into()))
+            ]
+        );
+        assert!(JsonFormat.decode(text.as_bytes(), &paths).is_err());
+        // A path not found: the whole text is read, and checked.
+        let paths: Vec<FieldPath> = ["meta.seq", "absent"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert!(JsonFormat.rendered(text.to_string(), &paths).is_err());
+        let whole = r#"{"meta":{"seq":4},"id":"k1"}"#;
+        let (_, got) = JsonFormat.rendered(whole.to_string(), &paths).unwrap();
+        assert_eq!(got, vec![Some(Scalar::Number(4.into())), None]);
     }
 }
