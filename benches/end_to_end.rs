@@ -21,7 +21,9 @@
 //! prints them per second too).
 //!
 //! `cargo bench --bench end_to_end` runs the default cases; give cases as
-//! arguments to choose. `BENCH_KAFKA` and `BENCH_SINK` add settings to
+//! arguments to choose. `BENCH_ROUNDS=N` runs the throughput cases N times,
+//! in turn, and adds their medians and each case's rate against the first
+//! case's in the same round. `BENCH_KAFKA` and `BENCH_SINK` add settings to
 //! Ordo's `[kafka]` and `[sink]` sections (TOML lines, `;` between them).
 //! Figures in BENCHMARKS.md.
 
@@ -505,7 +507,14 @@ fn postgres_cpu() -> f64 {
     ticks / 100.0
 }
 
-async fn throughput(case: &Case, events: u64, partitions: i32) {
+/// A throughput case's rates in one run.
+#[derive(Debug, Clone, Copy)]
+struct Rates {
+    ordo: f64,
+    text_copy: f64,
+}
+
+async fn throughput(case: &Case, events: u64, partitions: i32) -> Rates {
     let run = prepare(case, partitions).await;
     // Batches of a size a busy producer makes, whatever the encoding speed.
     let expected = produce(
@@ -547,6 +556,51 @@ async fn throughput(case: &Case, events: u64, partitions: i32) {
         cpu / (events as f64 / 1e6),
         pg_cpu / (events as f64 / 1e6)
     );
+    Rates {
+        ordo: ordo_rate,
+        text_copy: text,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Over `BENCH_ROUNDS` rounds (each running every case once, in turn, so
+/// that the machine's drift touches all cases alike): each case's median
+/// rate and ratio to text `COPY`, and its rate against the first case's in
+/// the same round.
+fn print_rounds(cases: &[Case], rounds: &[Vec<Rates>]) {
+    println!();
+    println!(
+        "Over {} rounds (cases in turn in each round):",
+        rounds.len()
+    );
+    println!();
+    println!("| case | Ordo events/s, median | Ordo / text COPY, median | against {} in the same round | median |", cases[0].name);
+    println!("|---|---|---|---|---|");
+    for (i, case) in cases.iter().enumerate() {
+        let of_case: Vec<Rates> = rounds.iter().map(|r| r[i]).collect();
+        let against: Vec<f64> = rounds.iter().map(|r| r[i].ordo / r[0].ordo).collect();
+        println!(
+            "| {} | {:.0} | {:.2}x | {} | {:.2}x |",
+            case.name,
+            median(of_case.iter().map(|r| r.ordo).collect()),
+            median(of_case.iter().map(|r| r.ordo / r.text_copy).collect()),
+            against
+                .iter()
+                .map(|a| format!("{a:.2}x"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            median(against)
+        );
+    }
 }
 
 async fn latency(case: &Case, partitions: i32) {
@@ -653,8 +707,16 @@ fn main() {
     if !throughput_cases.is_empty() {
         println!("| case | events | Ordo events/s | bare consumer records/s | text COPY rows/s | binary COPY rows/s | Ordo / text COPY | Ordo / binary COPY | Ordo / consumer | Ordo CPU s per 1M events | PostgreSQL CPU s per 1M events | Ordo peak RSS (MiB) |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-        for case in &throughput_cases {
-            runtime.block_on(throughput(case, events, partitions));
+        let rounds: Vec<Vec<Rates>> = (0..env_u64("BENCH_ROUNDS", 1))
+            .map(|_| {
+                throughput_cases
+                    .iter()
+                    .map(|case| runtime.block_on(throughput(case, events, partitions)))
+                    .collect()
+            })
+            .collect();
+        if rounds.len() > 1 {
+            print_rounds(&throughput_cases, &rounds);
         }
     }
     if !latency_cases.is_empty() {

@@ -143,7 +143,13 @@ async fn key_state_lookup_probes_the_primary_key_whatever_the_statistics() {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            let text = text.join("\n");
+            // The one filter allowed drops the keys the tables do not hold.
+            let text = text
+                .iter()
+                .filter(|l| l.trim() != "Filter: (s.version IS NOT NULL)")
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n");
             // Side tables are probed per key only when they hold a row for
             // the target: one check per lookup, by their primary key.
             assert!(

@@ -241,10 +241,11 @@ impl SequenceBuffer {
             return Ok(Offer::Duplicate);
         }
         if seq == state.last_applied + 1 {
-            let key = event.key.clone();
             state.last_applied = seq;
+            // Most keys hold nothing: their name is neither cloned nor looked up again.
+            let key = state.holds().then(|| event.key.clone());
             out.push(event);
-            let released = 1 + self.release_ready(&key, out);
+            let released = 1 + key.map_or(0, |key| self.release_ready(&key, out));
             return Ok(Offer::Released(released));
         }
         let starts_waiting = !state.holds();
