@@ -253,6 +253,25 @@ fn main() -> ExitCode {
     {
         return demo(postgres, *events, *keys, *throwaway);
     }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    // `run` hears a stop from its first moment: a SIGTERM while the settings
+    // are read or Kafka and PostgreSQL are reached is a clean stop, not the
+    // default kill.
+    let stops = match cli.command {
+        Command::Run => {
+            let _in_runtime = runtime.enter();
+            match StopSignals::listen() {
+                Ok(stops) => Some(stops),
+                Err(e) => {
+                    eprintln!("ordo: cannot listen for SIGTERM and SIGINT: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -261,12 +280,12 @@ fn main() -> ExitCode {
         }
     };
     ordo::telemetry::logging::init(&settings.log.level, settings.log.format);
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run => run(&settings).await,
+            Command::Run => match stops {
+                Some(stops) => run(&settings, stops).await,
+                None => Ok(ExitCode::FAILURE),
+            },
             Command::Check => check(&settings).await,
             Command::Schema {
                 command: SchemaCommand::Check { json },
@@ -294,10 +313,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
+async fn run(settings: &Settings, stops: StopSignals) -> anyhow::Result<ExitCode> {
     let deadline = std::time::Duration::from_millis(settings.shutdown.deadline_ms);
     let stop = async move {
-        shutdown_signal().await;
+        stops.received().await;
         // Whatever is down (every broker, PostgreSQL), the process is gone by
         // the deadline: what committed is kept, the sink holds the truth.
         std::thread::spawn(move || {
@@ -565,24 +584,30 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCod
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+/// SIGTERM and SIGINT, listened for from the moment they are created.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts listening (inside a runtime).
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    tracing::info!("shutdown signal received");
+
+    /// Resolves on the first SIGTERM or SIGINT since [`Self::listen`].
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        tracing::info!("shutdown signal received");
+    }
 }
 
 /// The multi-threaded runtime (the rebalance callbacks block in place on it).

@@ -139,7 +139,8 @@ async fn killed_and_restarted_three_times_the_table_is_exact() {
     assert!(kills >= 3, "only {kills} kills happened mid-stream");
     let mut ordo = Ordo::start(&config, w.dir.path().join("ordo-last.log"));
     drained(&w, &hw, &mut ordo).await;
-    assert!(ordo.terminate(Duration::from_secs(30)).success());
+    let status = ordo.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", ordo.log_text());
     let client = w.db.client().await;
     data::assert_event_store_exact(&client, "events", &ds, &w.setup.group, &w.setup.topic, &hw)
         .await;
@@ -191,7 +192,8 @@ async fn two_replicas_split_partitions_and_one_takes_over() {
     let mut pids = owners(&client, &w.setup.group).await;
     pids.dedup();
     assert_eq!(pids, vec![b_pid], "b took over every partition");
-    assert!(b.terminate(Duration::from_secs(30)).success());
+    let status = b.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", b.log_text());
     data::assert_event_store_exact(&client, "events", &ds, &w.setup.group, &w.setup.topic, &hw)
         .await;
 }

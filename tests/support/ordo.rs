@@ -291,8 +291,26 @@ impl Ordo {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// Sends SIGTERM and waits for the exit (panics after `timeout`).
+    /// True once the process handles SIGTERM itself (`SigCgt` in
+    /// `/proc/<pid>/status`): before that, the kernel's default kills it.
+    fn catches_sigterm(&self) -> bool {
+        let pid = self.pid().as_raw();
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+    }
+
+    /// Sends SIGTERM, once the process listens for it (a process stopped
+    /// in its first milliseconds would die of the signal, not stop), and
+    /// waits for the exit (panics after `timeout`).
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        while !self.catches_sigterm() && self.running() && start.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = kill(self.pid(), Signal::SIGTERM);
         self.wait(timeout)
     }
