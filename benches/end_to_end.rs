@@ -23,7 +23,10 @@
 //! `cargo bench --bench end_to_end` runs the default cases; give cases as
 //! arguments to choose. `BENCH_ROUNDS=N` runs the throughput cases N times,
 //! in turn, and adds their medians and each case's rate against the first
-//! case's in the same round. `BENCH_KAFKA` and `BENCH_SINK` add settings to
+//! case's in the same round. `BENCH_VARIANTS` runs each case once per
+//! variant of Ordo's settings, given as its environment (`;` between
+//! variants, `,` between settings; an empty variant is the defaults), e.g.
+//! `BENCH_VARIANTS=";ORDO_SINK__BATCH_MAX_EVENTS=4000"`. `BENCH_KAFKA` and `BENCH_SINK` add settings to
 //! Ordo's `[kafka]` and `[sink]` sections (TOML lines, `;` between them).
 //! Figures in BENCHMARKS.md.
 
@@ -742,16 +745,48 @@ fn main() {
     if !throughput_cases.is_empty() {
         println!("| case | events | Ordo events/s | bare consumer records/s | text COPY rows/s | binary COPY rows/s | Ordo / text COPY | Ordo / binary COPY | Ordo / consumer | Ordo CPU s per 1M events | PostgreSQL CPU s per 1M events | Ordo peak RSS (MiB) |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        // Each variant: Ordo's settings by environment (`ORDO_...=value`,
+        // `,` between them), run as a case of its own in each round.
+        let variants: Vec<String> = std::env::var("BENCH_VARIANTS")
+            .map(|v| v.split(';').map(str::to_string).collect())
+            .unwrap_or_else(|_| vec![String::new()]);
+        let named: Vec<Case> = throughput_cases
+            .iter()
+            .flat_map(|case| {
+                variants.iter().map(move |v| Case {
+                    name: if v.is_empty() {
+                        case.name.clone()
+                    } else {
+                        format!("{} ({v})", case.name)
+                    },
+                    ..case.clone()
+                })
+            })
+            .collect();
         let rounds: Vec<Vec<Rates>> = (0..env_u64("BENCH_ROUNDS", 1))
             .map(|_| {
-                throughput_cases
+                named
                     .iter()
-                    .map(|case| runtime.block_on(throughput(case, events, partitions)))
+                    .zip(variants.iter().cycle())
+                    .map(|(case, variant)| {
+                        let vars: Vec<(&str, &str)> = variant
+                            .split(',')
+                            .filter_map(|kv| kv.split_once('='))
+                            .collect();
+                        for (k, v) in &vars {
+                            std::env::set_var(k, v);
+                        }
+                        let rates = runtime.block_on(throughput(case, events, partitions));
+                        for (k, _) in &vars {
+                            std::env::remove_var(k);
+                        }
+                        rates
+                    })
                     .collect()
             })
             .collect();
         if rounds.len() > 1 {
-            print_rounds(&throughput_cases, &rounds);
+            print_rounds(&named, &rounds);
         }
     }
     if !latency_cases.is_empty() {
