@@ -670,7 +670,7 @@ url = "postgres://ordo@127.0.0.1:5432/ordo"
             KeySource::Field(FieldPath(vec!["order".into(), "id".into()]))
         );
         assert_eq!(s.ordering.sequence, SequenceSource::Header("seq".into()));
-        assert_eq!(s.sink.batch_max_events, 1000);
+        assert_eq!(s.sink.batch_max_events, 4000);
         assert_eq!(s.sink.postgres.as_ref().unwrap().schema, "public");
         assert_eq!(s.ordering.on_bound, BoundPolicy::Wait);
     }

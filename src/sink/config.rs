@@ -50,7 +50,7 @@ impl SinkKind {
 }
 
 fn default_batch_max_events() -> usize {
-    1000
+    4000
 }
 fn default_batch_max_wait_ms() -> u64 {
     20
