@@ -306,6 +306,28 @@ async fn quiesce(client: &tokio_postgres::Client) {
     }
 }
 
+/// Writes about 1 GB of WAL into a throw-away database and checkpoints, so
+/// that the first case finds WAL files to recycle, as every later case and
+/// a long-running cluster do, rather than creating and zero-filling each.
+async fn warm_up() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(&format!("CREATE TABLE warm_up {COPY_TABLE}"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO warm_up (stream, version, payload, topic, partition, \"offset\") \
+             SELECT 'k' || g, 1, jsonb_build_object('pad', repeat('x', 200)), 'warm_up', 0, g \
+             FROM generate_series(1, 2000000) g",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    db.remove().await;
+}
+
 /// Rows per second of `COPY ... FROM STDIN` of `data` into a fresh table.
 async fn copy_rate(
     client: &tokio_postgres::Client,
@@ -743,6 +765,7 @@ fn main() {
     let (throughput_cases, latency_cases): (Vec<Case>, Vec<Case>) =
         cases.into_iter().partition(|c| !c.latency);
     if !throughput_cases.is_empty() {
+        runtime.block_on(warm_up());
         println!("| case | events | Ordo events/s | bare consumer records/s | text COPY rows/s | binary COPY rows/s | Ordo / text COPY | Ordo / binary COPY | Ordo / consumer | Ordo CPU s per 1M events | PostgreSQL CPU s per 1M events | Ordo peak RSS (MiB) |");
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         // Each variant: Ordo's settings by environment (`ORDO_...=value`,
