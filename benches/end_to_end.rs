@@ -17,8 +17,8 @@
 //! checked exact (every version of every key once, in order). A latency case
 //! starts Ordo first, produces at `BENCH_RATE` events/s (default 10,000) for
 //! `BENCH_SECONDS` (default 30) and reads each row's latency from the
-//! record's timestamp to the commit of the transaction that wrote its row (`BENCH_LATENCY_DETAIL`
-//! prints them per second too).
+//! record's timestamp to the commit of the transaction that wrote its row
+//! (`BENCH_LATENCY_DETAIL` prints them per second too).
 //!
 //! `cargo bench --bench end_to_end` runs the default cases; give cases as
 //! arguments to choose. `BENCH_ROUNDS=N` runs the throughput cases N times,
@@ -26,8 +26,9 @@
 //! case's in the same round. `BENCH_VARIANTS` runs each case once per
 //! variant of Ordo's settings, given as its environment (`;` between
 //! variants, `,` between settings; an empty variant is the defaults), e.g.
-//! `BENCH_VARIANTS=";ORDO_SINK__BATCH_MAX_EVENTS=4000"`. `BENCH_KAFKA` and `BENCH_SINK` add settings to
-//! Ordo's `[kafka]` and `[sink]` sections (TOML lines, `;` between them).
+//! `BENCH_VARIANTS=";ORDO_SINK__BATCH_MAX_EVENTS=4000"`. `BENCH_KAFKA` and
+//! `BENCH_SINK` add settings to Ordo's `[kafka]` and `[sink]` sections
+//! (TOML lines, `;` between them).
 //! Figures in BENCHMARKS.md.
 
 #[path = "../tests/support/mod.rs"]
@@ -306,7 +307,7 @@ async fn quiesce(client: &tokio_postgres::Client) {
     }
 }
 
-/// Writes about 1 GB of WAL into a throw-away database and checkpoints, so
+/// Writes about 850 MB of WAL into a throw-away database and checkpoints, so
 /// that the first case finds WAL files to recycle, as every later case and
 /// a long-running cluster do, rather than creating and zero-filling each.
 async fn warm_up() {
@@ -794,7 +795,12 @@ fn main() {
                     .map(|(case, variant)| {
                         let vars: Vec<(&str, &str)> = variant
                             .split(',')
-                            .filter_map(|kv| kv.split_once('='))
+                            .filter(|kv| !kv.is_empty())
+                            .map(|kv| {
+                                kv.split_once('=').unwrap_or_else(|| {
+                                    panic!("BENCH_VARIANTS: `{kv}` in variant `{variant}` is not NAME=value")
+                                })
+                            })
                             .collect();
                         for (k, v) in &vars {
                             std::env::set_var(k, v);
