@@ -148,7 +148,7 @@ fn bare_consumer_latencies(
     partitions: i32,
     target: std::sync::Arc<std::sync::atomic::AtomicI64>,
     ready: std::sync::mpsc::Sender<()>,
-) -> std::thread::JoinHandle<Vec<f64>> {
+) -> std::thread::JoinHandle<Vec<(i64, f64)>> {
     std::thread::spawn(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
@@ -190,7 +190,7 @@ fn bare_consumer_latencies(
                     .expect("clock")
                     .as_millis() as i64;
                 if let Some(ts) = m.timestamp().to_millis() {
-                    latencies.push((now - ts) as f64);
+                    latencies.push((ts, (now - ts) as f64));
                 }
             }
         }
@@ -684,7 +684,15 @@ async fn latency(case: &Case, partitions: i32) {
     let hw = run.kafka.high_watermarks(&run.setup.topic, run.partitions);
     let total: i64 = hw.iter().sum();
     target.store(total, std::sync::atomic::Ordering::Relaxed);
-    let bare = percentiles(bare.join().expect("bare consumer"));
+    let bare = bare.join().expect("bare consumer");
+    let bare_by_second = {
+        let mut by: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+        for &(ts, l) in &bare {
+            by.entry(ts.div_euclid(1000)).or_default().push(l);
+        }
+        by
+    };
+    let bare = percentiles(bare.into_iter().map(|(_, l)| l).collect());
     while stored_total(&client, &run.setup.group).await != total {
         assert!(ordo.running(), "{}", ordo.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -709,7 +717,7 @@ async fn latency(case: &Case, partitions: i32) {
         for r in client
             .query(
                 &format!(
-                    "SELECT date_trunc('second', event_time) AS s, count(*), \
+                    "SELECT extract(epoch FROM date_trunc('second', event_time))::int8 AS s, count(*), \
                      percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM {when} - event_time)::float8) \
                      FROM {table} GROUP BY 1 ORDER BY 1"
                 ),
@@ -718,9 +726,33 @@ async fn latency(case: &Case, partitions: i32) {
             .await
             .unwrap()
         {
-            let (n, q): (i64, Vec<f64>) = (r.get(1), r.get(2));
-            println!("  second: {n} rows, p50 {:.1} ms, p99 {:.1} ms", q[0] * 1e3, q[1] * 1e3);
+            let (second, n, q): (i64, i64, Vec<f64>) = (r.get(0), r.get(1), r.get(2));
+            let b = bare_by_second
+                .get(&second)
+                .map(|l| percentiles(l.clone()))
+                .unwrap_or([f64::NAN; 3]);
+            println!(
+                "  second: {n} rows, p50 {:.1} ms, p99 {:.1} ms; bare consumer p50 {:.0} ms, p99 {:.0} ms",
+                q[0] * 1e3,
+                q[1] * 1e3,
+                b[0],
+                b[1]
+            );
         }
+    }
+    if std::env::var_os("BENCH_LATENCY_DETAIL").is_some() {
+        let commits: i64 = client
+            .query_one(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        println!(
+            "  PostgreSQL transactions committed in the database: {commits} ({:.0}/s over the run)",
+            commits as f64 / seconds as f64
+        );
     }
     let (cpu, peak) = ordo.cpu_and_peak_rss();
     assert!(ordo.terminate(Duration::from_secs(60)).success());

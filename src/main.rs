@@ -456,7 +456,12 @@ async fn sink_plan(settings: &Settings) -> anyhow::Result<ExitCode> {
     let Some(pg) = settings.sink.postgres.as_ref() else {
         anyhow::bail!("sink.postgres: required, but not set");
     };
-    let sink = ordo::sink::postgres::PostgresSink::connect(pg, settings.group_id()).await?;
+    let sink = ordo::sink::postgres::PostgresSink::connect(
+        pg,
+        settings.group_id(),
+        settings.sink.batch_max_events,
+    )
+    .await?;
     let plan = sink.plan().await?;
     let table = format!("{}.{}", pg.schema, pg.table);
     if plan.statements.is_empty() && plan.refused.is_empty() {

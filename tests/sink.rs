@@ -39,7 +39,7 @@ pool_size = 2
     );
     let settings = Settings::load_embedded(&toml, &[]).expect("config");
     let pg = settings.sink.postgres.as_ref().expect("[sink.postgres]");
-    let sink = PostgresSink::connect(pg, "sink-test")
+    let sink = PostgresSink::connect(pg, "sink-test", settings.sink.batch_max_events)
         .await
         .expect("connect");
     sink.migrate().await.expect("migrate");
@@ -372,7 +372,9 @@ async fn typed_columns_hold_json_fields_as_their_types_in_a_projection() {
     )
     .unwrap();
     let pg = settings.sink.postgres.as_ref().unwrap();
-    let refused = PostgresSink::connect(pg, "g").await.unwrap();
+    let refused = PostgresSink::connect(pg, "g", settings.sink.batch_max_events)
+        .await
+        .unwrap();
     let plan = refused.plan().await.unwrap();
     assert!(
         plan.refused

@@ -101,6 +101,12 @@ pub struct Worker {
     fetch_error_logged_at: Option<Instant>,
     /// Records in the dead-letter topic already: not sent again when re-read.
     dead_letter_marks: DeadLetterMarks,
+    /// Decoded events of keys the buffer does not know yet, in offset order:
+    /// ordered once their keys' state is read, in one lookup per batch
+    /// ([`Worker::learn_parked`]). They hold the stored offset like held events.
+    parked: Vec<Event>,
+    /// Time spent in the ordering buffer (`ordo_stage_seconds{stage="order"}`).
+    order_time: prometheus::Histogram,
 }
 
 /// Transient fetch errors are logged at most this often per partition.
@@ -145,6 +151,10 @@ impl Worker {
             pending: Vec::new(),
             decode_attempts: 0,
             retry_at: None,
+            parked: Vec::new(),
+            order_time: crate::telemetry::metrics::metrics()
+                .stage_seconds
+                .with_label_values(&["order"]),
         }
     }
 
@@ -205,7 +215,7 @@ impl Worker {
                     }
                     self.handle(records).await;
                     self.publish_position();
-                    if self.batch.events.len() >= self.pipeline.batch_max_events {
+                    if self.batch.events.len() + self.parked.len() >= self.pipeline.batch_max_events {
                         self.flush_or_stop(None).await;
                     }
                 }
@@ -257,7 +267,6 @@ impl Worker {
         let mut failed = None;
         let stages = &crate::telemetry::metrics::metrics().stage_seconds;
         let decode_time = stages.with_label_values(&["decode"]);
-        let order_time = stages.with_label_values(&["order"]);
         // One clock read per record: each one ends a record's decode and
         // starts the next's.
         let mut started = Instant::now();
@@ -296,62 +305,20 @@ impl Worker {
                 }
             }
         }
-        if let Err(e) = self.learn_keys(&decoded).await {
-            self.stop(format!("cannot read per-key sequence state: {e}"));
-            return;
-        }
         let now = Instant::now();
         for item in decoded {
             let offset = match item {
                 Decoded::DeadLettered(offset) | Decoded::Ignored(offset) => offset,
-                Decoded::Event(event)
-                    if event.replayed
-                        && self
-                            .buffer
-                            .last_applied(&event.key)
-                            .is_some_and(|last| event.sequence <= last) =>
-                {
-                    // Back from the dead-letter topic after later versions were
-                    // applied: written now, out of order; the sink keeps it idempotent.
-                    self.counts.replayed_late += 1;
+                // Its key's state is read with the others' before the batch is written.
+                Decoded::Event(event) if !self.buffer.knows(&event.key) => {
                     let offset = event.offset;
-                    self.batch.events.push(event);
+                    self.parked.push(event);
                     offset
                 }
                 Decoded::Event(event) => {
                     let offset = event.offset;
-                    let started = Instant::now();
-                    let offered = self.buffer.offer(event, now, &mut self.batch.events);
-                    order_time.observe(started.elapsed().as_secs_f64());
-                    match offered {
-                        Ok(Offer::Released(n)) => self.counts.released += n as u64,
-                        Ok(Offer::Held) => {}
-                        Ok(Offer::Waits {
-                            key,
-                            expected,
-                            received,
-                        }) => self.note_waiting(&key, expected, received, offset, now),
-                        Ok(Offer::BelowFirst {
-                            key,
-                            first,
-                            received,
-                        }) => {
-                            self.counts.stale += 1;
-                            self.outcome("stale");
-                            self.note_below_first(key, first, received, offset);
-                        }
-                        Ok(Offer::Duplicate) => {
-                            self.counts.duplicates += 1;
-                            self.outcome("duplicate");
-                        }
-                        Ok(Offer::Stale) => {
-                            self.counts.stale += 1;
-                            self.outcome("stale");
-                        }
-                        Err(e) => {
-                            self.stop(e.to_string());
-                            return;
-                        }
+                    if !self.place(event, now) {
+                        return;
                     }
                     offset
                 }
@@ -483,18 +450,69 @@ impl Worker {
         Ok(())
     }
 
-    /// Loads the sink's last applied sequence for keys the buffer has not seen.
-    async fn learn_keys(&mut self, decoded: &[Decoded]) -> Result<(), SinkError> {
-        let mut unknown: Vec<String> = decoded
-            .iter()
-            .filter_map(|d| match d {
-                Decoded::Event(e) if !self.buffer.knows(&e.key) => Some(e.key.clone()),
-                _ => None,
-            })
-            .collect();
-        if unknown.is_empty() {
+    /// Passes a decoded event of a key the buffer knows through the ordering
+    /// buffer (released events go to the batch) and counts the outcome.
+    /// False when the partition had to stop.
+    fn place(&mut self, event: Event, now: Instant) -> bool {
+        if event.replayed
+            && self
+                .buffer
+                .last_applied(&event.key)
+                .is_some_and(|last| event.sequence <= last)
+        {
+            // Back from the dead-letter topic after later versions were
+            // applied: written now, out of order; the sink keeps it idempotent.
+            self.counts.replayed_late += 1;
+            self.batch.events.push(event);
+            return true;
+        }
+        let offset = event.offset;
+        let started = Instant::now();
+        let offered = self.buffer.offer(event, now, &mut self.batch.events);
+        self.order_time.observe(started.elapsed().as_secs_f64());
+        match offered {
+            Ok(Offer::Released(n)) => self.counts.released += n as u64,
+            Ok(Offer::Held) => {}
+            Ok(Offer::Waits {
+                key,
+                expected,
+                received,
+            }) => self.note_waiting(&key, expected, received, offset, now),
+            Ok(Offer::BelowFirst {
+                key,
+                first,
+                received,
+            }) => {
+                self.counts.stale += 1;
+                self.outcome("stale");
+                self.note_below_first(key, first, received, offset);
+            }
+            Ok(Offer::Duplicate) => {
+                self.counts.duplicates += 1;
+                self.outcome("duplicate");
+            }
+            Ok(Offer::Stale) => {
+                self.counts.stale += 1;
+                self.outcome("stale");
+            }
+            Err(e) => {
+                self.stop(e.to_string());
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reads the sink's last applied sequence of the parked events' keys, in
+    /// one lookup, then orders the parked events as if they had just
+    /// arrived. One lookup per batch rather than per run read from the
+    /// queue: at a steady rate a run holds a record or two, and while keys
+    /// are new each run would make its own statement.
+    async fn learn_parked(&mut self) -> Result<(), SinkError> {
+        if self.parked.is_empty() {
             return Ok(());
         }
+        let mut unknown: Vec<String> = self.parked.iter().map(|e| e.key.clone()).collect();
         unknown.sort_unstable();
         unknown.dedup();
         let sink = &self.pipeline.sink;
@@ -513,6 +531,16 @@ impl Worker {
         for key in unknown {
             let last = states.get(&key).copied();
             self.buffer.learn(key, last);
+        }
+        let now = Instant::now();
+        for event in std::mem::take(&mut self.parked) {
+            if !self.place(event, now) {
+                return Ok(());
+            }
+            self.enforce_bounds(now).await;
+            if !self.flow.writing() {
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -696,9 +724,19 @@ impl Worker {
         }
     }
 
+    /// The lowest offset the buffer holds or an event parked for its key's
+    /// state has: the stored offset must not pass it.
+    fn min_held_offset(&self) -> Option<i64> {
+        let parked = self.parked.first().map(|e| e.offset);
+        [self.buffer.min_held_offset(), parked]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     /// The lowest offset not yet durably handled, once the current batch commits.
     fn next_offset(&self) -> Option<i64> {
-        self.progress.next_offset(self.buffer.min_held_offset())
+        self.progress.next_offset(self.min_held_offset())
     }
 
     /// Writes the batch and the partition's progress; retries transient failures
@@ -708,6 +746,11 @@ impl Worker {
     /// passes no event not yet written) and the last part moves it
     /// ([`Progress::parts`]).
     async fn flush(&mut self, deadline: Option<Instant>) -> Result<(), SinkError> {
+        self.learn_parked().await?;
+        if !self.flow.writing() {
+            // Stopped while ordering the parked events: nothing is written.
+            return Ok(());
+        }
         let Some(next) = self.next_offset() else {
             self.dirty_since = None;
             return Ok(());
@@ -724,7 +767,7 @@ impl Worker {
         let parts = self.progress.parts(
             &offsets,
             self.pipeline.batch_max_events,
-            self.buffer.min_held_offset(),
+            self.min_held_offset(),
             next,
         );
         let mut events = std::mem::take(&mut self.batch.events).into_iter();
@@ -739,10 +782,8 @@ impl Worker {
     /// How far a partial write may move the partition's offset while
     /// `unwritten` (and what the buffer holds) is not yet written.
     fn hold_offset(&self, unwritten: &[Event]) -> Option<i64> {
-        self.progress.hold_offset(
-            self.buffer.min_held_offset(),
-            unwritten.iter().map(|e| e.offset),
-        )
+        self.progress
+            .hold_offset(self.min_held_offset(), unwritten.iter().map(|e| e.offset))
     }
 
     /// Writes the batch with `next` as the partition's next offset (events

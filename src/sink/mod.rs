@@ -105,7 +105,9 @@ pub async fn connect(config: &SinkConfig, group: &str) -> Result<Arc<dyn Sink>, 
             let pg = config.postgres.as_ref().ok_or_else(|| {
                 SinkError::Fatal("sink.postgres: required when sink.kind = \"postgres\"".into())
             })?;
-            Ok(Arc::new(postgres::PostgresSink::connect(pg, group).await?))
+            Ok(Arc::new(
+                postgres::PostgresSink::connect(pg, group, config.batch_max_events).await?,
+            ))
         }
     }
 }

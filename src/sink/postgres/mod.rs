@@ -3,6 +3,7 @@
 pub mod columns;
 mod config;
 pub mod connect;
+mod group;
 mod migrate;
 mod write;
 
@@ -203,6 +204,8 @@ pub struct PostgresSink {
     tables: Tables,
     /// Typed columns written beside the payload.
     columns: std::sync::Arc<[columns::Column]>,
+    /// Small event store batches of several partitions share transactions.
+    commits: std::sync::Arc<group::GroupCommit>,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -237,8 +240,14 @@ pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
 }
 
 impl PostgresSink {
-    /// Builds the pool and checks one connection, so a wrong address fails at start.
-    pub async fn connect(pg: &PostgresConfig, group: &str) -> Result<Self, PostgresError> {
+    /// Builds the pool and checks one connection, so a wrong address fails
+    /// at start. No transaction holds more than `max_events` events
+    /// (`sink.batch_max_events`).
+    pub async fn connect(
+        pg: &PostgresConfig,
+        group: &str,
+        max_events: usize,
+    ) -> Result<Self, PostgresError> {
         let bad_config = |e: connect::ConnectionError| PostgresError::Connect {
             target: e.key.clone(),
             reason: e.reason,
@@ -277,6 +286,7 @@ impl PostgresSink {
             mode: pg.mode,
             tables: Tables::new(pg),
             columns: pg.columns.clone().into(),
+            commits: std::sync::Arc::new(group::GroupCommit::new(pg.pool_size, max_events)),
         };
         drop(sink.client().await?);
         Ok(sink)
@@ -330,6 +340,23 @@ impl PostgresSink {
             &crate::consume::owner_id(),
         )
         .await
+    }
+
+    /// Opens the pool's connections before the first batch needs them, so
+    /// the first batches of many partitions do not each wait for a new
+    /// connection. One that cannot open now is logged; the pool opens it
+    /// when it is needed.
+    async fn warm_up(&self) {
+        let size = self.pool.status().max_size;
+        let opened = futures::future::join_all((0..size).map(|_| self.client())).await;
+        let failed: Vec<String> = opened
+            .iter()
+            .filter_map(|c| c.as_ref().err().map(ToString::to_string))
+            .collect();
+        if let Some(first) = failed.first() {
+            tracing::warn!(target_db = %self.target, opened = size - failed.len(), pool_size = size,
+                error = %first, "cannot open every connection of the pool yet; it opens them when needed");
+        }
     }
 
     /// The DDL the target table needs (what [`Self::migrate`] would run on
@@ -438,6 +465,71 @@ impl PostgresSink {
                 ));
             }
         }
+        if self.commits.takes(batch.events.len())
+            && write::groupable(&self.columns, self.mode, batch)
+        {
+            let own = Batch {
+                events: batch.events.clone(),
+                next_offset: batch.next_offset,
+                ..Batch::default()
+            };
+            return self
+                .commits
+                .write(lease.clone(), own, |members| self.write_group(members))
+                .await;
+        }
+        self.write_alone(lease, batch).await
+    }
+
+    /// Writes [`write::groupable`] batches of several partitions in one
+    /// transaction; when that fails for a reason other than a lost
+    /// connection, each batch on its own, so each gets its own outcome.
+    async fn write_group(&self, members: Vec<(Lease, Batch)>) -> Vec<Result<Written, SinkError>> {
+        if let [(lease, batch)] = members.as_slice() {
+            return vec![self.write_alone(lease, batch).await];
+        }
+        let grouped = async {
+            let mut client = self.client().await?;
+            write::group(&mut client, &self.tables, &self.group, &members)
+                .await
+                .map_err(|e| match e {
+                    write::WriteError::Fenced => None,
+                    write::WriteError::Db(source) => Some(PostgresError::Query {
+                        target: self.target.clone(),
+                        what: format!(
+                            "writing the batches of {} partitions ({} events) to {}",
+                            members.len(),
+                            members.iter().map(|(_, b)| b.events.len()).sum::<usize>(),
+                            self.tables.target_display
+                        ),
+                        source,
+                    }),
+                })
+        };
+        let failed = match grouped.await {
+            Ok(written) => return written.into_iter().map(Ok).collect(),
+            Err(e) => e,
+        };
+        if let Some(e) = failed.as_ref().filter(|e| e.is_transient()) {
+            // Each caller retries its own batch, as for its own transaction.
+            return members
+                .iter()
+                .map(|_| Err(SinkError::Transient(e.to_string().into())))
+                .collect();
+        }
+        tracing::debug!(partitions = members.len(),
+            error = %failed.as_ref().map_or("a lease was taken over".to_string(), ToString::to_string),
+            "a grouped transaction failed; writing its batches one by one");
+        futures::future::join_all(
+            members
+                .iter()
+                .map(|(lease, batch)| self.write_alone(lease, batch)),
+        )
+        .await
+    }
+
+    /// Writes a batch and the partition's progress in a transaction of its own.
+    async fn write_alone(&self, lease: &Lease, batch: &Batch) -> Result<Written, SinkError> {
         let mut client = self.client().await?;
         let written = write::batch(
             &mut client,
@@ -510,7 +602,9 @@ impl super::Sink for PostgresSink {
     }
 
     async fn prepare(&self) -> Result<(), SinkError> {
-        Ok(self.migrate().await?)
+        self.migrate().await?;
+        self.warm_up().await;
+        Ok(())
     }
 
     async fn acquire(&self, topic: &str, partition: i32, owner: &str) -> Result<Lease, SinkError> {

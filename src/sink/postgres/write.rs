@@ -89,6 +89,75 @@ pub async fn batch(
     transaction(client, t, typed, mode, Append::Insert, group, lease, batch).await
 }
 
+/// Moves a partition's progress, if its lease still holds (one row updated).
+fn progress_sql(t: &Tables) -> String {
+    format!(
+        "UPDATE {} SET next_offset = $4, updated_at = now() \
+         WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND epoch = $5",
+        t.offsets
+    )
+}
+
+/// Whether a batch can share an event store transaction with other
+/// partitions' ([`group`]): events the key state proves new, and nothing
+/// but them and the progress to store.
+pub fn groupable(typed: &[Column], mode: SinkMode, batch: &Batch) -> bool {
+    mode == SinkMode::EventStore
+        && typed.is_empty()
+        && batch.gaps.is_empty()
+        && batch.dead_lettered.is_empty()
+        && batch.passed.is_empty()
+        && !batch.prune_dead_lettered
+        && !batch.events.iter().any(|e| e.replayed || e.delete)
+}
+
+/// Writes the [`groupable`] batches of several partitions in one
+/// transaction: each partition's progress under its lease (the updates sent
+/// together, then their answers read), then one binary `COPY` of all their
+/// events. `Fenced` if any lease was taken over; the caller then writes the
+/// batches one by one to learn whose.
+pub async fn group(
+    client: &mut Object,
+    t: &Tables,
+    group: &str,
+    members: &[(Lease, Batch)],
+) -> Result<Vec<Written>, WriteError> {
+    let tx = client.transaction().await?;
+    let progress = tx.prepare_cached(&progress_sql(t)).await?;
+    let params: Vec<[&(dyn ToSql + Sync); 5]> = members
+        .iter()
+        .map(|(lease, batch)| {
+            [
+                &group as &(dyn ToSql + Sync),
+                &lease.topic,
+                &lease.partition,
+                &batch.next_offset,
+                &lease.epoch,
+            ]
+        })
+        .collect();
+    let moved =
+        futures::future::try_join_all(params.iter().map(|p| tx.execute(&progress, p))).await?;
+    if moved.iter().any(|&n| n != 1) {
+        return Err(WriteError::Fenced);
+    }
+    let mut rows: Vec<(&Lease, &crate::decode::Event)> = Vec::new();
+    for (lease, batch) in members {
+        rows.extend(batch.events.iter().map(|e| (lease, e)));
+    }
+    if !rows.is_empty() {
+        copy_rows(&tx, t, rows.into_iter()).await?;
+    }
+    tx.commit().await?;
+    Ok(members
+        .iter()
+        .map(|(_, b)| Written {
+            applied: b.events.len() as u64,
+            absorbed: 0,
+        })
+        .collect())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn transaction(
     client: &mut Object,
@@ -102,13 +171,7 @@ async fn transaction(
 ) -> Result<Written, WriteError> {
     let tx = client.transaction().await?;
     // Progress first: it locks the partition's row until commit, and checks the lease.
-    let progress = tx
-        .prepare_cached(&format!(
-            "UPDATE {} SET next_offset = $4, updated_at = now() \
-             WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND epoch = $5",
-            t.offsets
-        ))
-        .await?;
+    let progress = tx.prepare_cached(&progress_sql(t)).await?;
     let moved = tx
         .execute(
             &progress,
@@ -266,6 +329,19 @@ async fn copy(
     lease: &Lease,
     batch: &Batch,
 ) -> Result<Written, tokio_postgres::Error> {
+    let applied = copy_rows(tx, t, batch.events.iter().map(|e| (lease, e))).await?;
+    Ok(Written {
+        applied,
+        absorbed: batch.events.len() as u64 - applied,
+    })
+}
+
+/// Binary `COPY` of events, each with the partition it came from; the rows copied.
+async fn copy_rows<'a>(
+    tx: &Transaction<'_>,
+    t: &Tables,
+    rows: impl Iterator<Item = (&'a Lease, &'a crate::decode::Event)>,
+) -> Result<u64, tokio_postgres::Error> {
     let statement = tx
         .prepare_cached(&format!(
             "COPY {} (stream, version, payload, topic, partition, \"offset\", event_time) \
@@ -287,7 +363,7 @@ async fn copy(
         ],
     );
     futures::pin_mut!(writer);
-    for e in &batch.events {
+    for (lease, e) in rows {
         let at = e.timestamp_ms.and_then(system_time);
         writer
             .as_mut()
@@ -302,11 +378,7 @@ async fn copy(
             ])
             .await?;
     }
-    let applied = writer.finish().await?;
-    Ok(Written {
-        applied,
-        absorbed: batch.events.len() as u64 - applied,
-    })
+    writer.finish().await
 }
 
 /// The SQL pieces of the typed columns in a statement whose own parameters

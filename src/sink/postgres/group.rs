@@ -1,0 +1,282 @@
+//! Group commit: the small batches of several partitions, written in one
+//! transaction.
+//!
+//! At a steady rate each partition's batch holds the few events of its
+//! `sink.batch_max_wait_ms`, and a transaction per partition per wait is
+//! more commits than the database has cores for: they queue, and the
+//! queueing is latency. A batch handed to [`GroupCommit::write`] joins a
+//! queue; a caller that gets one of the writer slots (as many as the pool
+//! has connections) takes every batch queued, up to `sink.batch_max_events`
+//! events in all, and writes them together; the others wait for its answer.
+//! With a slot free a batch is written at once, alone, so grouping adds no
+//! wait; under load, the batches that arrive while the slots are busy share
+//! the next transaction.
+//!
+//! Each partition's progress row is still moved under its own lease in that
+//! transaction. A grouped write that fails for a reason other than a lost
+//! connection (a lease taken over, an event already stored, data refused) is
+//! written again batch by batch, so each partition gets the outcome of its
+//! own batch.
+
+use std::sync::Mutex;
+
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::sink::{Batch, Lease, SinkError, Written};
+
+/// A partition's batch waiting for a transaction.
+pub(super) struct Member {
+    pub lease: Lease,
+    pub batch: Batch,
+    reply: oneshot::Sender<Result<Written, SinkError>>,
+}
+
+/// The queue of batches and the writer slots (see the module doc).
+pub(super) struct GroupCommit {
+    queue: Mutex<Vec<Member>>,
+    writers: Semaphore,
+    /// Most events in one transaction.
+    max_events: usize,
+}
+
+impl GroupCommit {
+    /// `writers` transactions at a time, each of at most `max_events` events.
+    pub fn new(writers: usize, max_events: usize) -> Self {
+        Self {
+            queue: Mutex::new(Vec::new()),
+            writers: Semaphore::new(writers.max(1)),
+            max_events: max_events.max(1),
+        }
+    }
+
+    /// Whether a batch of `events` events is small enough to share a
+    /// transaction; a larger one gains nothing from it and is written alone.
+    pub fn takes(&self, events: usize) -> bool {
+        events <= self.max_events / 2
+    }
+
+    /// Writes `batch` of `lease`'s partition with whatever else is queued
+    /// (`write` writes a group and answers for each member, in order).
+    pub async fn write<F, Fut>(
+        &self,
+        lease: Lease,
+        batch: Batch,
+        write: F,
+    ) -> Result<Written, SinkError>
+    where
+        F: Fn(Vec<(Lease, Batch)>) -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<Written, SinkError>>>,
+    {
+        let (reply, mut answer) = oneshot::channel();
+        self.lock().push(Member {
+            lease,
+            batch,
+            reply,
+        });
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut answer => return answer.unwrap_or_else(|_| Err(abandoned())),
+                permit = self.writers.acquire() => {
+                    let Ok(_permit) = permit else {
+                        return Err(abandoned());
+                    };
+                    let members = self.take();
+                    if members.is_empty() {
+                        // Another writer took this batch: its answer comes.
+                        drop(_permit);
+                        return answer.await.unwrap_or_else(|_| Err(abandoned()));
+                    }
+                    let (batches, replies): (Vec<_>, Vec<_>) = members
+                        .into_iter()
+                        .map(|m| ((m.lease, m.batch), m.reply))
+                        .unzip();
+                    let results = write(batches).await;
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        // A caller that gave up waiting is gone; its batch was written or not, as said.
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The queued batches, oldest first, up to `max_events` events (at least one batch).
+    fn take(&self) -> Vec<Member> {
+        let mut queue = self.lock();
+        let mut events = 0;
+        let n = queue
+            .iter()
+            .take_while(|m| {
+                events += m.batch.events.len();
+                events <= self.max_events
+            })
+            .count()
+            .max(1)
+            .min(queue.len());
+        queue.drain(..n).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
+        // The queue is a plain Vec: a panic while it was held leaves it whole.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The writer holding a batch stopped before answering (its task ended):
+/// nothing is known written, so the caller writes it again.
+fn abandoned() -> SinkError {
+    SinkError::Transient("the grouped transaction holding this batch was abandoned".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn lease(partition: i32) -> Lease {
+        Lease {
+            topic: "t".into(),
+            partition,
+            epoch: 1,
+            next_offset: None,
+            dead_lettered: vec![],
+        }
+    }
+
+    fn batch(events: usize, next_offset: i64) -> Batch {
+        Batch {
+            events: (0..events as i64)
+                .map(|i| crate::decode::Event::for_test("k", i + 1, i))
+                .collect(),
+            next_offset,
+            ..Batch::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_queued_while_the_writer_is_busy_share_the_next_transaction() {
+        let group = Arc::new(GroupCommit::new(1, 100));
+        let groups = Arc::new(Mutex::new(Vec::<Vec<i32>>::new()));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let write = {
+            let groups = groups.clone();
+            move |members: Vec<(Lease, Batch)>| {
+                let groups = groups.clone();
+                let mut released = released.clone();
+                async move {
+                    let _ = released.wait_for(|r| *r).await;
+                    groups
+                        .lock()
+                        .unwrap()
+                        .push(members.iter().map(|(l, _)| l.partition).collect());
+                    members
+                        .iter()
+                        .map(|(l, b)| {
+                            Ok(Written {
+                                applied: b.events.len() as u64 + l.partition as u64 * 1000,
+                                absorbed: 0,
+                            })
+                        })
+                        .collect()
+                }
+            }
+        };
+        let mut tasks = Vec::new();
+        for p in 0..4 {
+            let (group, write) = (group.clone(), write.clone());
+            tasks.push(tokio::spawn(async move {
+                group.write(lease(p), batch(2, 10), write).await
+            }));
+            // The first holds the only slot; the others queue behind it.
+            tokio::task::yield_now().await;
+        }
+        while group.lock().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        for (p, task) in tasks.into_iter().enumerate() {
+            let written = task.await.unwrap().unwrap();
+            assert_eq!(
+                written.applied,
+                2 + p as u64 * 1000,
+                "partition {p}'s own answer"
+            );
+        }
+        assert_eq!(*groups.lock().unwrap(), vec![vec![0], vec![1, 2, 3]]);
+    }
+
+    #[tokio::test]
+    async fn a_group_holds_at_most_max_events_and_a_large_batch_is_not_grouped() {
+        let group = GroupCommit::new(1, 10);
+        assert!(group.takes(5) && !group.takes(6));
+        for p in 0..4 {
+            let (reply, _) = oneshot::channel();
+            group.lock().push(Member {
+                lease: lease(p),
+                batch: batch(4, 1),
+                reply,
+            });
+        }
+        let sizes: Vec<usize> = std::iter::from_fn(|| Some(group.take()).filter(|m| !m.is_empty()))
+            .map(|m| m.len())
+            .collect();
+        assert_eq!(sizes, vec![2, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_stops_frees_its_slot_and_its_members_are_told_to_write_again() {
+        let group = Arc::new(GroupCommit::new(1, 100));
+        let calls = Arc::new(AtomicUsize::new(0));
+        // The first write never ends; the later ones answer.
+        let write = {
+            let calls = calls.clone();
+            move |members: Vec<(Lease, Batch)>| {
+                let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        std::future::pending::<()>().await;
+                    }
+                    members.iter().map(|_| Ok(Written::default())).collect()
+                }
+            }
+        };
+        let leader = {
+            let (group, write) = (group.clone(), write.clone());
+            tokio::spawn(async move { group.write(lease(0), batch(1, 1), write).await })
+        };
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let follower = {
+            let (group, write) = (group.clone(), write.clone());
+            tokio::spawn(async move { group.write(lease(1), batch(1, 1), write).await })
+        };
+        while group.lock().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // The leader's task ends mid-write: the follower gets the slot.
+        leader.abort();
+        assert!(follower.await.unwrap().is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // A batch taken by a writer that stops before answering: its caller
+        // is told to write it again, not that it was written.
+        let slot = group.writers.acquire().await.unwrap();
+        let waiting = {
+            let (group, write) = (group.clone(), write.clone());
+            tokio::spawn(async move { group.write(lease(2), batch(1, 1), write).await })
+        };
+        while group.lock().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        drop(group.take());
+        drop(slot);
+        let answer = waiting.await.unwrap();
+        assert!(
+            matches!(answer, Err(ref e) if e.is_transient()),
+            "{answer:?}"
+        );
+    }
+}
