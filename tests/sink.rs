@@ -1,7 +1,8 @@
 //! The PostgreSQL sink on its own, against a real PostgreSQL: the key state
 //! it reads back from the target table, the plan of that lookup, and batches
 //! appended by `COPY` falling back to `ON CONFLICT` when the table has an
-//! event already.
+//! event already, and small batches of several partitions sharing a
+//! transaction.
 
 mod support;
 
@@ -32,10 +33,15 @@ sequence = "field:version"
 mode = "{mode}"
 table = "{table}"
 url = "{url}"
-pool_size = 2
+{pool}
 {extra}
 "#,
-        url = db.url
+        url = db.url,
+        pool = if extra.contains("pool_size") {
+            ""
+        } else {
+            "pool_size = 2"
+        }
     );
     let settings = Settings::load_embedded(&toml, &[]).expect("config");
     let pg = settings.sink.postgres.as_ref().expect("[sink.postgres]");
@@ -227,6 +233,154 @@ async fn a_batch_meeting_an_event_already_stored_is_absorbed_not_doubled() {
     assert_eq!(
         sink.stored_offsets("orders").await.unwrap().get(&0),
         Some(&9)
+    );
+}
+
+/// Small batches of several partitions written at once, with one writer
+/// slot (`pool_size = 1`): those that queue while it is busy share one
+/// transaction. When a grouped write fails (a lease taken over, an event
+/// already stored) each batch is written on its own and gets its own
+/// outcome: the fenced partition is told so and nothing of its batch lands,
+/// the others land, the event already stored is absorbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_batches_of_several_partitions_share_a_transaction_and_keep_their_own_outcomes() {
+    let db = TestDb::new().await;
+    let sink = sink_with(&db, "event_store", "events", "pool_size = 1").await;
+    let mut leases = Vec::new();
+    for p in 0..5 {
+        leases.push(sink.acquire("orders", p, "test").await.unwrap());
+    }
+    let key = |p: usize| format!("k{p}");
+    let first: Vec<Batch> = (0..5)
+        .map(|p| batch(events(&key(p), 1..=2, 0), 2))
+        .collect();
+    let written =
+        futures::future::join_all(leases.iter().zip(&first).map(|(l, b)| sink.write(l, b))).await;
+    for (p, w) in written.into_iter().enumerate() {
+        assert_eq!(w.unwrap().applied, 2, "partition {p}");
+    }
+    let client = db.client().await;
+    let transactions: i64 = client
+        .query_one("SELECT count(DISTINCT xmin::text) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The first batch alone, the four queued behind it together.
+    assert_eq!(transactions, 2);
+
+    // Partition 4 is taken over; partition 3's batch repeats an event stored already.
+    let stale = leases[4].clone();
+    sink.acquire("orders", 4, "another").await.unwrap();
+    let second: Vec<Batch> = (0..5)
+        .map(|p| {
+            let from = if p == 3 { 2 } else { 3 };
+            batch(events(&key(p), from..=4, 2), 5)
+        })
+        .collect();
+    let mut with_stale = leases[..4].to_vec();
+    with_stale.push(stale);
+    let written = futures::future::join_all(
+        with_stale
+            .iter()
+            .zip(&second)
+            .map(|(l, b)| sink.write(l, b)),
+    )
+    .await;
+    let outcomes: Vec<String> = written
+        .iter()
+        .map(|w| match w {
+            Ok(w) => format!("{}+{}", w.applied, w.absorbed),
+            Err(e) => format!("{e}"),
+        })
+        .collect();
+    assert_eq!(outcomes[..4], ["2+0", "2+0", "2+0", "2+1"], "{outcomes:?}");
+    assert!(
+        matches!(
+            written[4],
+            Err(ordo::sink::SinkError::Fenced { partition: 4, .. })
+        ),
+        "{outcomes:?}"
+    );
+    let rows: Vec<(String, i64)> = client
+        .query(
+            "SELECT stream, max(version) FROM events GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("k0".to_string(), 4),
+            ("k1".to_string(), 4),
+            ("k2".to_string(), 4),
+            ("k3".to_string(), 4),
+            ("k4".to_string(), 2)
+        ]
+    );
+    let stored = sink.stored_offsets("orders").await.unwrap();
+    for p in 0..4 {
+        assert_eq!(stored.get(&p), Some(&5), "partition {p}");
+    }
+    assert_eq!(
+        stored.get(&4),
+        Some(&2),
+        "the fenced partition's offset stays"
+    );
+}
+
+/// A projection's small batches share a transaction too, each upserted by
+/// its own statement: two partitions holding versions of one key (a key that
+/// moved partitions) in the same transaction leave the newer state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_batches_share_a_transaction_and_keep_the_newest_state() {
+    let db = TestDb::new().await;
+    let sink = sink_with(&db, "projection", "latest", "pool_size = 1").await;
+    let mut leases = Vec::new();
+    for p in 0..4 {
+        leases.push(sink.acquire("orders", p, "test").await.unwrap());
+    }
+    let batches = [
+        batch(events("a", 1..=2, 0), 2),
+        batch(events("b", 1..=1, 0), 1),
+        batch(events("shared", 3..=4, 0), 2),
+        batch(events("shared", 1..=2, 0), 2),
+    ];
+    let written =
+        futures::future::join_all(leases.iter().zip(&batches).map(|(l, b)| sink.write(l, b))).await;
+    for (p, w) in written.into_iter().enumerate() {
+        assert!(w.is_ok(), "partition {p}: {w:?}");
+    }
+    let client = db.client().await;
+    let rows: Vec<(String, i64)> = client
+        .query("SELECT key, version FROM latest ORDER BY key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("shared".to_string(), 4)
+        ]
+    );
+    let transactions: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT xmin::text) FROM ordo_offsets WHERE next_offset IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        transactions, 2,
+        "the first batch alone, the three queued behind it together"
     );
 }
 

@@ -53,7 +53,7 @@ fn default_batch_max_events() -> usize {
     4000
 }
 fn default_batch_max_wait_ms() -> u64 {
-    20
+    2
 }
 
 impl SinkConfig {

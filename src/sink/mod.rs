@@ -40,7 +40,7 @@ pub struct Lease {
 }
 
 /// One transaction's worth of a partition's work.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Batch {
     /// Released events, in per-key sequence order.
     pub events: Vec<Event>,

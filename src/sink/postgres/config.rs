@@ -34,6 +34,10 @@ pub struct PostgresConfig {
     /// Connections in the pool.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Small event store batches of several partitions share a transaction
+    /// (group commit); `false`: a transaction per batch.
+    #[serde(default = "default_group_commit")]
+    pub group_commit: bool,
     /// Timeout for establishing a connection.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -96,6 +100,9 @@ pub enum SinkMode {
 fn default_pool_size() -> usize {
     8
 }
+fn default_group_commit() -> bool {
+    true
+}
 fn default_connect_timeout_ms() -> u64 {
     5000
 }
@@ -113,6 +120,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("sslmode", &self.sslmode)
             .field("sslrootcert", &self.sslrootcert)
             .field("pool_size", &self.pool_size)
+            .field("group_commit", &self.group_commit)
             .field("mode", &self.mode)
             .field("schema", &self.schema)
             .field("table", &self.table)

@@ -204,8 +204,9 @@ pub struct PostgresSink {
     tables: Tables,
     /// Typed columns written beside the payload.
     columns: std::sync::Arc<[columns::Column]>,
-    /// Small event store batches of several partitions share transactions.
-    commits: std::sync::Arc<group::GroupCommit>,
+    /// Small batches of several partitions share transactions
+    /// (`None`: `group_commit = false`).
+    commits: Option<std::sync::Arc<group::GroupCommit>>,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -286,7 +287,9 @@ impl PostgresSink {
             mode: pg.mode,
             tables: Tables::new(pg),
             columns: pg.columns.clone().into(),
-            commits: std::sync::Arc::new(group::GroupCommit::new(pg.pool_size, max_events)),
+            commits: pg
+                .group_commit
+                .then(|| std::sync::Arc::new(group::GroupCommit::new(pg.pool_size, max_events))),
         };
         drop(sink.client().await?);
         Ok(sink)
@@ -465,23 +468,29 @@ impl PostgresSink {
                 ));
             }
         }
-        if self.commits.takes(batch.events.len())
-            && write::groupable(&self.columns, self.mode, batch)
+        let written = match self
+            .commits
+            .as_ref()
+            .filter(|g| g.takes(batch.events.len()))
         {
-            let own = Batch {
-                events: batch.events.clone(),
-                next_offset: batch.next_offset,
-                ..Batch::default()
-            };
-            return self
-                .commits
-                .write(lease.clone(), own, |members| self.write_group(members))
-                .await;
+            Some(group) => {
+                group
+                    .write(lease.clone(), batch.clone(), |members| {
+                        self.write_group(members)
+                    })
+                    .await?
+            }
+            None => self.write_alone(lease, batch).await?,
+        };
+        if written.absorbed > 0 && self.mode == SinkMode::EventStore {
+            tracing::warn!(topic = %lease.topic, partition = lease.partition,
+                absorbed = written.absorbed, table = %self.tables.target_display,
+                "events already present in the event store were not written again");
         }
-        self.write_alone(lease, batch).await
+        Ok(written)
     }
 
-    /// Writes [`write::groupable`] batches of several partitions in one
+    /// Writes the batches of several partitions in one
     /// transaction; when that fails for a reason other than a lost
     /// connection, each batch on its own, so each gets its own outcome.
     async fn write_group(&self, members: Vec<(Lease, Batch)>) -> Vec<Result<Written, SinkError>> {
@@ -490,21 +499,28 @@ impl PostgresSink {
         }
         let grouped = async {
             let mut client = self.client().await?;
-            write::group(&mut client, &self.tables, &self.group, &members)
-                .await
-                .map_err(|e| match e {
-                    write::WriteError::Fenced => None,
-                    write::WriteError::Db(source) => Some(PostgresError::Query {
-                        target: self.target.clone(),
-                        what: format!(
-                            "writing the batches of {} partitions ({} events) to {}",
-                            members.len(),
-                            members.iter().map(|(_, b)| b.events.len()).sum::<usize>(),
-                            self.tables.target_display
-                        ),
-                        source,
-                    }),
-                })
+            write::group(
+                &mut client,
+                &self.tables,
+                &self.columns,
+                self.mode,
+                &self.group,
+                &members,
+            )
+            .await
+            .map_err(|e| match e {
+                write::WriteError::Fenced => None,
+                write::WriteError::Db(source) => Some(PostgresError::Query {
+                    target: self.target.clone(),
+                    what: format!(
+                        "writing the batches of {} partitions ({} events) to {}",
+                        members.len(),
+                        members.iter().map(|(_, b)| b.events.len()).sum::<usize>(),
+                        self.tables.target_display
+                    ),
+                    source,
+                }),
+            })
         };
         let failed = match grouped.await {
             Ok(written) => return written.into_iter().map(Ok).collect(),
@@ -559,11 +575,6 @@ impl PostgresSink {
                 source,
             }),
         })?;
-        if written.absorbed > 0 && self.mode == SinkMode::EventStore {
-            tracing::warn!(topic = %lease.topic, partition = lease.partition,
-                absorbed = written.absorbed, table = %self.tables.target_display,
-                "events already present in the event store were not written again");
-        }
         Ok(written)
     }
 

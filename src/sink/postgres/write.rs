@@ -75,8 +75,7 @@ pub async fn batch(
 ) -> Result<Written, WriteError> {
     // Events sent back from the dead-letter topic may be in the table
     // already. Typed columns are cast from text by an INSERT.
-    if mode == SinkMode::EventStore && typed.is_empty() && !batch.events.iter().any(|e| e.replayed)
-    {
+    if copies(typed, mode, batch) {
         match transaction(client, t, typed, mode, Append::Copy, group, lease, batch).await {
             Err(WriteError::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 tracing::debug!(topic = %lease.topic, partition = lease.partition,
@@ -98,27 +97,23 @@ fn progress_sql(t: &Tables) -> String {
     )
 }
 
-/// Whether a batch can share an event store transaction with other
-/// partitions' ([`group`]): events the key state proves new, and nothing
-/// but them and the progress to store.
-pub fn groupable(typed: &[Column], mode: SinkMode, batch: &Batch) -> bool {
-    mode == SinkMode::EventStore
-        && typed.is_empty()
-        && batch.gaps.is_empty()
-        && batch.dead_lettered.is_empty()
-        && batch.passed.is_empty()
-        && !batch.prune_dead_lettered
-        && !batch.events.iter().any(|e| e.replayed || e.delete)
+/// Whether a batch's events go by binary `COPY` (see [`Append::Copy`]):
+/// event store events the key state proves new, with no typed column to cast.
+fn copies(typed: &[Column], mode: SinkMode, batch: &Batch) -> bool {
+    mode == SinkMode::EventStore && typed.is_empty() && !batch.events.iter().any(|e| e.replayed)
 }
 
-/// Writes the [`groupable`] batches of several partitions in one
-/// transaction: each partition's progress under its lease (the updates sent
-/// together, then their answers read), then one binary `COPY` of all their
-/// events. `Fenced` if any lease was taken over; the caller then writes the
+/// Writes the batches of several partitions in one transaction: each
+/// partition's progress under its lease (the updates sent together, then
+/// their answers read), then one binary `COPY` of the events of every batch
+/// that [`copies`], then each other batch as its own transaction would.
+/// `Fenced` if any lease was taken over; the caller then writes the
 /// batches one by one to learn whose.
 pub async fn group(
     client: &mut Object,
     t: &Tables,
+    typed: &[Column],
+    mode: SinkMode,
     group: &str,
     members: &[(Lease, Batch)],
 ) -> Result<Vec<Written>, WriteError> {
@@ -142,20 +137,33 @@ pub async fn group(
         return Err(WriteError::Fenced);
     }
     let mut rows: Vec<(&Lease, &crate::decode::Event)> = Vec::new();
+    let mut written = Vec::with_capacity(members.len());
     for (lease, batch) in members {
-        rows.extend(batch.events.iter().map(|e| (lease, e)));
+        if copies(typed, mode, batch)
+            && batch.gaps.is_empty()
+            && batch.passed.is_empty()
+            && batch.dead_lettered.is_empty()
+            && !batch.prune_dead_lettered
+        {
+            rows.extend(batch.events.iter().map(|e| (lease, e)));
+            written.push(Written {
+                applied: batch.events.len() as u64,
+                absorbed: 0,
+            });
+        } else {
+            let append = if copies(typed, mode, batch) {
+                Append::Copy
+            } else {
+                Append::Insert
+            };
+            written.push(body(&tx, t, typed, mode, append, group, lease, batch).await?);
+        }
     }
     if !rows.is_empty() {
         copy_rows(&tx, t, rows.into_iter()).await?;
     }
     tx.commit().await?;
-    Ok(members
-        .iter()
-        .map(|(_, b)| Written {
-            applied: b.events.len() as u64,
-            absorbed: 0,
-        })
-        .collect())
+    Ok(written)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -187,6 +195,24 @@ async fn transaction(
     if moved != 1 {
         return Err(WriteError::Fenced);
     }
+    let written = body(&tx, t, typed, mode, append, group, lease, batch).await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// What a batch writes besides its progress: the events, the gaps, the
+/// dead-letter marks and the versions passed.
+#[allow(clippy::too_many_arguments)]
+async fn body(
+    tx: &Transaction<'_>,
+    t: &Tables,
+    typed: &[Column],
+    mode: SinkMode,
+    append: Append,
+    group: &str,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<Written, tokio_postgres::Error> {
     let mut written = Written::default();
     if !batch.events.is_empty() {
         written = match mode {
@@ -258,7 +284,6 @@ async fn transaction(
         )
         .await?;
     }
-    tx.commit().await?;
     Ok(written)
 }
 
