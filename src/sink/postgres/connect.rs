@@ -386,6 +386,7 @@ mod tests {
             sslcert: None,
             sslkey: None,
             pool_size: 1,
+            group_commit: true,
             connect_timeout_ms: 1000,
             mode: super::super::SinkMode::EventStore,
             table: "events".into(),

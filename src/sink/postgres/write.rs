@@ -216,9 +216,9 @@ async fn body(
     let mut written = Written::default();
     if !batch.events.is_empty() {
         written = match mode {
-            SinkMode::EventStore if append == Append::Copy => copy(&tx, t, lease, batch).await?,
-            SinkMode::EventStore => insert(&tx, t, typed, lease, batch).await?,
-            SinkMode::Projection => upsert(&tx, t, typed, lease, batch).await?,
+            SinkMode::EventStore if append == Append::Copy => copy(tx, t, lease, batch).await?,
+            SinkMode::EventStore => insert(tx, t, typed, lease, batch).await?,
+            SinkMode::Projection => upsert(tx, t, typed, lease, batch).await?,
         };
     }
     if !batch.gaps.is_empty() {
