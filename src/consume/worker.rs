@@ -2,10 +2,12 @@
 //!
 //! It reads its partition's own queue in offset order, decodes each record,
 //! passes it through the per-key sequence buffer and writes what the buffer
-//! releases in batches. Each batch's transaction also stores the partition's
-//! `next_offset`: one past the last consumed record, or the lowest offset still
-//! held by the buffer if that is lower. Nothing is acknowledged to Kafka before
-//! the sink has committed it.
+//! releases in batches. An event of a key the buffer does not know is parked
+//! until the batch is written: one lookup then reads the state of all such
+//! keys and the parked events are ordered. Each batch's transaction also
+//! stores the partition's `next_offset`: one past the last consumed record,
+//! or the lowest offset still held by the buffer or parked if that is lower.
+//! Nothing is acknowledged to Kafka before the sink has committed it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

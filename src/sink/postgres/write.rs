@@ -1,5 +1,6 @@
 //! One batch, one transaction: the partition's progress (guarded by the lease
-//! epoch), the events and any skipped gaps. The events are the per-key
+//! epoch), the events and any skipped gaps; or the batches of several
+//! partitions in one transaction ([`group`]). The events are the per-key
 //! sequence state too: a key's last applied version is the highest version
 //! the target table holds for it (see [`super::PostgresSink::key_states`]).
 
