@@ -507,10 +507,11 @@ impl Worker {
 
     /// Reads the sink's last applied sequence of the parked events' keys, in
     /// one lookup, then orders the parked events as if they had just
-    /// arrived. One lookup per batch rather than per run read from the
+    /// arrived (retrying until `deadline`, if given, like the write). One
+    /// lookup per batch rather than per run read from the
     /// queue: at a steady rate a run holds a record or two, and while keys
     /// are new each run would make its own statement.
-    async fn learn_parked(&mut self) -> Result<(), SinkError> {
+    async fn learn_parked(&mut self, deadline: Option<Instant>) -> Result<(), SinkError> {
         if self.parked.is_empty() {
             return Ok(());
         }
@@ -522,7 +523,7 @@ impl Worker {
             .with_retries(
                 "reading key state",
                 crate::telemetry::metrics::operation::SINK_READ_KEY_STATE,
-                None,
+                deadline,
                 || sink.key_states(&unknown),
             )
             .await;
@@ -748,7 +749,7 @@ impl Worker {
     /// passes no event not yet written) and the last part moves it
     /// ([`Progress::parts`]).
     async fn flush(&mut self, deadline: Option<Instant>) -> Result<(), SinkError> {
-        self.learn_parked().await?;
+        self.learn_parked(deadline).await?;
         if !self.flow.writing() {
             // Stopped while ordering the parked events: nothing is written.
             return Ok(());

@@ -101,9 +101,12 @@ impl GroupCommit {
         }
     }
 
-    /// The queued batches, oldest first, up to `max_events` events (at least one batch).
+    /// The queued batches, oldest first, up to `max_events` events (at least
+    /// one batch). A batch whose caller stopped waiting (its task ended) is
+    /// dropped unwritten: nobody would learn its outcome.
     fn take(&self) -> Vec<Member> {
         let mut queue = self.lock();
+        queue.retain(|m| !m.reply.is_closed());
         let mut events = 0;
         let n = queue
             .iter()
@@ -260,6 +263,16 @@ mod tests {
         leader.abort();
         assert!(follower.await.unwrap().is_ok());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // A queued batch whose caller is gone is not written.
+        let (reply, answer) = oneshot::channel();
+        group.lock().push(Member {
+            lease: lease(3),
+            batch: batch(1, 1),
+            reply,
+        });
+        drop(answer);
+        assert!(group.take().is_empty());
 
         // A batch taken by a writer that stops before answering: its caller
         // is told to write it again, not that it was written.
