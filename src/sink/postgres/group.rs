@@ -214,8 +214,10 @@ mod tests {
     async fn a_group_holds_at_most_max_events_and_a_large_batch_is_not_grouped() {
         let group = GroupCommit::new(1, 10);
         assert!(group.takes(5) && !group.takes(6));
+        let mut answers = Vec::new();
         for p in 0..4 {
-            let (reply, _) = oneshot::channel();
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
             group.lock().push(Member {
                 lease: lease(p),
                 batch: batch(4, 1),
