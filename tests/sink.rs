@@ -63,6 +63,17 @@ fn events(key: &str, versions: std::ops::RangeInclusive<i64>, first_offset: i64)
         .collect()
 }
 
+/// (key, version) rows of `sql`.
+async fn key_versions(client: &tokio_postgres::Client, sql: &str) -> Vec<(String, i64)> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 fn batch(events: Vec<Event>, next_offset: i64) -> Batch {
     Batch {
         events,
@@ -301,16 +312,11 @@ async fn small_batches_of_several_partitions_share_a_transaction_and_keep_their_
         ),
         "{outcomes:?}"
     );
-    let rows: Vec<(String, i64)> = client
-        .query(
-            "SELECT stream, max(version) FROM events GROUP BY 1 ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows = key_versions(
+        &client,
+        "SELECT stream, max(version) FROM events GROUP BY 1 ORDER BY 1",
+    )
+    .await;
     assert_eq!(
         rows,
         [
@@ -355,13 +361,7 @@ async fn projection_batches_share_a_transaction_and_keep_the_newest_state() {
         assert!(w.is_ok(), "partition {p}: {w:?}");
     }
     let client = db.client().await;
-    let rows: Vec<(String, i64)> = client
-        .query("SELECT key, version FROM latest ORDER BY key", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows = key_versions(&client, "SELECT key, version FROM latest ORDER BY key").await;
     assert_eq!(
         rows,
         [

@@ -98,6 +98,21 @@ fn progress_sql(t: &Tables) -> String {
     )
 }
 
+/// The parameters of [`progress_sql`] for a partition's batch.
+fn progress_params<'a>(
+    group: &'a &str,
+    lease: &'a Lease,
+    batch: &'a Batch,
+) -> [&'a (dyn ToSql + Sync); 5] {
+    [
+        group,
+        &lease.topic,
+        &lease.partition,
+        &batch.next_offset,
+        &lease.epoch,
+    ]
+}
+
 /// Whether a batch's events go by binary `COPY` (see [`Append::Copy`]):
 /// event store events the key state proves new, with no typed column to cast.
 fn copies(typed: &[Column], mode: SinkMode, batch: &Batch) -> bool {
@@ -120,17 +135,9 @@ pub async fn group(
 ) -> Result<Vec<Written>, WriteError> {
     let tx = client.transaction().await?;
     let progress = tx.prepare_cached(&progress_sql(t)).await?;
-    let params: Vec<[&(dyn ToSql + Sync); 5]> = members
+    let params: Vec<_> = members
         .iter()
-        .map(|(lease, batch)| {
-            [
-                &group as &(dyn ToSql + Sync),
-                &lease.topic,
-                &lease.partition,
-                &batch.next_offset,
-                &lease.epoch,
-            ]
-        })
+        .map(|(lease, batch)| progress_params(&group, lease, batch))
         .collect();
     let moved =
         futures::future::try_join_all(params.iter().map(|p| tx.execute(&progress, p))).await?;
@@ -182,16 +189,7 @@ async fn transaction(
     // Progress first: it locks the partition's row until commit, and checks the lease.
     let progress = tx.prepare_cached(&progress_sql(t)).await?;
     let moved = tx
-        .execute(
-            &progress,
-            &[
-                &group,
-                &lease.topic,
-                &lease.partition,
-                &batch.next_offset,
-                &lease.epoch,
-            ],
-        )
+        .execute(&progress, &progress_params(&group, lease, batch))
         .await?;
     if moved != 1 {
         return Err(WriteError::Fenced);
