@@ -13,10 +13,9 @@
 //! the next transaction.
 //!
 //! Each partition's progress row is still moved under its own lease in that
-//! transaction. A grouped write that fails for a reason other than a lost
-//! connection (a lease taken over, an event already stored, data refused) is
-//! written again batch by batch, so each partition gets the outcome of its
-//! own batch.
+//! transaction. A grouped write that fails (a lease taken over, an event
+//! already stored, data refused, a lost connection) is written again batch
+//! by batch, so each partition gets the outcome of its own batch.
 
 use std::sync::Mutex;
 

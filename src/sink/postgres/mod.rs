@@ -490,9 +490,8 @@ impl PostgresSink {
         Ok(written)
     }
 
-    /// Writes the batches of several partitions in one
-    /// transaction; when that fails for a reason other than a lost
-    /// connection, each batch on its own, so each gets its own outcome.
+    /// Writes the batches of several partitions in one transaction; when
+    /// that fails, each batch on its own, so each gets its own outcome.
     async fn write_group(&self, members: Vec<(Lease, Batch)>) -> Vec<Result<Written, SinkError>> {
         if let [(lease, batch)] = members.as_slice() {
             return vec![self.write_alone(lease, batch).await];
@@ -526,13 +525,9 @@ impl PostgresSink {
             Ok(written) => return written.into_iter().map(Ok).collect(),
             Err(e) => e,
         };
-        if let Some(e) = failed.as_ref().filter(|e| e.is_transient()) {
-            // Each caller retries its own batch, as for its own transaction.
-            return members
-                .iter()
-                .map(|_| Err(SinkError::Transient(e.to_string().into())))
-                .collect();
-        }
+        // Also after a lost connection: one broken connection then costs
+        // no partition a retry (nor the breaker a failure per batch); a
+        // database that is down fails each batch's own attempt as well.
         tracing::debug!(partitions = members.len(),
             error = %failed.as_ref().map_or("a lease was taken over".to_string(), ToString::to_string),
             "a grouped transaction failed; writing its batches one by one");
