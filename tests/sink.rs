@@ -112,6 +112,50 @@ async fn key_state_is_the_highest_version_the_table_holds() {
     assert_eq!(separate, None, "no separate key state table");
 }
 
+/// Key-state lookups of several partitions made at once share a statement
+/// (`pool_size = 1`: those queued behind the first are read together), and
+/// each gets the state of its own keys only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_made_at_once_are_read_together_and_answer_their_own_keys() {
+    let db = TestDb::new().await;
+    let sink = sink_with(&db, "event_store", "events", "pool_size = 1").await;
+    let lease = sink.acquire("orders", 0, "test").await.unwrap();
+    let mut all = events("a", 1..=3, 0);
+    all.extend(events("b", 1..=2, 3));
+    all.extend(events("c", 1..=1, 5));
+    sink.write(&lease, &batch(all, 6)).await.unwrap();
+    let lookups: Vec<Vec<String>> = [vec!["a", "never"], vec!["b"], vec!["c", "a"], vec!["none"]]
+        .iter()
+        .map(|keys| keys.iter().map(|k| k.to_string()).collect())
+        .collect();
+    let states = futures::future::join_all(
+        lookups
+            .iter()
+            .map(|keys| ordo::sink::Sink::key_states(&sink, keys)),
+    )
+    .await;
+    let states: Vec<Vec<(String, i64)>> = states
+        .into_iter()
+        .map(|s| {
+            let mut s: Vec<(String, i64)> = s.unwrap().into_iter().collect();
+            s.sort();
+            s
+        })
+        .collect();
+    let expect = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+    assert_eq!(
+        states,
+        [
+            expect(&[("a", 3)]),
+            expect(&[("b", 2)]),
+            expect(&[("a", 3), ("c", 1)]),
+            expect(&[])
+        ]
+    );
+}
+
 /// The lookup stays a primary-key probe per key even when its prepared plan
 /// was made generic while the table was empty and had no statistics: a plan
 /// reading the whole table per call made throughput fall with the key space.

@@ -23,55 +23,56 @@ use tokio::sync::{oneshot, Semaphore};
 
 use crate::sink::{Batch, Lease, SinkError, Written};
 
-/// A partition's batch waiting for a transaction.
-pub(super) struct Member {
-    pub lease: Lease,
-    pub batch: Batch,
-    reply: oneshot::Sender<Result<Written, SinkError>>,
+/// A request waiting for a writer slot.
+pub(super) struct Member<R, A> {
+    pub request: R,
+    reply: oneshot::Sender<Result<A, SinkError>>,
 }
 
-/// The queue of batches and the writer slots (see the module doc).
-pub(super) struct GroupCommit {
-    queue: Mutex<Vec<Member>>,
+/// The queue of requests and the writer slots (see the module doc): for
+/// partitions' batches ([`GroupCommit`]), and for the keys whose state
+/// partitions look up ([`GroupLookup`]: one statement reads them all).
+pub(super) struct Group<R, A> {
+    queue: Mutex<Vec<Member<R, A>>>,
     writers: Semaphore,
-    /// Most events in one transaction.
-    max_events: usize,
+    /// Most events (or keys) in one transaction (or statement).
+    max: usize,
+    /// A request's events (or keys).
+    size: fn(&R) -> usize,
 }
 
-impl GroupCommit {
-    /// `writers` transactions at a time, each of at most `max_events` events.
-    pub fn new(writers: usize, max_events: usize) -> Self {
+/// Partitions' batches, written together.
+pub(super) type GroupCommit = Group<(Lease, Batch), Written>;
+
+/// Partitions' key-state lookups, read together.
+pub(super) type GroupLookup = Group<Vec<String>, std::collections::HashMap<String, i64>>;
+
+impl<R, A> Group<R, A> {
+    /// `writers` at a time, each taking requests of at most `max` in all.
+    pub fn new(writers: usize, max: usize, size: fn(&R) -> usize) -> Self {
         Self {
             queue: Mutex::new(Vec::new()),
             writers: Semaphore::new(writers.max(1)),
-            max_events: max_events.max(1),
+            max: max.max(1),
+            size,
         }
     }
 
-    /// Whether a batch of `events` events is small enough to share a
-    /// transaction; a larger one gains nothing from it and is written alone.
-    pub fn takes(&self, events: usize) -> bool {
-        events <= self.max_events / 2
+    /// Whether a request of `size` is small enough to share; a larger one
+    /// gains nothing from it and goes alone.
+    pub fn takes(&self, size: usize) -> bool {
+        size <= self.max / 2
     }
 
-    /// Writes `batch` of `lease`'s partition with whatever else is queued
-    /// (`write` writes a group and answers for each member, in order).
-    pub async fn write<F, Fut>(
-        &self,
-        lease: Lease,
-        batch: Batch,
-        write: F,
-    ) -> Result<Written, SinkError>
+    /// Runs `request` with whatever else is queued (`run` runs a group and
+    /// answers for each member, in order).
+    pub async fn submit<F, Fut>(&self, request: R, run: F) -> Result<A, SinkError>
     where
-        F: Fn(Vec<(Lease, Batch)>) -> Fut,
-        Fut: std::future::Future<Output = Vec<Result<Written, SinkError>>>,
+        F: Fn(Vec<R>) -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<A, SinkError>>>,
     {
         let (reply, mut answer) = oneshot::channel();
-        self.lock().push(Member {
-            lease,
-            batch,
-            reply,
-        });
+        self.lock().push(Member { request, reply });
         loop {
             tokio::select! {
                 biased;
@@ -86,11 +87,11 @@ impl GroupCommit {
                         drop(_permit);
                         return answer.await.unwrap_or_else(|_| Err(abandoned()));
                     }
-                    let (batches, replies): (Vec<_>, Vec<_>) = members
+                    let (requests, replies): (Vec<_>, Vec<_>) = members
                         .into_iter()
-                        .map(|m| ((m.lease, m.batch), m.reply))
+                        .map(|m| (m.request, m.reply))
                         .unzip();
-                    let results = write(batches).await;
+                    let results = run(requests).await;
                     for (reply, result) in replies.into_iter().zip(results) {
                         // A caller that gave up waiting is gone; its batch was written or not, as said.
                         let _ = reply.send(result);
@@ -103,15 +104,15 @@ impl GroupCommit {
     /// The queued batches, oldest first, up to `max_events` events (at least
     /// one batch). A batch whose caller stopped waiting (its task ended) is
     /// dropped unwritten: nobody would learn its outcome.
-    fn take(&self) -> Vec<Member> {
+    fn take(&self) -> Vec<Member<R, A>> {
         let mut queue = self.lock();
         queue.retain(|m| !m.reply.is_closed());
         let mut events = 0;
         let n = queue
             .iter()
             .take_while(|m| {
-                events += m.batch.events.len();
-                events <= self.max_events
+                events += (self.size)(&m.request);
+                events <= self.max
             })
             .count()
             .max(1)
@@ -119,7 +120,7 @@ impl GroupCommit {
         queue.drain(..n).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Member<R, A>>> {
         // The queue is a plain Vec: a panic while it was held leaves it whole.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -128,7 +129,17 @@ impl GroupCommit {
 /// The writer holding a batch stopped before answering (its task ended):
 /// nothing is known written, so the caller writes it again.
 fn abandoned() -> SinkError {
-    SinkError::Transient("the grouped transaction holding this batch was abandoned".into())
+    SinkError::Transient("the grouped transaction holding this request was abandoned".into())
+}
+
+/// A batch's size for [`GroupCommit`]: its events.
+pub(super) fn events(request: &(Lease, Batch)) -> usize {
+    request.1.events.len()
+}
+
+/// A lookup's size for [`GroupLookup`]: its keys.
+pub(super) fn keys(request: &Vec<String>) -> usize {
+    request.len()
 }
 
 #[cfg(test)]
@@ -159,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_queued_while_the_writer_is_busy_share_the_next_transaction() {
-        let group = Arc::new(GroupCommit::new(1, 100));
+        let group = Arc::new(GroupCommit::new(1, 100, events));
         let groups = Arc::new(Mutex::new(Vec::<Vec<i32>>::new()));
         let (release, released) = tokio::sync::watch::channel(false);
         let write = {
@@ -189,7 +200,7 @@ mod tests {
         for p in 0..4 {
             let (group, write) = (group.clone(), write.clone());
             tasks.push(tokio::spawn(async move {
-                group.write(lease(p), batch(2, 10), write).await
+                group.submit((lease(p), batch(2, 10)), write).await
             }));
             // The first holds the only slot; the others queue behind it.
             tokio::task::yield_now().await;
@@ -211,15 +222,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_holds_at_most_max_events_and_a_large_batch_is_not_grouped() {
-        let group = GroupCommit::new(1, 10);
+        let group = GroupCommit::new(1, 10, events);
         assert!(group.takes(5) && !group.takes(6));
         let mut answers = Vec::new();
         for p in 0..4 {
             let (reply, answer) = oneshot::channel();
             answers.push(answer);
             group.lock().push(Member {
-                lease: lease(p),
-                batch: batch(4, 1),
+                request: (lease(p), batch(4, 1)),
                 reply,
             });
         }
@@ -231,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_that_stops_frees_its_slot_and_its_members_are_told_to_write_again() {
-        let group = Arc::new(GroupCommit::new(1, 100));
+        let group = Arc::new(GroupCommit::new(1, 100, events));
         let calls = Arc::new(AtomicUsize::new(0));
         // The first write never ends; the later ones answer.
         let write = {
@@ -248,14 +258,14 @@ mod tests {
         };
         let leader = {
             let (group, write) = (group.clone(), write.clone());
-            tokio::spawn(async move { group.write(lease(0), batch(1, 1), write).await })
+            tokio::spawn(async move { group.submit((lease(0), batch(1, 1)), write).await })
         };
         while calls.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
         let follower = {
             let (group, write) = (group.clone(), write.clone());
-            tokio::spawn(async move { group.write(lease(1), batch(1, 1), write).await })
+            tokio::spawn(async move { group.submit((lease(1), batch(1, 1)), write).await })
         };
         while group.lock().is_empty() {
             tokio::task::yield_now().await;
@@ -268,8 +278,7 @@ mod tests {
         // A queued batch whose caller is gone is not written.
         let (reply, answer) = oneshot::channel();
         group.lock().push(Member {
-            lease: lease(3),
-            batch: batch(1, 1),
+            request: (lease(3), batch(1, 1)),
             reply,
         });
         drop(answer);
@@ -280,7 +289,7 @@ mod tests {
         let slot = group.writers.acquire().await.unwrap();
         let waiting = {
             let (group, write) = (group.clone(), write.clone());
-            tokio::spawn(async move { group.write(lease(2), batch(1, 1), write).await })
+            tokio::spawn(async move { group.submit((lease(2), batch(1, 1)), write).await })
         };
         while group.lock().is_empty() {
             tokio::task::yield_now().await;

@@ -207,6 +207,8 @@ pub struct PostgresSink {
     /// Small batches of several partitions share transactions
     /// (`None`: `group_commit = false`).
     commits: Option<std::sync::Arc<group::GroupCommit>>,
+    /// Key-state lookups of several partitions share a statement (same flag).
+    lookups: Option<std::sync::Arc<group::GroupLookup>>,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -287,9 +289,20 @@ impl PostgresSink {
             mode: pg.mode,
             tables: Tables::new(pg),
             columns: pg.columns.clone().into(),
-            commits: pg
-                .group_commit
-                .then(|| std::sync::Arc::new(group::GroupCommit::new(pg.pool_size, max_events))),
+            commits: pg.group_commit.then(|| {
+                std::sync::Arc::new(group::GroupCommit::new(
+                    pg.pool_size,
+                    max_events,
+                    group::events,
+                ))
+            }),
+            lookups: pg.group_commit.then(|| {
+                std::sync::Arc::new(group::GroupLookup::new(
+                    pg.pool_size,
+                    max_events,
+                    group::keys,
+                ))
+            }),
         };
         drop(sink.client().await?);
         Ok(sink)
@@ -447,6 +460,42 @@ impl PostgresSink {
             .collect())
     }
 
+    /// Reads the key state of several partitions' lookups in one
+    /// statement, and answers each with its own keys; when that fails, each
+    /// lookup on its own, so each gets its own outcome.
+    async fn look_up_group(
+        &self,
+        lookups: Vec<Vec<String>>,
+    ) -> Vec<Result<HashMap<String, i64>, SinkError>> {
+        if let [keys] = lookups.as_slice() {
+            return vec![self.key_states(keys).await.map_err(SinkError::from)];
+        }
+        let mut all: Vec<String> = lookups.iter().flatten().cloned().collect();
+        all.sort_unstable();
+        all.dedup();
+        match self.key_states(&all).await {
+            Ok(states) => lookups
+                .iter()
+                .map(|keys| {
+                    Ok(keys
+                        .iter()
+                        .filter_map(|k| states.get(k).map(|v| (k.clone(), *v)))
+                        .collect())
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(lookups = lookups.len(), error = %e,
+                    "a grouped key-state lookup failed; reading each on its own");
+                futures::future::join_all(
+                    lookups
+                        .iter()
+                        .map(|keys| async { self.key_states(keys).await.map_err(SinkError::from) }),
+                )
+                .await
+            }
+        }
+    }
+
     /// The statement [`Self::key_states`] runs, with the keys as `$1`
     /// (for an operator's `EXPLAIN`, and the test that keeps its plan a
     /// probe per key).
@@ -475,7 +524,7 @@ impl PostgresSink {
         {
             Some(group) => {
                 group
-                    .write(lease.clone(), batch.clone(), |members| {
+                    .submit((lease.clone(), batch.clone()), |members| {
                         self.write_group(members)
                     })
                     .await?
@@ -618,7 +667,14 @@ impl super::Sink for PostgresSink {
     }
 
     async fn key_states(&self, keys: &[String]) -> Result<HashMap<String, i64>, SinkError> {
-        Ok(PostgresSink::key_states(self, keys).await?)
+        match self.lookups.as_ref().filter(|g| g.takes(keys.len())) {
+            Some(group) => {
+                group
+                    .submit(keys.to_vec(), |lookups| self.look_up_group(lookups))
+                    .await
+            }
+            None => Ok(PostgresSink::key_states(self, keys).await?),
+        }
     }
 
     async fn write(&self, lease: &Lease, batch: &Batch) -> Result<Written, SinkError> {
