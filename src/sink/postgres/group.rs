@@ -138,6 +138,7 @@ pub(super) fn events(request: &(Lease, Batch)) -> usize {
 }
 
 /// A lookup's size for [`GroupLookup`]: its keys.
+#[allow(clippy::ptr_arg)] // the request type is `Vec<String>`: `fn(&R) -> usize`
 pub(super) fn keys(request: &Vec<String>) -> usize {
     request.len()
 }
