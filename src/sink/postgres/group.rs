@@ -1,5 +1,5 @@
 //! Group commit: the small batches of several partitions, written in one
-//! transaction.
+//! transaction; and their key-state lookups, read in one statement.
 //!
 //! At a steady rate each partition's batch holds the few events of its
 //! `sink.batch_max_wait_ms`, and a transaction per partition per wait is
@@ -11,6 +11,9 @@
 //! With a slot free a batch is written at once, alone, so grouping adds no
 //! wait; under load, the batches that arrive while the slots are busy share
 //! the next transaction.
+//!
+//! Lookups queue the same way: the keys of every queued lookup are read in
+//! one statement, and each lookup is answered with its own keys.
 //!
 //! Each partition's progress row is still moved under its own lease in that
 //! transaction. A grouped write that fails (a lease taken over, an event
