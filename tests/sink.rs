@@ -112,9 +112,11 @@ async fn key_state_is_the_highest_version_the_table_holds() {
     assert_eq!(separate, None, "no separate key state table");
 }
 
-/// Key-state lookups of several partitions made at once share a statement
-/// (`pool_size = 1`: those queued behind the first are read together), and
-/// each gets the state of its own keys only.
+/// Key-state lookups of several partitions made at once, with one slot
+/// (`pool_size = 1`): the three queued behind the first are read in one
+/// statement over all their keys (the queue's unit tests show the
+/// grouping; this test does not count statements). Each lookup gets the
+/// state of its own keys only, never another's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_made_at_once_are_read_together_and_answer_their_own_keys() {
     let db = TestDb::new().await;

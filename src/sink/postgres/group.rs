@@ -86,7 +86,7 @@ impl<R, A> Group<R, A> {
                     };
                     let members = self.take();
                     if members.is_empty() {
-                        // Another writer took this batch: its answer comes.
+                        // Another writer took this request: its answer comes.
                         drop(_permit);
                         return answer.await.unwrap_or_else(|_| Err(abandoned()));
                     }
@@ -96,7 +96,7 @@ impl<R, A> Group<R, A> {
                         .unzip();
                     let results = run(requests).await;
                     for (reply, result) in replies.into_iter().zip(results) {
-                        // A caller that gave up waiting is gone; its batch was written or not, as said.
+                        // A caller that gave up waiting is gone; its request ran or not, as said.
                         let _ = reply.send(result);
                     }
                 }
@@ -104,9 +104,9 @@ impl<R, A> Group<R, A> {
         }
     }
 
-    /// The queued batches, oldest first, up to `max_events` events (at least
-    /// one batch). A batch whose caller stopped waiting (its task ended) is
-    /// dropped unwritten: nobody would learn its outcome.
+    /// The queued requests, oldest first, up to `max` events or keys in all
+    /// (at least one request). A request whose caller stopped waiting (its
+    /// task ended) is dropped unrun: nobody would learn its outcome.
     fn take(&self) -> Vec<Member<R, A>> {
         let mut queue = self.lock();
         queue.retain(|m| !m.reply.is_closed());
