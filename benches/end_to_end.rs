@@ -16,7 +16,8 @@
 //! watermark (the group join is left out), and the table is
 //! checked exact (every version of every key once, in order). A latency case
 //! starts Ordo first, produces at `BENCH_RATE` events/s (default 10,000) for
-//! `BENCH_SECONDS` (default 30) and reads each row's latency from the
+//! `BENCH_SECONDS` (default 30) into `BENCH_LATENCY_PARTITIONS` partitions
+//! (default 4) and reads each row's latency from the
 //! record's timestamp to the commit of the transaction that wrote its row
 //! (`BENCH_LATENCY_DETAIL` prints them per second too).
 //!
@@ -853,6 +854,14 @@ fn main() {
     if !latency_cases.is_empty() {
         println!("| case | rate | rows | p50 ms | p99 ms | max ms | bare consumer p50 / p99 / max ms | Ordo CPU (cores) | Ordo peak RSS (MiB) |");
         println!("|---|---|---|---|---|---|---|---|---|");
+        // Fewer partitions than a throughput case: the mock cluster finds
+        // a fetch's offset by walking the partition's message sets from the
+        // first, and at 10k events/s each partition adds up to one set per
+        // `linger.ms`, so the broker's own tail grows with partitions and
+        // time (BENCHMARKS.md). The bare consumer's latency is printed
+        // beside Ordo's to show it.
+        let partitions = env_u64("BENCH_LATENCY_PARTITIONS", 4) as i32;
+        println!("latency: {partitions} partitions");
         for case in &latency_cases {
             runtime.block_on(latency(case, partitions));
         }

@@ -15,7 +15,7 @@ mod plan;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -90,16 +90,25 @@ pub enum ProduceError {
     Registry(String),
     #[error("cannot produce to {topic}: {reason}")]
     Send { topic: String, reason: String },
+    #[error("the producer was not ready to send to {topic} within {waited:?}: {reason}")]
+    NotReady {
+        topic: String,
+        waited: Duration,
+        reason: String,
+    },
     #[error("cannot write the expected end state to {file}: {reason}")]
     Expected { file: PathBuf, reason: String },
 }
 
-/// Counts deliveries.
+/// Counts deliveries, and tells when the producer has its producer id.
 #[derive(Default)]
 struct Counting {
     delivered: AtomicU64,
     failed: AtomicU64,
     last_error: crate::kafka::LastError,
+    /// The idempotent producer holds a producer id (librdkafka's statistics
+    /// say `idemp_state = "Assigned"`): records sent now go out at once.
+    ready: AtomicBool,
 }
 
 impl ClientContext for Counting {
@@ -108,6 +117,12 @@ impl ClientContext for Counting {
     }
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.last_error.error(&error, reason);
+    }
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(eos) = statistics.eos {
+            self.ready
+                .store(eos.idemp_state == "Assigned", Ordering::Relaxed);
+        }
     }
 }
 
@@ -211,15 +226,53 @@ pub async fn run(
         .set("acks", "all")
         .set("linger.ms", options.linger_ms.to_string())
         .set("compression.type", &options.compression)
-        .set("queue.buffering.max.messages", "500000");
+        .set("queue.buffering.max.messages", "500000")
+        // For `Counting::ready`: the statistics carry the producer id's state.
+        .set("statistics.interval.ms", "100");
     let producer: BaseProducer<Counting> = cfg
         .create_with_context(Counting::default())
         .map_err(|e| ProduceError::Producer(crate::kafka::describe_error(&e).to_string()))?;
     let options = options.clone();
     let progress = progress.clone();
-    tokio::task::spawn_blocking(move || produce_all(&producer, &options, ids, &progress))
-        .await
-        .map_err(|e| ProduceError::Producer(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        wait_ready(&producer, &options.topic, READY_TIMEOUT)?;
+        produce_all(&producer, &options, ids, &progress)
+    })
+    .await
+    .map_err(|e| ProduceError::Producer(e.to_string()))?
+}
+
+/// How long the producer may take to reach the cluster and get its producer id.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the producer can send at once: the cluster reached and the
+/// idempotent producer's id assigned. The clock of a run (its rate, and the
+/// timestamps a latency measure reads) starts after that. librdkafka asks
+/// for the id when the producer is created; when no broker is up yet at
+/// that moment it asks again only 500 ms later, and records produced
+/// meanwhile wait that long in its queue, which would count as latency.
+fn wait_ready(
+    producer: &BaseProducer<Counting>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), ProduceError> {
+    let started = Instant::now();
+    while !producer.context().ready.load(Ordering::Relaxed) {
+        let waited = started.elapsed();
+        if waited >= timeout {
+            return Err(ProduceError::NotReady {
+                topic: topic.to_string(),
+                waited,
+                reason: producer
+                    .context()
+                    .last_error
+                    .get()
+                    .unwrap_or_else(|| "no producer id from the cluster yet".into()),
+            });
+        }
+        producer.poll(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn produce_all(
@@ -340,4 +393,32 @@ fn produce_all(
         })?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A producer that cannot reach any broker gets no producer id: the
+    /// run stops with an error naming the topic, before any record is
+    /// queued (and before its clock starts).
+    #[test]
+    fn a_producer_that_reaches_no_broker_is_not_ready() {
+        let producer: BaseProducer<Counting> = rdkafka::ClientConfig::new()
+            // A port nothing listens on.
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("enable.idempotence", "true")
+            .set("statistics.interval.ms", "100")
+            .create_with_context(Counting::default())
+            .expect("producer");
+        let err = wait_ready(&producer, "orders", Duration::from_millis(700))
+            .expect_err("no broker, no producer id");
+        let text = err.to_string();
+        assert!(
+            matches!(err, ProduceError::NotReady { ref topic, .. } if topic == "orders"),
+            "{text}"
+        );
+        assert!(text.contains("orders"), "{text}");
+        assert_eq!(producer.in_flight_count(), 0);
+    }
 }
