@@ -58,11 +58,24 @@ const DEFAULT_CASES: &[&str] = &[
     "latency/json/event_store/10000",
 ];
 
-/// The event store's shape (as Ordo creates it), for the `COPY` baselines.
-const COPY_TABLE: &str = "(position bigint GENERATED ALWAYS AS IDENTITY, stream text NOT NULL, \
-     version bigint NOT NULL, payload jsonb NOT NULL, topic text NOT NULL, partition integer NOT NULL, \
-     \"offset\" bigint NOT NULL, event_time timestamptz, recorded_at timestamptz NOT NULL DEFAULT now(), \
-     PRIMARY KEY (stream, version))";
+/// The event store's shape (as Ordo creates it), for the `COPY` baselines:
+/// its key column `COLLATE "C"`, or with `BENCH_KEY_COLLATION=default` the
+/// database's collation, and then the event store case creates Ordo's table
+/// so too (Ordo uses a table that exists as it is), so that the two can be
+/// compared side by side (`BENCH_VARIANTS=";BENCH_KEY_COLLATION=default"`).
+fn copy_table() -> String {
+    let collate = match std::env::var("BENCH_KEY_COLLATION").as_deref() {
+        Ok("default") => "",
+        Ok(other) if other != "C" => panic!("BENCH_KEY_COLLATION: C or default, not {other}"),
+        _ => " COLLATE \"C\"",
+    };
+    format!(
+        "(position bigint GENERATED ALWAYS AS IDENTITY, stream text{collate} NOT NULL, \
+         version bigint NOT NULL, payload jsonb NOT NULL, topic text NOT NULL, partition integer NOT NULL, \
+         \"offset\" bigint NOT NULL, event_time timestamptz, recorded_at timestamptz NOT NULL DEFAULT now(), \
+         PRIMARY KEY (stream, version))"
+    )
+}
 const COPY_COLUMNS: &str = "(stream, version, payload, topic, partition, \"offset\", event_time)";
 
 #[derive(Debug, Clone)]
@@ -315,7 +328,7 @@ async fn warm_up() {
     let db = TestDb::new().await;
     let client = db.client().await;
     client
-        .batch_execute(&format!("CREATE TABLE warm_up {COPY_TABLE}"))
+        .batch_execute(&format!("CREATE TABLE warm_up {}", copy_table()))
         .await
         .unwrap();
     client
@@ -339,7 +352,7 @@ async fn copy_rate(
     rows: i64,
 ) -> f64 {
     client
-        .batch_execute(&format!("CREATE TABLE {table} {COPY_TABLE}"))
+        .batch_execute(&format!("CREATE TABLE {table} {}", copy_table()))
         .await
         .unwrap();
     quiesce(client).await;
@@ -402,7 +415,7 @@ async fn copy_rates(
             }
         }
         client
-            .batch_execute(&format!("CREATE TABLE events {COPY_TABLE}"))
+            .batch_execute(&format!("CREATE TABLE events {}", copy_table()))
             .await
             .unwrap();
         let sink = client
@@ -573,6 +586,14 @@ async fn throughput(case: &Case, events: u64, partitions: i32) -> Rates {
     let total: i64 = hw.iter().sum();
     let bare = bare_consumer_rate(&run.kafka.bootstrap(), &run.setup.topic, &hw);
 
+    if !case.projection && std::env::var_os("BENCH_KEY_COLLATION").is_some() {
+        run.db
+            .client()
+            .await
+            .batch_execute(&format!("CREATE TABLE events {}", copy_table()))
+            .await
+            .unwrap();
+    }
     let mut ordo = Ordo::start(&run.config, run.dir.path().join("ordo.log"));
     let client = run.db.client().await;
     let began = wait_leased(&client, &mut ordo, &run).await;
