@@ -1,8 +1,9 @@
 //! The PostgreSQL sink on its own, against a real PostgreSQL: the key state
 //! it reads back from the target table, the plan of that lookup, and batches
 //! appended by `COPY` falling back to `ON CONFLICT` when the table has an
-//! event already, and small batches of several partitions sharing a
-//! transaction.
+//! event already, small batches of several partitions sharing a
+//! transaction, and the key column's collation (bytewise when Ordo creates
+//! the table, the table's own when it exists).
 
 mod support;
 
@@ -585,4 +586,77 @@ async fn typed_columns_hold_json_fields_as_their_types_in_a_projection() {
     );
     let e = refused.migrate().await.unwrap_err().to_string();
     assert!(e.contains("DROP NOT NULL"), "{e}");
+}
+
+/// The tables Ordo creates compare their key column bytewise
+/// (`COLLATE "C"`); a target table that exists in the database's collation
+/// is used as it is: the same statements write it (`COPY`, and `ON
+/// CONFLICT` when a batch meets a stored event) and read its key state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_tables_compare_keys_bytewise_and_an_existing_table_keeps_its_collation() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let collation = |table: &'static str, column: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT collation_name::text FROM information_schema.columns \
+                     WHERE table_name = $1 AND column_name = $2",
+                    &[&table, &column],
+                )
+                .await
+                .unwrap()
+                .get::<_, Option<String>>(0)
+        }
+    };
+    sink(&db, "event_store", "events").await;
+    sink(&db, "projection", "latest").await;
+    assert_eq!(collation("events", "stream").await.as_deref(), Some("C"));
+    assert_eq!(collation("latest", "key").await.as_deref(), Some("C"));
+
+    client
+        .batch_execute(
+            "CREATE TABLE legacy (position bigint GENERATED ALWAYS AS IDENTITY, \
+             stream text NOT NULL, version bigint NOT NULL, payload jsonb NOT NULL, \
+             topic text NOT NULL, partition integer NOT NULL, \"offset\" bigint NOT NULL, \
+             event_time timestamptz, recorded_at timestamptz NOT NULL DEFAULT now(), \
+             PRIMARY KEY (stream, version))",
+        )
+        .await
+        .unwrap();
+    let sink = sink(&db, "event_store", "legacy").await;
+    assert_eq!(collation("legacy", "stream").await, None, "left as it was");
+    let lease = sink.acquire("orders", 0, "test").await.unwrap();
+    let mut first = events("Zebra", 1..=2, 0);
+    first.extend(events("äpfel", 1..=1, 2));
+    let written = sink.write(&lease, &batch(first, 3)).await.unwrap();
+    assert_eq!((written.applied, written.absorbed), (3, 0));
+    // `Zebra` 2 is stored already: the batch goes by `ON CONFLICT`.
+    let mut again = events("Zebra", 2..=3, 3);
+    again.extend(events("apple", 1..=1, 5));
+    let written = sink.write(&lease, &batch(again, 6)).await.unwrap();
+    assert_eq!((written.applied, written.absorbed), (2, 1));
+    let keys: Vec<String> = ["Zebra", "äpfel", "apple", "zebra"]
+        .map(String::from)
+        .to_vec();
+    let states = sink.key_states(&keys).await.unwrap();
+    assert_eq!(states.get("Zebra"), Some(&3));
+    assert_eq!(states.get("äpfel"), Some(&1));
+    assert_eq!(states.get("apple"), Some(&1));
+    assert_eq!(states.get("zebra"), None);
+    assert_eq!(
+        key_versions(
+            &client,
+            "SELECT stream, version FROM legacy ORDER BY position"
+        )
+        .await,
+        [
+            ("Zebra".to_string(), 1),
+            ("Zebra".to_string(), 2),
+            ("äpfel".to_string(), 1),
+            ("Zebra".to_string(), 3),
+            ("apple".to_string(), 1)
+        ]
+    );
 }

@@ -90,7 +90,10 @@ pub enum ProduceError {
     Registry(String),
     #[error("cannot produce to {topic}: {reason}")]
     Send { topic: String, reason: String },
-    #[error("the producer was not ready to send to {topic} within {waited:?}: {reason}")]
+    #[error(
+        "the producer was not ready to send to {topic} after {:.1} s: {reason}",
+        .waited.as_secs_f64()
+    )]
     NotReady {
         topic: String,
         waited: Duration,
