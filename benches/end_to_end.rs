@@ -44,7 +44,7 @@ use futures::{SinkExt, StreamExt};
 use ordo_registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use support::kafka::Kafka;
+use support::kafka::{Kafka, MockCluster};
 use support::ordo::{run_to_end, Ordo, Setup};
 use support::postgres::TestDb;
 
@@ -456,8 +456,97 @@ async fn wait_leased(client: &tokio_postgres::Client, ordo: &mut Ordo, run: &Run
     }
 }
 
+/// The mock cluster in a process of its own: this bench's binary, started
+/// again with `BENCH_BROKER_PROCESS` set ([`broker_main`]). It prints its
+/// bootstrap servers, then creates the topics named on its standard input
+/// (`<topic> <partitions>`, answering `ok`), and ends with its input.
+struct BrokerProcess {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    bootstrap: String,
+}
+
+impl BrokerProcess {
+    fn start() -> BrokerProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().expect("bench binary"))
+            .env("BENCH_BROKER_PROCESS", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("broker process");
+        let stdin = child.stdin.take().expect("broker stdin");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("broker stdout"));
+        let mut bootstrap = String::new();
+        stdout.read_line(&mut bootstrap).expect("broker bootstrap");
+        assert!(!bootstrap.trim().is_empty(), "the broker process ended");
+        BrokerProcess {
+            child,
+            stdin,
+            stdout,
+            bootstrap: bootstrap.trim().to_string(),
+        }
+    }
+
+    fn create_topic(&mut self, topic: &str, partitions: i32) {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{topic} {partitions}").expect("broker stdin");
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).expect("broker answer");
+        assert_eq!(answer.trim(), "ok", "creating topic {topic}");
+    }
+
+    /// The process's CPU seconds so far (user and system).
+    fn cpu_seconds(&self) -> f64 {
+        process_cpu_seconds(self.child.id())
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user and system) of process `pid`, from `/proc`.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 14th field of the line, stime the 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+/// The broker process's life: the mock cluster of three brokers, serving
+/// until its standard input ends.
+fn broker_main() {
+    use std::io::BufRead;
+    let cluster = MockCluster::start(3).expect("mock cluster");
+    println!("{}", cluster.bootstrap_servers());
+    for line in std::io::stdin().lock().lines() {
+        let line = line.expect("broker stdin");
+        let (topic, partitions) = line
+            .split_once(' ')
+            .and_then(|(t, p)| Some((t, p.parse::<i32>().ok()?)))
+            .unwrap_or_else(|| panic!("broker process: `{line}` is not `<topic> <partitions>`"));
+        cluster
+            .create_topic(topic, partitions)
+            .expect("create topic");
+        println!("ok");
+    }
+}
+
 struct Run {
     kafka: Kafka,
+    /// The broker's own process (`None` with an external broker).
+    broker: Option<BrokerProcess>,
     db: TestDb,
     setup: Setup,
     dir: tempfile::TempDir,
@@ -467,7 +556,16 @@ struct Run {
 }
 
 async fn prepare(case: &Case, partitions: i32) -> Run {
-    let kafka = Kafka::start();
+    // The mock cluster runs in a process of its own, unless
+    // `TEST_KAFKA_BOOTSTRAP_SERVERS` names a broker.
+    let mut broker = match std::env::var("TEST_KAFKA_BOOTSTRAP_SERVERS") {
+        Ok(s) if !s.trim().is_empty() => None,
+        _ => Some(BrokerProcess::start()),
+    };
+    let kafka = match &broker {
+        Some(b) => Kafka::External(b.bootstrap.clone()),
+        None => Kafka::start(),
+    };
     let db = TestDb::new().await;
     let mut setup = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
     if case.projection {
@@ -500,7 +598,10 @@ async fn prepare(case: &Case, partitions: i32) -> Run {
     if let Ok(extra) = std::env::var("BENCH_KAFKA") {
         setup.kafka = extra.replace(';', "\n");
     }
-    kafka.create_topic(&setup.topic, partitions);
+    match &mut broker {
+        Some(b) => b.create_topic(&setup.topic, partitions),
+        None => kafka.create_topic(&setup.topic, partitions),
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = setup.write_with_default_sink(dir.path(), "ordo.toml");
     if let Ok(extra) = std::env::var("BENCH_SINK") {
@@ -513,6 +614,7 @@ async fn prepare(case: &Case, partitions: i32) -> Run {
     }
     Run {
         kafka,
+        broker,
         db,
         setup,
         dir,
@@ -598,6 +700,7 @@ async fn throughput(case: &Case, events: u64, partitions: i32) -> Rates {
     let client = run.db.client().await;
     let began = wait_leased(&client, &mut ordo, &run).await;
     let pg_cpu_before = postgres_cpu();
+    let broker_cpu_before = run.broker.as_ref().map(BrokerProcess::cpu_seconds);
     loop {
         assert!(ordo.running(), "{}", ordo.log_text());
         if stored_total(&client, &run.setup.group).await == total {
@@ -608,6 +711,13 @@ async fn throughput(case: &Case, events: u64, partitions: i32) -> Rates {
     }
     let ordo_rate = events as f64 / began.elapsed().as_secs_f64();
     let pg_cpu = postgres_cpu() - pg_cpu_before;
+    if let (Some(b), Some(before)) = (&run.broker, broker_cpu_before) {
+        println!(
+            "  {}: the broker process spent {:.1} CPU s per 1M events while Ordo drained the topic",
+            case.name,
+            (b.cpu_seconds() - before) * 1e6 / events as f64
+        );
+    }
     let (cpu, peak) = ordo.cpu_and_peak_rss();
     if std::env::var_os("BENCH_PG_STATS").is_some() {
         print_statement_stats(&client).await;
@@ -792,6 +902,9 @@ async fn latency(case: &Case, partitions: i32) {
 }
 
 fn main() {
+    if std::env::var_os("BENCH_BROKER_PROCESS").is_some() {
+        return broker_main();
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a.contains('/'))
