@@ -10,8 +10,9 @@
 //! `ordo produce` write `BENCH_EVENTS` events (default 480,000; 5 % late,
 //! 2 % duplicated, producer linger 50 ms; Avro through the registry in writer versions v1, v2 and
 //! v3 in turn, read as v3) into `BENCH_PARTITIONS` partitions (default 48)
-//! of librdkafka's mock cluster (in this process; Ordo runs as its own
-//! process, release build, default settings); Ordo's rate runs from the moment
+//! of librdkafka's mock cluster (in a process of its own, this binary
+//! started again; Ordo runs as its own process, release build, default
+//! settings); Ordo's rate runs from the moment
 //! every partition is leased to the one every stored offset reaches the high
 //! watermark (the group join is left out), and the table is
 //! checked exact (every version of every key once, in order). A latency case
