@@ -522,6 +522,7 @@ fn process_cpu_seconds(pid: u32) -> f64 {
         .iter()
         .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
         .sum();
+    // Linux counts them in USER_HZ, 100 a second.
     ticks / 100.0
 }
 
@@ -667,6 +668,7 @@ fn postgres_cpu() -> f64 {
             .filter_map(|i| fields.get(i)?.parse::<f64>().ok())
             .sum::<f64>();
     }
+    // Linux counts them in USER_HZ, 100 a second.
     ticks / 100.0
 }
 
