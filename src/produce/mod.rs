@@ -121,8 +121,22 @@ impl ClientContext for Counting {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.last_error.error(&error, reason);
     }
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        if let Some(eos) = statistics.eos {
+    /// Reads the producer id's state until it is assigned; after that the
+    /// statistics are not parsed at all (on a cluster of many partitions
+    /// they are large, and they keep coming every 100 ms).
+    fn stats_raw(&self, statistics: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Stats {
+            eos: Option<Eos>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Eos {
+            idemp_state: String,
+        }
+        if self.ready.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(Stats { eos: Some(eos) }) = serde_json::from_slice::<Stats>(statistics) {
             self.ready
                 .store(eos.idemp_state == "Assigned", Ordering::Relaxed);
         }
