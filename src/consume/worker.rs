@@ -111,6 +111,14 @@ pub struct Worker {
     order_time: prometheus::Histogram,
 }
 
+/// What [`Worker::place`] did with an event.
+enum Placed {
+    /// Ordered: released, held or dropped, and counted.
+    Ordered,
+    /// Its key is not known yet: handed back, to be parked.
+    Unknown(Event),
+}
+
 /// Transient fetch errors are logged at most this often per partition.
 const FETCH_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -308,19 +316,16 @@ impl Worker {
             }
         }
         let now = Instant::now();
+        let mut clock = now;
         for item in decoded {
             let offset = match item {
                 Decoded::DeadLettered(offset) | Decoded::Ignored(offset) => offset,
-                // Its key's state is read with the others' before the batch is written.
-                Decoded::Event(event) if !self.buffer.knows(&event.key) => {
-                    let offset = event.offset;
-                    self.parked.push(event);
-                    offset
-                }
                 Decoded::Event(event) => {
                     let offset = event.offset;
-                    if !self.place(event, now) {
-                        return;
+                    match self.place(event, now, &mut clock) {
+                        Placed::Ordered => {}
+                        // Its key's state is read with the others' before the batch is written.
+                        Placed::Unknown(event) => self.parked.push(event),
                     }
                     offset
                 }
@@ -452,10 +457,12 @@ impl Worker {
         Ok(())
     }
 
-    /// Passes a decoded event of a key the buffer knows through the ordering
-    /// buffer (released events go to the batch) and counts the outcome.
-    /// False when the partition had to stop.
-    fn place(&mut self, event: Event, now: Instant) -> bool {
+    /// Passes a decoded event through the ordering buffer (released events
+    /// go to the batch) and counts the outcome; an event of a key the buffer
+    /// does not know yet comes back. `clock` is when the previous event's
+    /// ordering ended (one clock read per event): the time since is this
+    /// one's, bound checks between the two included.
+    fn place(&mut self, event: Event, now: Instant, clock: &mut Instant) -> Placed {
         if event.replayed
             && self
                 .buffer
@@ -466,43 +473,42 @@ impl Worker {
             // applied: written now, out of order; the sink keeps it idempotent.
             self.counts.replayed_late += 1;
             self.batch.events.push(event);
-            return true;
+            return Placed::Ordered;
         }
         let offset = event.offset;
-        let started = Instant::now();
         let offered = self.buffer.offer(event, now, &mut self.batch.events);
-        self.order_time.observe(started.elapsed().as_secs_f64());
+        let ended = Instant::now();
+        self.order_time
+            .observe(ended.saturating_duration_since(*clock).as_secs_f64());
+        *clock = ended;
         match offered {
-            Ok(Offer::Released(n)) => self.counts.released += n as u64,
-            Ok(Offer::Held) => {}
-            Ok(Offer::Waits {
+            Offer::Unknown(event) => return Placed::Unknown(event),
+            Offer::Released(n) => self.counts.released += n as u64,
+            Offer::Held => {}
+            Offer::Waits {
                 key,
                 expected,
                 received,
-            }) => self.note_waiting(&key, expected, received, offset, now),
-            Ok(Offer::BelowFirst {
+            } => self.note_waiting(&key, expected, received, offset, now),
+            Offer::BelowFirst {
                 key,
                 first,
                 received,
-            }) => {
+            } => {
                 self.counts.stale += 1;
                 self.outcome("stale");
                 self.note_below_first(key, first, received, offset);
             }
-            Ok(Offer::Duplicate) => {
+            Offer::Duplicate => {
                 self.counts.duplicates += 1;
                 self.outcome("duplicate");
             }
-            Ok(Offer::Stale) => {
+            Offer::Stale => {
                 self.counts.stale += 1;
                 self.outcome("stale");
             }
-            Err(e) => {
-                self.stop(e.to_string());
-                return false;
-            }
         }
-        true
+        Placed::Ordered
     }
 
     /// Reads the sink's last applied sequence of the parked events' keys, in
@@ -536,9 +542,18 @@ impl Worker {
             self.buffer.learn(key, last);
         }
         let now = Instant::now();
+        let mut clock = now;
         for event in std::mem::take(&mut self.parked) {
-            if !self.place(event, now) {
-                return Ok(());
+            match self.place(event, now, &mut clock) {
+                Placed::Ordered => {}
+                Placed::Unknown(event) => {
+                    // Every parked key was just learned: a bug if not.
+                    self.stop(format!(
+                        "key `{}` was offered before its last applied sequence was loaded",
+                        event.key
+                    ));
+                    return Ok(());
+                }
             }
             self.enforce_bounds(now).await;
             if !self.flow.writing() {
@@ -773,10 +788,16 @@ impl Worker {
             self.min_held_offset(),
             next,
         );
-        let mut events = std::mem::take(&mut self.batch.events).into_iter();
-        for (range, stored) in parts {
-            self.batch.events = events.by_ref().take(range.len()).collect();
+        if let [(_, stored)] = parts[..] {
+            // The whole batch in one transaction (the usual case): written
+            // from where it is, its allocation kept for the next batch.
             self.commit(stored, deadline).await?;
+        } else {
+            let mut events = std::mem::take(&mut self.batch.events).into_iter();
+            for (range, stored) in parts {
+                self.batch.events = events.by_ref().take(range.len()).collect();
+                self.commit(stored, deadline).await?;
+            }
         }
         self.dirty_since = None;
         Ok(())

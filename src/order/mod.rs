@@ -7,8 +7,9 @@
 //! bound the configured [`BoundPolicy`] applies.
 //!
 //! Pure: no I/O and no clock (the caller passes `now`), so it is easy to test
-//! and to fuzz. The last applied sequence of a key must be [`learn`]ed from the
-//! sink before the key's first event is offered.
+//! and to fuzz. The last applied sequence of a key is [`learn`]ed from the
+//! sink: an event of a key not learned yet is handed back
+//! ([`Offer::Unknown`]), to be offered again once its key is.
 //!
 //! [`learn`]: SequenceBuffer::learn
 
@@ -66,8 +67,11 @@ impl Bound {
 }
 
 /// What became of an offered event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Offer {
+    /// Its key's last applied sequence is not known yet: the event is handed
+    /// back as it was, to be offered again once the key is learned.
+    Unknown(Event),
     /// Released, with this many events in all (itself and the held ones it unblocked).
     Released(usize),
     /// Held until its gap fills; the key already held others.
@@ -104,11 +108,6 @@ pub struct Gap {
     pub offset: i64,
     pub bound: Bound,
 }
-
-/// An offer for a key whose state was not learned first (a bug in the caller).
-#[derive(Debug, thiserror::Error)]
-#[error("key `{0}` was offered before its last applied sequence was loaded")]
-pub struct UnknownKey(pub String);
 
 /// Skipped ranges remembered per key (older ones then count as duplicates).
 const MAX_SKIPPED_RANGES: usize = 8;
@@ -208,20 +207,16 @@ impl SequenceBuffer {
         self.keys.get(key).map(|k| k.last_applied)
     }
 
-    /// Offers an event; released events are appended to `out` in per-key order.
-    pub fn offer(
-        &mut self,
-        event: Event,
-        now: Instant,
-        out: &mut Vec<Event>,
-    ) -> Result<Offer, UnknownKey> {
+    /// Offers an event; released events are appended to `out` in per-key
+    /// order. The key is looked up once: an unknown key's event comes back.
+    pub fn offer(&mut self, event: Event, now: Instant, out: &mut Vec<Event>) -> Offer {
         let Some(state) = self.keys.get_mut(event.key.as_str()) else {
-            return Err(UnknownKey(event.key));
+            return Offer::Unknown(event);
         };
         let seq = event.sequence;
         if seq <= state.last_applied {
             let key = &event.key;
-            return Ok(if state.skipped(seq) {
+            return if state.skipped(seq) {
                 Offer::Stale
             } else if seq < self.cfg.first_sequence {
                 if state.last_applied < self.cfg.first_sequence {
@@ -235,10 +230,10 @@ impl SequenceBuffer {
                 }
             } else {
                 Offer::Duplicate
-            });
+            };
         }
         if state.pending().is_some_and(|p| p.contains_key(&seq)) {
-            return Ok(Offer::Duplicate);
+            return Offer::Duplicate;
         }
         if seq == state.last_applied + 1 {
             state.last_applied = seq;
@@ -246,7 +241,7 @@ impl SequenceBuffer {
             let key = state.holds().then(|| event.key.clone());
             out.push(event);
             let released = 1 + key.map_or(0, |key| self.release_ready(&key, out));
-            return Ok(Offer::Released(released));
+            return Offer::Released(released);
         }
         let starts_waiting = !state.holds();
         let expected = state.last_applied + 1;
@@ -258,7 +253,7 @@ impl SequenceBuffer {
             .extra()
             .pending
             .insert(seq, Held { event, since: now });
-        Ok(if let Some(key) = key {
+        if let Some(key) = key {
             Offer::Waits {
                 key,
                 expected,
@@ -266,7 +261,7 @@ impl SequenceBuffer {
             }
         } else {
             Offer::Held
-        })
+        }
     }
 
     /// Releases the held events of `key` that directly follow its last applied sequence.
@@ -430,23 +425,17 @@ mod tests {
         let mut out = vec![];
         b.learn("a".into(), Some(1));
         b.learn("b".into(), Some(0));
-        b.offer(ev("a", 4, 10), now, &mut out).unwrap();
-        b.offer(ev("b", 3, 11), now, &mut out).unwrap();
-        b.offer(ev("a", 5, 12), now, &mut out).unwrap();
+        b.offer(ev("a", 4, 10), now, &mut out);
+        b.offer(ev("b", 3, 11), now, &mut out);
+        b.offer(ev("a", 5, 12), now, &mut out);
         let (key, expected, events) = b.take_oldest().unwrap();
         assert_eq!((key.as_str(), expected), ("a", 2));
         assert_eq!(seqs(&events), vec![4, 5]);
         assert_eq!(b.held_events(), 1);
         assert_eq!(b.min_held_offset(), Some(11));
         // `a` still waits for 2; once it comes, what follows flows.
-        assert_eq!(
-            b.offer(ev("a", 2, 13), now, &mut out).unwrap(),
-            Offer::Released(1)
-        );
-        assert_eq!(
-            b.offer(ev("a", 3, 14), now, &mut out).unwrap(),
-            Offer::Released(1)
-        );
+        assert_eq!(b.offer(ev("a", 2, 13), now, &mut out), Offer::Released(1));
+        assert_eq!(b.offer(ev("a", 3, 14), now, &mut out), Offer::Released(1));
         assert_eq!(b.last_applied("a"), Some(3));
     }
 
@@ -460,14 +449,8 @@ mod tests {
         b.learn("a".into(), None);
         let now = Instant::now();
         let mut out = vec![];
-        assert_eq!(
-            b.offer(ev("a", 1, 0), now, &mut out).unwrap(),
-            Offer::Released(1)
-        );
-        assert_eq!(
-            b.offer(ev("a", 2, 1), now, &mut out).unwrap(),
-            Offer::Released(1)
-        );
+        assert_eq!(b.offer(ev("a", 1, 0), now, &mut out), Offer::Released(1));
+        assert_eq!(b.offer(ev("a", 2, 1), now, &mut out), Offer::Released(1));
         assert_eq!(seqs(&out), vec![1, 2]);
         assert_eq!(b.min_held_offset(), None);
     }
@@ -479,20 +462,17 @@ mod tests {
         let now = Instant::now();
         let mut out = vec![];
         assert_eq!(
-            b.offer(ev("a", 7, 10), now, &mut out).unwrap(),
+            b.offer(ev("a", 7, 10), now, &mut out),
             Offer::Waits {
                 key: "a".into(),
                 expected: 5,
                 received: 7
             }
         );
-        assert_eq!(b.offer(ev("a", 6, 11), now, &mut out).unwrap(), Offer::Held);
+        assert_eq!(b.offer(ev("a", 6, 11), now, &mut out), Offer::Held);
         assert_eq!(b.min_held_offset(), Some(10));
         assert_eq!(b.oldest_waiting(), Some(("a", 5, 6, 10)));
-        assert_eq!(
-            b.offer(ev("a", 5, 12), now, &mut out).unwrap(),
-            Offer::Released(3)
-        );
+        assert_eq!(b.offer(ev("a", 5, 12), now, &mut out), Offer::Released(3));
         assert_eq!(seqs(&out), vec![5, 6, 7]);
         assert_eq!(b.min_held_offset(), None);
         assert_eq!(b.held_bytes(), 0);
@@ -506,17 +486,14 @@ mod tests {
         let now = Instant::now();
         let mut out = vec![];
         assert_eq!(
-            b.offer(ev("new", 0, 0), now, &mut out).unwrap(),
+            b.offer(ev("new", 0, 0), now, &mut out),
             Offer::BelowFirst {
                 key: "new".into(),
                 first: 1,
                 received: 0
             }
         );
-        assert_eq!(
-            b.offer(ev("old", 0, 1), now, &mut out).unwrap(),
-            Offer::Stale
-        );
+        assert_eq!(b.offer(ev("old", 0, 1), now, &mut out), Offer::Stale);
         assert!(out.is_empty());
     }
 
@@ -526,31 +503,35 @@ mod tests {
         b.learn("a".into(), Some(3));
         let now = Instant::now();
         let mut out = vec![];
+        assert_eq!(b.offer(ev("a", 3, 0), now, &mut out), Offer::Duplicate);
         assert_eq!(
-            b.offer(ev("a", 3, 0), now, &mut out).unwrap(),
-            Offer::Duplicate
-        );
-        assert_eq!(
-            b.offer(ev("a", 5, 1), now, &mut out).unwrap(),
+            b.offer(ev("a", 5, 1), now, &mut out),
             Offer::Waits {
                 key: "a".into(),
                 expected: 4,
                 received: 5
             }
         );
-        assert_eq!(
-            b.offer(ev("a", 5, 2), now, &mut out).unwrap(),
-            Offer::Duplicate
-        );
+        assert_eq!(b.offer(ev("a", 5, 2), now, &mut out), Offer::Duplicate);
         assert_eq!(b.held_events(), 1);
         assert!(out.is_empty());
     }
 
     #[test]
-    fn unknown_key_is_refused() {
+    fn an_unknown_keys_event_comes_back_untouched() {
         let mut b = SequenceBuffer::new(cfg());
         let mut out = vec![];
-        assert!(b.offer(ev("a", 1, 0), Instant::now(), &mut out).is_err());
+        assert_eq!(
+            b.offer(ev("a", 1, 0), Instant::now(), &mut out),
+            Offer::Unknown(ev("a", 1, 0))
+        );
+        assert!(out.is_empty());
+        assert_eq!(b.held_events(), 0);
+        b.learn("a".into(), None);
+        assert_eq!(
+            b.offer(ev("a", 1, 0), Instant::now(), &mut out),
+            Offer::Released(1)
+        );
     }
 
     #[test]
@@ -563,11 +544,11 @@ mod tests {
         b.learn("b".into(), None);
         let t0 = Instant::now();
         let mut out = vec![];
-        b.offer(ev("a", 3, 0), t0, &mut out).unwrap();
-        b.offer(ev("b", 2, 1), t0, &mut out).unwrap();
+        b.offer(ev("a", 3, 0), t0, &mut out);
+        b.offer(ev("b", 2, 1), t0, &mut out);
         assert!(b.full());
         assert_eq!(b.exceeded(t0), None);
-        b.offer(ev("a", 4, 2), t0, &mut out).unwrap();
+        b.offer(ev("a", 4, 2), t0, &mut out);
         assert_eq!(b.exceeded(t0), Some(Bound::Events));
         let gap = b.skip_oldest(Bound::Events, &mut out).unwrap();
         assert_eq!(
@@ -583,7 +564,7 @@ mod tests {
         assert_eq!(seqs(&out), vec![3, 4]);
         assert_eq!(b.min_held_offset(), Some(1));
         // The skipped sequences arriving late are stale, not applied.
-        assert_eq!(b.offer(ev("a", 2, 3), t0, &mut out).unwrap(), Offer::Stale);
+        assert_eq!(b.offer(ev("a", 2, 3), t0, &mut out), Offer::Stale);
         assert_eq!(
             b.exceeded(t0 + Duration::from_secs(10)),
             Some(Bound::GapTimeout)
@@ -596,7 +577,7 @@ mod tests {
         b.learn("a".into(), None);
         b.learn("b".into(), None);
         let mut out = vec![];
-        b.offer(ev("b", 2, 0), Instant::now(), &mut out).unwrap();
+        b.offer(ev("b", 2, 0), Instant::now(), &mut out);
         b.evict_idle(1);
         assert!(!b.knows("a"));
         assert!(b.knows("b"));
@@ -630,7 +611,7 @@ mod tests {
             let now = Instant::now();
             for (offset, (k, s)) in stream.into_iter().enumerate() {
                 if !b.knows(&k) { b.learn(k.clone(), None); }
-                b.offer(ev(&k, s, offset as i64), now, &mut out).unwrap();
+                b.offer(ev(&k, s, offset as i64), now, &mut out);
                 if let Some(min) = b.min_held_offset() {
                     prop_assert!(min <= offset as i64);
                 }
