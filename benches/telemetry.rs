@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ordo::config::LogFormat;
-use ordo::decode::Record;
+use ordo::record::Record;
 use ordo::telemetry::{logging, metrics::metrics, span};
 use support::AvroOrders;
 use tracing_subscriber::EnvFilter;

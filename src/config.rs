@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use crate::consume::source::{SourceConfig, StartFrom, Tombstones};
+pub use crate::consume::source::{SourceConfig, StartFrom};
 pub use crate::decode::extract::{FieldPath, KeySource, SequenceSource};
+pub use crate::decode::Tombstones;
 use crate::kafka::KafkaProperties;
 use crate::order::BoundPolicy;
 pub use crate::order::OrderingConfig;
@@ -57,7 +58,7 @@ pub struct Settings {
     pub http: crate::telemetry::http::HttpConfig,
     /// How long a stop may take.
     #[serde(default)]
-    pub shutdown: crate::consume::ShutdownConfig,
+    pub shutdown: crate::process::ShutdownConfig,
     /// What Ordo's records may occupy across all partitions.
     #[serde(default)]
     pub memory: crate::consume::memory::MemoryConfig,

@@ -12,10 +12,11 @@ use rdkafka::message::Message;
 
 use crate::config::Settings;
 use crate::consume::source::StartFrom;
-use crate::consume::{owner_id, ConsumeError, Fatal, OrdoConsumer, OrdoContext, Pipeline};
+use crate::consume::{ConsumeError, OrdoConsumer, OrdoContext, Pipeline};
 use crate::decode::Decoder;
 use crate::kafka::RecordingContext;
 use crate::order::BufferConfig;
+use crate::process::{owner_id, Fatal};
 use crate::sink::Sink;
 
 /// The librdkafka configuration: the user's `[kafka]` table over Ordo's defaults.
@@ -171,12 +172,17 @@ pub async fn run(
     let masker = crate::mask::Masker::new(&settings.mask)
         .map_err(|(key, why)| ConsumeError::Fatal(format!("{key}: {why}")))?
         .map(Arc::new);
-    let mut decoder = Decoder::new(
-        &settings.source,
-        &settings.ordering,
-        settings.schema_registry.as_ref(),
-    )
-    .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?;
+    let setup = crate::decode::Setup {
+        format: settings.source.format,
+        key_format: settings.source.key_format,
+        reader_schemas: &settings.source.reader_schemas,
+        key: &settings.ordering.key,
+        sequence: &settings.ordering.sequence,
+        tombstones: settings.source.tombstones,
+        tombstone_header: settings.ordering.tombstone_header(),
+    };
+    let mut decoder = Decoder::new(&setup, settings.schema_registry.as_ref())
+        .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?;
     if let Some(m) = &masker {
         decoder = decoder.with_masker(m.clone(), &settings.mask);
     }

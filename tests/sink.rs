@@ -8,7 +8,7 @@
 mod support;
 
 use ordo::config::Settings;
-use ordo::decode::Event;
+use ordo::record::Event;
 use ordo::sink::postgres::PostgresSink;
 use ordo::sink::Batch;
 use support::postgres::TestDb;
@@ -441,7 +441,7 @@ async fn an_event_postgres_refuses_is_a_record_error_on_the_copy_path() {
     let lease = sink.acquire("orders", 0, "test").await.unwrap();
     let mut all = events("a", 1..=2, 0);
     all[1].payload =
-        ordo::decode::JsonText::from_value(&serde_json::json!({ "note": "nul \u{0} here" }));
+        ordo::record::JsonText::from_value(&serde_json::json!({ "note": "nul \u{0} here" }));
     let err = sink.write(&lease, &batch(all, 2)).await.unwrap_err();
     assert!(err.is_record_error(), "{err}");
     let client = db.client().await;
@@ -473,7 +473,7 @@ async fn typed_columns_hold_json_fields_as_their_types_in_a_projection() {
     let lease = sink.acquire("accounts", 0, "test").await.unwrap();
     let event = |key: &str, version: i64, offset: i64, payload: serde_json::Value| {
         let mut e = Event::for_test(key, version, offset);
-        e.payload = ordo::decode::JsonText::from_value(&payload);
+        e.payload = ordo::record::JsonText::from_value(&payload);
         e
     };
     let first = vec![

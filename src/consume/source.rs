@@ -24,22 +24,7 @@ pub struct SourceConfig {
     pub start_from: StartFrom,
     /// What a record without a value (a tombstone) means.
     #[serde(default)]
-    pub tombstones: Tombstones,
-}
-
-/// What a tombstone (a record whose value is null, as compacted topics use
-/// to delete a key) does.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Tombstones {
-    /// It goes to the dead-letter topic (or stops its partition) like any
-    /// record Ordo cannot handle.
-    #[default]
-    DeadLetter,
-    /// Projection mode: it deletes its key's row, in the key's version order.
-    Delete,
-    /// It is dropped, counted as `tombstone_ignored`.
-    Ignore,
+    pub tombstones: crate::decode::Tombstones,
 }
 
 /// Where a partition without a stored offset starts.

@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::flow::{Action, Flow, State};
 use super::progress::{DeadLetterMarks, Progress};
-use super::source::Tombstones;
 use super::{OrdoConsumer, OrdoContext, Pipeline};
-use crate::decode::{Event, Record};
+use crate::decode::Tombstones;
 use crate::order::{BoundPolicy, Offer, SequenceBuffer};
+use crate::record::{Event, Record};
 use crate::sink::breaker::BreakerState;
 use crate::sink::retry::{backoff, retry};
 use crate::sink::SinkError;
@@ -419,7 +419,7 @@ impl Worker {
         &mut self,
         record: &Record,
         key: Option<&str>,
-        masked: Option<&crate::decode::JsonText>,
+        masked: Option<&crate::record::JsonText>,
         why: &str,
     ) -> Result<(), crate::dlq::DeadLetterError> {
         let letter = letter_of(self.pipeline.masker.as_deref(), record, masked);
@@ -1092,7 +1092,7 @@ impl Worker {
 fn letter_of<'a>(
     masker: Option<&crate::mask::Masker>,
     record: &'a Record,
-    masked: Option<&crate::decode::JsonText>,
+    masked: Option<&crate::record::JsonText>,
 ) -> std::borrow::Cow<'a, Record> {
     let Some(masker) = masker else {
         return std::borrow::Cow::Borrowed(record);

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
-use super::Record;
+use crate::record::Record;
 
 /// The key or sequence is missing or has the wrong type.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

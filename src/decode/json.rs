@@ -12,45 +12,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use super::extract::FieldPath;
 use super::extract::Scalar;
 use super::DecodeReason;
-
-/// A payload as JSON text, known to be one valid JSON document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonText(Box<str>);
-
-impl JsonText {
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Text known to be one JSON document (it was just rendered).
-    pub fn from_string(text: String) -> Self {
-        Self(text.into_boxed_str())
-    }
-
-    /// `null`: the payload of a delete.
-    pub fn null() -> Self {
-        Self("null".into())
-    }
-
-    /// The text of a JSON value.
-    pub fn from_value(value: &serde_json::Value) -> Self {
-        Self(value.to_string().into_boxed_str())
-    }
-
-    /// The document as a value.
-    #[cfg(test)]
-    pub fn to_value(&self) -> serde_json::Value {
-        // The text was checked when it was made.
-        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-impl fmt::Display for JsonText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::record::JsonText;
 
 /// Parses a payload as one JSON document.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +39,7 @@ impl JsonFormat {
         if text.contains("\\u") {
             serde_json::from_str::<serde_json::Value>(text)?;
         }
-        Ok((JsonText(text.into()), found))
+        Ok((JsonText::from_string(text.to_string()), found))
     }
 
     /// Reads the fields at `paths` of JSON text Ordo rendered itself (an
@@ -90,7 +52,7 @@ impl JsonFormat {
         paths: &[FieldPath],
     ) -> Result<(JsonText, Vec<Option<Scalar>>), DecodeReason> {
         let found = fields(&text, paths, Scan::UntilFound)?;
-        Ok((JsonText(text.into_boxed_str()), found))
+        Ok((JsonText::from_string(text), found))
     }
 }
 

@@ -9,116 +9,44 @@ pub mod avro;
 pub mod extract;
 mod json;
 
-use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::consume::source::{SourceConfig, Tombstones};
 use crate::mask::{self, MaskConfig, Masker};
-use crate::order::OrderingConfig;
+use crate::record::{Event, JsonText, Location, Record};
 use avro::{AvroError, AvroFormat, KeyFormat};
 use extract::{FieldPath, KeySource, SequenceSource};
 
 pub use extract::{ExtractError, Scalar};
-pub use json::JsonText;
 
-/// A record as read from Kafka, owned so it can outlive the consumer's buffer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-    pub timestamp_ms: Option<i64>,
+/// What the decoder is built from: the parts of `[source]` and `[ordering]`
+/// it reads, composed by the assembly (`pipeline.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Setup<'a> {
+    pub format: FormatKind,
+    pub key_format: KeyFormat,
+    pub reader_schemas: &'a [avro::ReaderSchemaConfig],
+    pub key: &'a KeySource,
+    pub sequence: &'a SequenceSource,
+    pub tombstones: Tombstones,
+    /// The header a tombstone's sequence is read from, if any.
+    pub tombstone_header: Option<&'a str>,
 }
 
-impl Record {
-    /// The value of the first header with this name.
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_deref())
-    }
-
-    /// Where this record is, for error messages.
-    pub fn location(&self) -> Location {
-        Location {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: self.offset,
-        }
-    }
-}
-
-/// Topic, partition and offset of a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "topic {} partition {} offset {}",
-            self.topic, self.partition, self.offset
-        )
-    }
-}
-
-/// A decoded event, ready for ordering and the sink.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub offset: i64,
-    pub key: String,
-    pub sequence: i64,
-    /// The JSON the sink stores (`null` for a delete).
-    pub payload: JsonText,
-    /// A tombstone: the key's state is deleted at `sequence`.
-    pub delete: bool,
-    pub timestamp_ms: Option<i64>,
-    /// Size of the encoded payload, for the buffer's byte bound.
-    pub size: usize,
-    /// Sent back from the dead-letter topic (it carries `ordo.replay.count`).
-    pub replayed: bool,
-    /// The record it was decoded from, kept while dead letters are on (the
-    /// sink may still refuse the event, and its dead letter is the record).
-    pub source: Option<Arc<Record>>,
-}
-
-impl Event {
-    /// A small event for tests.
-    #[doc(hidden)]
-    pub fn for_test(key: &str, sequence: i64, offset: i64) -> Event {
-        Event {
-            offset,
-            key: key.to_string(),
-            sequence,
-            payload: JsonText::from_value(&serde_json::json!({ "key": key, "seq": sequence })),
-            timestamp_ms: None,
-            size: 16,
-            replayed: false,
-            source: None,
-            delete: false,
-        }
-    }
-
-    /// A tombstone for tests.
-    #[doc(hidden)]
-    pub fn delete_for_test(key: &str, sequence: i64, offset: i64) -> Event {
-        Event {
-            payload: JsonText::null(),
-            size: 0,
-            delete: true,
-            ..Event::for_test(key, sequence, offset)
-        }
-    }
+/// What a tombstone (a record whose value is null, as compacted topics use
+/// to delete a key) does (`source.tombstones`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Tombstones {
+    /// It goes to the dead-letter topic (or stops its partition) like any
+    /// record Ordo cannot handle.
+    #[default]
+    DeadLetter,
+    /// Projection mode: it deletes its key's row, in the key's version order.
+    Delete,
+    /// It is dropped, counted as `tombstone_ignored`.
+    Ignore,
 }
 
 /// Payload formats Ordo reads.
@@ -244,13 +172,13 @@ impl Decoder {
         self
     }
 
-    /// The decoder `[source]`, `[ordering]` and `[schema_registry]` describe;
-    /// loads the reader schemas.
+    /// The decoder `setup` (composed from `[source]` and `[ordering]`) and
+    /// `[schema_registry]` describe; loads the reader schemas.
     pub fn new(
-        source: &SourceConfig,
-        ordering: &OrderingConfig,
+        setup: &Setup<'_>,
         registry: Option<&avro::RegistryConfig>,
     ) -> Result<Self, SetupError> {
+        let source = setup;
         let avro_needed = source.format == FormatKind::Avro || source.key_format == KeyFormat::Avro;
         let avro = if avro_needed {
             let registry = registry.ok_or_else(|| SetupError {
@@ -281,11 +209,11 @@ impl Decoder {
         Ok(Self {
             format,
             avro_keys,
-            paths: paths_of(&ordering.key, &ordering.sequence),
-            key: ordering.key.clone(),
-            sequence: ordering.sequence.clone(),
-            tombstone_sequence: match source.tombstones {
-                Tombstones::Delete => ordering.tombstone_header().map(str::to_string),
+            paths: paths_of(setup.key, setup.sequence),
+            key: setup.key.clone(),
+            sequence: setup.sequence.clone(),
+            tombstone_sequence: match setup.tombstones {
+                Tombstones::Delete => setup.tombstone_header.map(str::to_string),
                 _ => None,
             },
             masker: None,

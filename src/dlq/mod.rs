@@ -12,26 +12,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-use crate::decode::Record;
 use crate::kafka::KafkaProperties;
+use crate::record::Record;
 
 /// Header names Ordo adds to a dead letter.
-pub mod headers {
-    pub const SOURCE_TOPIC: &str = "ordo.source.topic";
-    pub const SOURCE_PARTITION: &str = "ordo.source.partition";
-    pub const SOURCE_OFFSET: &str = "ordo.source.offset";
-    pub const SOURCE_TIMESTAMP: &str = "ordo.source.timestamp";
-    pub const ERROR_CLASS: &str = "ordo.error.class";
-    pub const ERROR_MESSAGE: &str = "ordo.error.message";
-    pub const ATTEMPTS: &str = "ordo.attempts";
-    pub const ORDO_VERSION: &str = "ordo.version";
-    /// How many times `ordo dlq replay` has sent this record back.
-    pub const REPLAYS: &str = "ordo.replay.count";
-    /// `masked`: the payload is the record's, with `[mask]` applied;
-    /// `withheld`: masking is on and the record could not be parsed, so its
-    /// payload is not in the letter (it stays in the source topic).
-    pub const PAYLOAD: &str = "ordo.payload";
-}
+pub use crate::record::headers;
 
 pub mod progress;
 pub mod read;
@@ -185,7 +170,7 @@ impl DeadLetters {
             .set("message.timeout.ms", config.send_timeout_ms.to_string())
             .set(
                 "client.id",
-                format!("ordo-dlq-{}", crate::consume::owner_id()),
+                format!("ordo-dlq-{}", crate::process::owner_id()),
             );
         for (k, v) in &config.producer {
             cfg.set(k, v);

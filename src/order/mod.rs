@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::decode::Event;
+use crate::record::Event;
 
 mod config;
 pub use config::OrderingConfig;

@@ -18,8 +18,8 @@ use std::sync::Arc;
 pub use config::{SinkConfig, SinkKind};
 pub use error::{BoxError, SinkError};
 
-use crate::decode::Event;
 use crate::order::Gap;
+use crate::record::Event;
 
 /// The exclusive right of one worker to write a partition's progress.
 ///

@@ -8,7 +8,7 @@
 //! text formats do, an eager span per record costs 0.4x to 0.7x of decoding
 //! an Avro record (BENCHMARKS.md, `cargo bench --bench telemetry`).
 
-use crate::decode::Record;
+use crate::record::Record;
 
 /// The record's span; `key` is Ordo's ordering key, once decoded.
 pub fn record_span(

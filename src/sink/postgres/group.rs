@@ -165,7 +165,7 @@ mod tests {
     fn batch(events: usize, next_offset: i64) -> Batch {
         Batch {
             events: (0..events as i64)
-                .map(|i| crate::decode::Event::for_test("k", i + 1, i))
+                .map(|i| crate::record::Event::for_test("k", i + 1, i))
                 .collect(),
             next_offset,
             ..Batch::default()

@@ -353,7 +353,7 @@ impl PostgresSink {
             self.mode,
             &self.columns,
             &self.target,
-            &crate::consume::owner_id(),
+            &crate::process::owner_id(),
         )
         .await
     }

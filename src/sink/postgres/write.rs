@@ -144,7 +144,7 @@ pub async fn group(
     if moved.iter().any(|&n| n != 1) {
         return Err(WriteError::Fenced);
     }
-    let mut rows: Vec<(&Lease, &crate::decode::Event)> = Vec::new();
+    let mut rows: Vec<(&Lease, &crate::record::Event)> = Vec::new();
     let mut written = Vec::with_capacity(members.len());
     for (lease, batch) in members {
         if copies(typed, mode, batch)
@@ -294,7 +294,7 @@ struct Columns<'a> {
     timestamps: Vec<Option<i64>>,
 }
 
-fn columns<'a>(events: impl Iterator<Item = &'a crate::decode::Event>) -> Columns<'a> {
+fn columns<'a>(events: impl Iterator<Item = &'a crate::record::Event>) -> Columns<'a> {
     let mut c = Columns {
         keys: vec![],
         versions: vec![],
@@ -364,7 +364,7 @@ async fn copy(
 async fn copy_rows<'a>(
     tx: &Transaction<'_>,
     t: &Tables,
-    rows: impl Iterator<Item = (&'a Lease, &'a crate::decode::Event)>,
+    rows: impl Iterator<Item = (&'a Lease, &'a crate::record::Event)>,
 ) -> Result<u64, tokio_postgres::Error> {
     let statement = tx
         .prepare_cached(&format!(
@@ -444,7 +444,7 @@ fn typed_sql(typed: &[Column], last: usize) -> TypedSql {
 /// (`None`: SQL `NULL`, for a field the payload lacks or holds null).
 fn typed_values<'a>(
     typed: &[Column],
-    events: impl Iterator<Item = &'a crate::decode::Event>,
+    events: impl Iterator<Item = &'a crate::record::Event>,
 ) -> Vec<Vec<Option<String>>> {
     let mut out: Vec<Vec<Option<String>>> = vec![vec![]; typed.len()];
     if typed.is_empty() {
@@ -531,14 +531,14 @@ async fn upsert(
     lease: &Lease,
     batch: &Batch,
 ) -> Result<Written, tokio_postgres::Error> {
-    let mut newest: BTreeMap<&str, &crate::decode::Event> = BTreeMap::new();
+    let mut newest: BTreeMap<&str, &crate::record::Event> = BTreeMap::new();
     for e in &batch.events {
         let slot = newest.entry(e.key.as_str()).or_insert(e);
         if e.sequence > slot.sequence {
             *slot = e;
         }
     }
-    let (deletes, upserts): (Vec<&crate::decode::Event>, Vec<&crate::decode::Event>) =
+    let (deletes, upserts): (Vec<&crate::record::Event>, Vec<&crate::record::Event>) =
         newest.values().copied().partition(|e| e.delete);
     let mut applied = 0;
     if !upserts.is_empty() {
