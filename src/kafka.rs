@@ -379,8 +379,25 @@ pub fn valid_topic(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// Fetch errors that fetching the same record again cannot fix.
+pub fn fetch_error_is_permanent(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::NotImplemented
+            | C::BadCompression
+            | C::BadMessage
+            | C::InvalidMessage
+            | C::MessageSizeTooLarge
+            | C::UnsupportedForMessageFormat
+            | C::UnsupportedCompressionType
+            | C::InvalidRecord
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    use rdkafka::types::RDKafkaErrorCode as C;
     use super::*;
 
     #[test]
@@ -492,5 +509,26 @@ mod tests {
         let mut p = props(&[("ssl.key.password_file", "/no/such/file")]);
         let e = p.resolve_files(None).unwrap_err();
         assert!(e.to_string().contains("/no/such/file"), "{e}");
+    }
+
+    #[test]
+    fn undecodable_records_stop_and_broker_trouble_retries() {
+        for code in [
+            C::NotImplemented,
+            C::BadCompression,
+            C::BadMessage,
+            C::MessageSizeTooLarge,
+        ] {
+            assert!(fetch_error_is_permanent(code), "{code:?}");
+        }
+        for code in [
+            C::BrokerTransportFailure,
+            C::AllBrokersDown,
+            C::NotLeaderForPartition,
+            C::RequestTimedOut,
+            C::OffsetOutOfRange,
+        ] {
+            assert!(!fetch_error_is_permanent(code), "{code:?}");
+        }
     }
 }

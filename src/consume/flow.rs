@@ -1,6 +1,6 @@
 //! Whether a partition's worker reads: its state, the sink's breaker, and
 //! when the partition is paused or resumed in librdkafka. Pure (unit-tested
-//! here); `worker.rs` carries out the [`Action`]s.
+//! here); the partition machine hands the [`Action`]s out as effects.
 //!
 //! A partition is fetched only while its worker runs and the breaker does
 //! not hold it. Each transition says whether the partition must be paused
@@ -87,11 +87,6 @@ impl Flow {
             }
             _ => Action::Nothing,
         }
-    }
-
-    /// A sink operation found the breaker open and paused the partition itself.
-    pub fn paused_for_breaker(&mut self) {
-        self.held_by_breaker = true;
     }
 
     /// The buffer is full under the `wait` policy.
@@ -206,15 +201,6 @@ mod tests {
         let mut f = Flow::default();
         assert_eq!(f.breaker(BreakerState::Open), Action::Pause);
         assert_eq!(f.decode_deferred(), Action::Nothing);
-    }
-
-    #[test]
-    fn a_sink_operation_pausing_for_the_breaker_is_resumed_when_it_closes() {
-        let mut f = Flow::default();
-        f.paused_for_breaker();
-        assert!(!f.reading());
-        assert_eq!(f.breaker(BreakerState::Open), Action::Nothing);
-        assert_eq!(f.breaker(BreakerState::Closed), Action::Resume);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod context;
 mod flow;
 mod lease;
+pub mod partition;
 pub mod memory;
 mod progress;
 pub mod source;

@@ -122,6 +122,8 @@ pub struct Decoder {
     paths: Vec<FieldPath>,
     /// Set when tombstones delete: the header holding their sequence.
     tombstone_sequence: Option<String>,
+    /// Tombstones are dropped (`source.tombstones = "ignore"`).
+    ignore_tombstones: bool,
     /// Masks payloads after the key and sequence are read (`[mask]`).
     masker: Option<Arc<Masker>>,
     /// The key is a hashed field: the event's key is its hash.
@@ -151,9 +153,16 @@ impl Decoder {
             key,
             sequence,
             tombstone_sequence: None,
+            ignore_tombstones: false,
             masker: None,
             key_hashed: false,
         }
+    }
+
+    /// Whether `record` is dropped rather than decoded: a tombstone while
+    /// `source.tombstones = "ignore"` (counted as `tombstone_ignored`).
+    pub fn ignores(&self, record: &Record) -> bool {
+        self.ignore_tombstones && record.payload.is_none()
     }
 
     /// Payloads masked by `masker` (`[mask]`); the key hashed if its field is.
@@ -216,6 +225,7 @@ impl Decoder {
                 Tombstones::Delete => setup.tombstone_header.map(str::to_string),
                 _ => None,
             },
+            ignore_tombstones: setup.tombstones == Tombstones::Ignore,
             masker: None,
             key_hashed: false,
         })

@@ -13,7 +13,7 @@ use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 use crate::kafka::KafkaProperties;
-use crate::record::Record;
+use crate::record::{JsonText, Record};
 
 /// Header names Ordo adds to a dead letter.
 pub use crate::record::headers;
@@ -21,6 +21,41 @@ pub use crate::record::headers;
 pub mod progress;
 pub mod read;
 pub mod replay;
+
+/// The record a dead letter carries: the record itself, or with `[mask]`
+/// on, its payload masked (`ordo.payload = masked`) or, when it cannot be
+/// parsed to mask, withheld (`ordo.payload = withheld`; the record stays in
+/// its source topic, at the offset the letter names).
+pub fn letter_record<'a>(
+    masker: Option<&crate::mask::Masker>,
+    record: &'a Record,
+    masked: Option<&JsonText>,
+) -> std::borrow::Cow<'a, Record> {
+    let Some(masker) = masker else {
+        return std::borrow::Cow::Borrowed(record);
+    };
+    let payload = match masked {
+        Some(text) => Some(text.as_str().as_bytes().to_vec()),
+        None => record
+            .payload
+            .as_deref()
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|text| masker.mask(text).ok())
+            .map(String::into_bytes),
+    };
+    let how = if payload.is_some() || record.payload.is_none() {
+        "masked"
+    } else {
+        "withheld"
+    };
+    let mut letter = record.clone();
+    letter.payload = payload;
+    letter.headers.push((
+        headers::PAYLOAD.to_string(),
+        Some(how.as_bytes().to_vec()),
+    ));
+    std::borrow::Cow::Owned(letter)
+}
 
 /// `[dead_letter]`: where records that cannot be handled go.
 #[derive(Debug, Clone, Deserialize)]

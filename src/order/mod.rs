@@ -85,6 +85,10 @@ pub enum Offer {
     },
     /// Its sequence is already held or already applied: dropped.
     Duplicate,
+    /// Sent back from the dead-letter topic after later versions of its key
+    /// were applied: released now, out of order (the sink keeps it
+    /// idempotent), rather than dropped as a duplicate.
+    ReplayedLate,
     /// Its sequence was skipped over by a recorded gap: dropped.
     Stale,
     /// Its sequence (`received`) is below `first_sequence` (`first`) and the
@@ -215,6 +219,10 @@ impl SequenceBuffer {
         };
         let seq = event.sequence;
         if seq <= state.last_applied {
+            if event.replayed {
+                out.push(event);
+                return Offer::ReplayedLate;
+            }
             let key = &event.key;
             return if state.skipped(seq) {
                 Offer::Stale
@@ -306,7 +314,18 @@ impl SequenceBuffer {
 
     /// True when holding one more event would exceed the event or byte bound.
     pub fn full(&self) -> bool {
-        self.held_by_offset.len() >= self.cfg.max_events || self.held_bytes >= self.cfg.max_bytes
+        self.full_at().is_some()
+    }
+
+    /// The bound that holding one more event would exceed, if any.
+    pub fn full_at(&self) -> Option<Bound> {
+        if self.held_by_offset.len() >= self.cfg.max_events {
+            Some(Bound::Events)
+        } else if self.held_bytes >= self.cfg.max_bytes {
+            Some(Bound::Bytes)
+        } else {
+            None
+        }
     }
 
     /// When the oldest held event started waiting.

@@ -53,9 +53,9 @@ pub fn backoff(config: &RetryConfig, attempt: u32) -> Duration {
 }
 
 /// Retries transient sink errors with exponential backoff and full jitter,
-/// through the sink's breaker: while it is open no attempt is made (and
-/// `pause` is called once, so the partition stops fetching); when a probe is
-/// due, one caller makes it. Gives up at `deadline`, if given, or after
+/// through the sink's breaker: while it is open no attempt is made (the
+/// workers pause their partitions as the breaker's state changes); when a
+/// probe is due, one caller makes it. Gives up at `deadline`, if given, or after
 /// `config.max_attempts` attempts.
 pub async fn retry<T, F, Fut>(
     what: &str,
@@ -63,7 +63,6 @@ pub async fn retry<T, F, Fut>(
     deadline: Option<Instant>,
     config: &RetryConfig,
     breaker: &Breaker,
-    pause: &(dyn Fn() + Sync),
     mut op: F,
 ) -> Result<T, SinkError>
 where
@@ -75,7 +74,6 @@ where
     let mut last_error = None;
     loop {
         if let Admit::NotBefore(at) = breaker.admit(Instant::now()) {
-            pause();
             if deadline.is_some_and(|d| at > d) {
                 return Err(last_error.take().unwrap_or(SinkError::BreakerOpen));
             }
@@ -210,7 +208,7 @@ mod tests {
         });
         let mut calls = 0;
         let result: Result<(), SinkError> =
-            retry("testing", "testing", None, &c, &breaker, &|| {}, || {
+            retry("testing", "testing", None, &c, &breaker, || {
                 calls += 1;
                 async { Err(SinkError::Transient("cannot connect to db: down".into())) }
             })
@@ -237,7 +235,6 @@ mod tests {
             Some(deadline),
             &RetryConfig::default(),
             &breaker,
-            &|| {},
             || {
                 calls += 1;
                 async { Ok(()) }

@@ -5,4 +5,5 @@ pub mod http;
 pub mod logging;
 pub mod measure;
 pub mod metrics;
+pub mod partition;
 pub mod span;
