@@ -397,8 +397,8 @@ pub fn fetch_error_is_permanent(code: rdkafka::types::RDKafkaErrorCode) -> bool 
 
 #[cfg(test)]
 mod tests {
-    use rdkafka::types::RDKafkaErrorCode as C;
     use super::*;
+    use rdkafka::types::RDKafkaErrorCode as C;
 
     #[test]
     fn librdkafka_repeating_itself_is_logged_once() {

@@ -10,8 +10,8 @@
 mod context;
 mod flow;
 mod lease;
-pub mod partition;
 pub mod memory;
+pub mod partition;
 mod progress;
 pub mod source;
 mod worker;

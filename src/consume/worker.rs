@@ -96,6 +96,7 @@ impl Worker {
         let state = *breaker.borrow_and_update();
         self.machine.breaker(Instant::now(), state);
         let mut in_flight: Option<InFlight> = None;
+        let mut published = None;
         let mut drain: Option<(Option<oneshot::Sender<Option<i64>>>, tokio::time::Instant)> = None;
         loop {
             while let Some(effect) = self.machine.poll_effect() {
@@ -105,11 +106,6 @@ impl Worker {
                         let (n, started) = (results.len(), Instant::now());
                         self.machine.decoded(Instant::now(), run, results);
                         self.report.ordered(n, started.elapsed());
-                        self.report.position(
-                            self.machine.last_consumed(),
-                            self.machine.held_events(),
-                            self.machine.held_bytes(),
-                        );
                     }
                     Effect::ReadKeyStates { keys, deadline } => {
                         in_flight = Some(self.read_keys(keys, deadline));
@@ -126,6 +122,15 @@ impl Worker {
                 }
             }
             self.report.counts(&self.machine.counts());
+            if self.machine.last_consumed() != published {
+                // The next offset to process, for lag; and the buffer's gauges.
+                published = self.machine.last_consumed();
+                self.report.position(
+                    published,
+                    self.machine.held_events(),
+                    self.machine.held_bytes(),
+                );
+            }
             let timeout = tokio::time::Instant::from_std(self.machine.poll_timeout());
             let abandon_at = drain.as_ref().map(|d| d.1);
             tokio::select! {
@@ -281,8 +286,11 @@ impl Worker {
                 };
                 return Done::Lettered(letter, Err(off));
             };
-            let record =
-                crate::dlq::letter_record(p.masker.as_deref(), &letter.record, letter.masked.as_ref());
+            let record = crate::dlq::letter_record(
+                p.masker.as_deref(),
+                &letter.record,
+                letter.masked.as_ref(),
+            );
             let sent = dl
                 .send_waiting(
                     &record,

@@ -50,10 +50,9 @@ pub fn letter_record<'a>(
     };
     let mut letter = record.clone();
     letter.payload = payload;
-    letter.headers.push((
-        headers::PAYLOAD.to_string(),
-        Some(how.as_bytes().to_vec()),
-    ));
+    letter
+        .headers
+        .push((headers::PAYLOAD.to_string(), Some(how.as_bytes().to_vec())));
     std::borrow::Cow::Owned(letter)
 }
 

@@ -207,12 +207,11 @@ mod tests {
             max_open_ms: 1,
         });
         let mut calls = 0;
-        let result: Result<(), SinkError> =
-            retry("testing", "testing", None, &c, &breaker, || {
-                calls += 1;
-                async { Err(SinkError::Transient("cannot connect to db: down".into())) }
-            })
-            .await;
+        let result: Result<(), SinkError> = retry("testing", "testing", None, &c, &breaker, || {
+            calls += 1;
+            async { Err(SinkError::Transient("cannot connect to db: down".into())) }
+        })
+        .await;
         assert_eq!(calls, 3);
         let e = result.unwrap_err();
         assert!(e.to_string().contains("gave up after 3 attempts"), "{e}");

@@ -296,17 +296,29 @@ impl Reporter {
             .waiting_logged_at
             .is_none_or(|t| now.saturating_duration_since(t) >= WAITING_LOG_INTERVAL);
         if due {
-            tracing::info!(topic, partition, key,
-                expected_version = expected, received_version = received, offset,
+            tracing::info!(
+                topic,
+                partition,
+                key,
+                expected_version = expected,
+                received_version = received,
+                offset,
                 other_keys_started_waiting = self.waiting_unlogged,
-                "key waits for a missing version; its later events are held");
+                "key waits for a missing version; its later events are held"
+            );
             self.waiting_logged_at = Some(now);
             self.waiting_unlogged = 0;
         } else {
             self.waiting_unlogged += 1;
-            tracing::debug!(topic, partition, key,
-                expected_version = expected, received_version = received, offset,
-                "key waits for a missing version");
+            tracing::debug!(
+                topic,
+                partition,
+                key,
+                expected_version = expected,
+                received_version = received,
+                offset,
+                "key waits for a missing version"
+            );
         }
     }
 

@@ -325,9 +325,11 @@ impl Partition {
     /// Records taken from the partition's queue, in offset order.
     pub fn fetched(&mut self, now: Instant, records: Vec<Arc<Record>>) {
         self.now = now;
-        if let (None, Some(first), Some(expected)) =
-            (self.progress.last_consumed(), records.first(), self.leased_at)
-        {
+        if let (None, Some(first), Some(expected)) = (
+            self.progress.last_consumed(),
+            records.first(),
+            self.leased_at,
+        ) {
             if first.offset > expected && self.pending.is_empty() {
                 self.note(Note::ResumedAfterStored {
                     expected,
@@ -788,5 +790,6 @@ impl Partition {
 }
 
 /// The end of the reason a partition stops in front of a record.
-const STAYS: &str = ". The record stays in Kafka and the partition's stored offset does not pass it; \
+const STAYS: &str =
+    ". The record stays in Kafka and the partition's stored offset does not pass it; \
      the partition is paused until the record is dealt with and Ordo restarted";

@@ -271,10 +271,7 @@ impl Partition {
                 self.letters.push_back((letter, origin));
             }
             Err(e)
-                if !single
-                    && e.is_record_error()
-                    && self.cfg.dead_letters
-                    && !w.after_refusal =>
+                if !single && e.is_record_error() && self.cfg.dead_letters && !w.after_refusal =>
             {
                 let events = std::mem::take(&mut self.batch.events);
                 self.note(Note::BatchRefused {
@@ -301,10 +298,9 @@ impl Partition {
     /// A refused event is in the dead-letter topic.
     pub(super) fn refused_lettered(&mut self, key: String, sequence: i64) {
         if let Some(Flush {
-            stage:
-                Stage::Writing(Writing {
-                    refusal: Some(r), ..
-                }),
+            stage: Stage::Writing(Writing {
+                refusal: Some(r), ..
+            }),
             ..
         }) = self.flush.as_mut()
         {
@@ -339,7 +335,8 @@ impl Partition {
                     return;
                 };
                 self.decode_attempts += 1;
-                let retry_in = crate::sink::retry::backoff(&self.cfg.retry, self.decode_attempts - 1);
+                let retry_in =
+                    crate::sink::retry::backoff(&self.cfg.retry, self.decode_attempts - 1);
                 self.note(Note::DecodeDeferred {
                     record: first,
                     attempt: self.decode_attempts,
