@@ -488,49 +488,8 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCod
             json,
             limit,
         } => {
-            let filter = select.filter();
-            let mut shown = 0usize;
-            if !json {
-                println!(
-                    "{:<24} {:<40} {:>7}  error",
-                    "dead letter", "source", "replays"
-                );
-            }
-            for topic in select.topics(settings) {
-                let client = client.clone();
-                let mut scan = tokio::task::spawn_blocking(move || {
-                    ordo::dlq::read::Scan::open(&client, &topic, None)
-                })
-                .await??;
-                while let Some(letter) = tokio::task::block_in_place(|| scan.next_letter())? {
-                    if !filter.matches(&letter) || limit.is_some_and(|l| shown >= l) {
-                        continue;
-                    }
-                    shown += 1;
-                    if json {
-                        println!("{}", serde_json::to_string(&letter)?);
-                        continue;
-                    }
-                    let source = format!(
-                        "{}/{}/{}",
-                        letter.source_topic.as_deref().unwrap_or("?"),
-                        letter
-                            .source_partition
-                            .map_or("?".into(), |p| p.to_string()),
-                        letter.source_offset.map_or("?".into(), |o| o.to_string()),
-                    );
-                    let mut error = letter.error_message.clone().unwrap_or_default();
-                    if error.chars().count() > 160 {
-                        error = error.chars().take(157).collect::<String>() + "...";
-                    }
-                    println!(
-                        "{:<24} {source:<40} {:>7}  {error}",
-                        format!("{}/{}/{}", scan.topic, letter.partition, letter.offset),
-                        letter.replays
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            let topics = select.topics(settings);
+            ordo::dlq::command::inspect(&client, topics, &select.filter(), json, limit).await?;
         }
         DlqCommand::Replay {
             select,
@@ -548,45 +507,10 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCod
                 group,
                 skip_unreplayed,
             };
-            for topic in select.topics(settings) {
-                let progress = indicatif::ProgressBar::new(0).with_message(topic.clone());
-                let report = tokio::task::block_in_place(|| {
-                    tokio::runtime::Handle::current().block_on(ordo::dlq::replay::replay(
-                        &client,
-                        &topic,
-                        &options,
-                        &progress,
-                        |letter, what| {
-                            progress.suspend(|| {
-                                println!("{what}: {topic}/{}/{}", letter.partition, letter.offset)
-                            })
-                        },
-                    ))
-                })?;
-                progress.finish_and_clear();
-                let left_alone = report.filtered_out + report.looping + report.unroutable;
-                println!(
-                    "{topic}: scanned {}, {} {}, filtered out {}, left alone by the loop guard {}, without a source topic {}, handled by an earlier replay {}; {}",
-                    report.scanned,
-                    if dry_run { "would replay" } else { "replayed" },
-                    report.replayed,
-                    report.filtered_out,
-                    report.looping,
-                    report.unroutable,
-                    report.already_handled,
-                    match (skip_unreplayed, dry_run) {
-                        (true, false) => format!("{} left alone marked handled (--skip-unreplayed)", report.skipped),
-                        (true, true) => format!("{} left alone would be marked handled (--skip-unreplayed)", report.skipped),
-                        (false, _) => format!("{left_alone} left alone stay for a later replay"),
-                    }
-                );
-                if let Some(why) = &report.stopped_early {
-                    println!("{topic}: stopped before the end: {why}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            ordo::dlq::command::replay(&client, select.topics(settings), &options).await?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGTERM and SIGINT, listened for from the moment they are created.

@@ -1,6 +1,6 @@
 //! The pipeline assembled from [`Settings`]: the consumer's librdkafka
 //! configuration, reaching Kafka at start, what every partition worker shares
-//! ([`Pipeline`]), and the main loop until shutdown or a fatal error.
+//! ([`Shared`]), and the main loop until shutdown or a fatal error.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use rdkafka::message::Message;
 
 use crate::config::Settings;
 use crate::consume::source::StartFrom;
-use crate::consume::{ConsumeError, OrdoConsumer, OrdoContext, Pipeline};
+use crate::consume::{ConsumeError, OrdoConsumer, OrdoContext, Shared};
 use crate::decode::Decoder;
 use crate::kafka::RecordingContext;
 use crate::order::BufferConfig;
@@ -186,7 +186,7 @@ pub async fn run(
     if let Some(m) = &masker {
         decoder = decoder.with_masker(m.clone(), &settings.mask);
     }
-    let pipeline = Arc::new(Pipeline {
+    let pipeline = Arc::new(Shared {
         decoder,
         masker,
         dead_letters: if settings.dead_letter.enabled {

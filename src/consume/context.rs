@@ -23,7 +23,7 @@ use rdkafka::ClientContext;
 use tokio::sync::{mpsc, oneshot};
 
 use super::worker::{Control, Worker};
-use super::{OrdoConsumer, Pipeline};
+use super::{OrdoConsumer, Shared};
 use crate::telemetry::health::health;
 use crate::telemetry::metrics::metrics;
 
@@ -48,7 +48,7 @@ struct WorkerHandle {
 
 /// Ordo's consumer context: owns the partition workers.
 pub struct OrdoContext {
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<Shared>,
     runtime: tokio::runtime::Handle,
     consumer: OnceLock<Weak<OrdoConsumer>>,
     workers: Mutex<HashMap<PartitionId, WorkerHandle>>,
@@ -156,7 +156,7 @@ pub(super) fn commit_advisory<C: Consumer<OrdoContext>>(
 }
 
 impl OrdoContext {
-    pub(crate) fn new(pipeline: Arc<Pipeline>, runtime: tokio::runtime::Handle) -> Self {
+    pub(crate) fn new(pipeline: Arc<Shared>, runtime: tokio::runtime::Handle) -> Self {
         Self {
             pipeline,
             runtime,

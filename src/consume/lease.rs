@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::source::StartFrom;
 use super::worker::{Control, Worker};
-use super::{OrdoConsumer, OrdoContext, Pipeline};
+use super::{OrdoConsumer, OrdoContext, Shared};
 use crate::sink::Lease;
 use crate::telemetry::health::{health, Position};
 
@@ -31,7 +31,7 @@ const SEEK_PATIENCE: Duration = Duration::from_secs(60);
 /// Takes a partition's lease, waiting for as long as the sink cannot be
 /// reached; only a permanent error fails.
 pub(super) async fn acquire(
-    pipeline: &Pipeline,
+    pipeline: &Shared,
     topic: &str,
     partition: i32,
 ) -> Result<Lease, String> {
@@ -77,7 +77,7 @@ pub(super) fn announce(lease: &Lease, position: Position) {
 /// rebalance callback. `assigned` fires once the callback has assigned and
 /// paused it (dropped: the assignment failed, nothing to do).
 pub(super) async fn take_then_run(
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<Shared>,
     consumer: Arc<OrdoConsumer>,
     (topic, partition): (Arc<str>, i32),
     queue: rdkafka::consumer::stream_consumer::StreamPartitionQueue<OrdoContext>,

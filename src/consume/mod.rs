@@ -62,7 +62,7 @@ pub enum ConsumeError {
 }
 
 /// What every worker shares: how to decode, order and write, and where to report a fatal error.
-pub struct Pipeline {
+pub struct Shared {
     pub decoder: Decoder,
     /// Masks payloads (`[mask]`): dead letters carry masked payloads too.
     pub masker: Option<Arc<crate::mask::Masker>>,

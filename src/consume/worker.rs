@@ -21,7 +21,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
 use super::partition::{Config, Effect, Letter, Partition};
-use super::{OrdoConsumer, OrdoContext, Pipeline};
+use super::{OrdoConsumer, OrdoContext, Shared};
 use crate::decode::DecodeError;
 use crate::dlq::DeadLetterError;
 use crate::record::{Event, Record};
@@ -50,7 +50,7 @@ type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// The worker of one partition.
 pub struct Worker {
-    pipeline: Arc<Pipeline>,
+    shared: Arc<Shared>,
     consumer: Arc<OrdoConsumer>,
     lease: Arc<Lease>,
     topic: Arc<str>,
@@ -59,15 +59,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(pipeline: Arc<Pipeline>, consumer: Arc<OrdoConsumer>, lease: Lease) -> Self {
+    pub fn new(shared: Arc<Shared>, consumer: Arc<OrdoConsumer>, lease: Lease) -> Self {
         let cfg = Config {
-            buffer: pipeline.buffer.clone(),
-            policy: pipeline.policy,
-            dead_letters: pipeline.dead_letters.is_some(),
-            max_cached_keys: pipeline.max_cached_keys,
-            batch_max_events: pipeline.batch_max_events,
-            batch_max_wait: pipeline.batch_max_wait,
-            retry: pipeline.retry.clone(),
+            buffer: shared.buffer.clone(),
+            policy: shared.policy,
+            dead_letters: shared.dead_letters.is_some(),
+            max_cached_keys: shared.max_cached_keys,
+            batch_max_events: shared.batch_max_events,
+            batch_max_wait: shared.batch_max_wait,
+            retry: shared.retry.clone(),
         };
         let topic: Arc<str> = lease.topic.as_str().into();
         Self {
@@ -75,12 +75,12 @@ impl Worker {
             report: Reporter::new(
                 topic.clone(),
                 lease.partition,
-                &pipeline.correlation_header,
-                &pipeline.causation_header,
+                &shared.correlation_header,
+                &shared.causation_header,
             ),
             topic,
             lease: Arc::new(lease),
-            pipeline,
+            shared,
             consumer,
         }
     }
@@ -91,7 +91,7 @@ impl Worker {
         queue: StreamPartitionQueue<OrdoContext>,
         mut control: mpsc::Receiver<Control>,
     ) {
-        let mut breaker = self.pipeline.breaker.subscribe();
+        let mut breaker = self.shared.breaker.subscribe();
         let mut breaker_open = true;
         let state = *breaker.borrow_and_update();
         self.machine.breaker(Instant::now(), state);
@@ -178,7 +178,7 @@ impl Worker {
                             continue;
                         }
                     }
-                    while records.len() < self.pipeline.batch_max_events {
+                    while records.len() < self.shared.batch_max_events {
                         match queue.recv().now_or_never() {
                             Some(Ok(m)) => records.push(self.record_of(&m)),
                             _ => break,
@@ -214,7 +214,7 @@ impl Worker {
         &self,
         run: Vec<Arc<Record>>,
     ) -> (Vec<Arc<Record>>, Vec<Result<Option<Event>, DecodeError>>) {
-        let decoder = &self.pipeline.decoder;
+        let decoder = &self.shared.decoder;
         let mut results = Vec::with_capacity(run.len());
         // One clock read per record: each one ends a record's decode and
         // starts the next's.
@@ -240,7 +240,7 @@ impl Worker {
 
     /// Reads key states with retries, through the breaker.
     fn read_keys(&self, keys: Vec<String>, deadline: Option<Instant>) -> InFlight {
-        let p = self.pipeline.clone();
+        let p = self.shared.clone();
         Box::pin(async move {
             let states = retry(
                 "reading key state",
@@ -257,7 +257,7 @@ impl Worker {
 
     /// Writes a batch with retries, through the breaker.
     fn write(&self, batch: Batch, deadline: Option<Instant>) -> InFlight {
-        let (p, lease) = (self.pipeline.clone(), self.lease.clone());
+        let (p, lease) = (self.shared.clone(), self.lease.clone());
         Box::pin(async move {
             let started = Instant::now();
             let written = retry(
@@ -276,7 +276,7 @@ impl Worker {
     /// Sends a letter, written again while the failure is transient; with
     /// `[mask]` on, the letter never carries a clear value.
     fn send(&self, letter: Letter) -> InFlight {
-        let p = self.pipeline.clone();
+        let p = self.shared.clone();
         Box::pin(async move {
             let Some(dl) = &p.dead_letters else {
                 let off = DeadLetterError {
@@ -316,7 +316,7 @@ impl Worker {
             }
             Done::Lettered(letter, sent) => {
                 if sent.is_ok() {
-                    if let Some(dl) = &self.pipeline.dead_letters {
+                    if let Some(dl) = &self.shared.dead_letters {
                         self.report
                             .dead_lettered(&letter, &dl.config().topic_for(&self.topic));
                     }

@@ -18,7 +18,8 @@ use crate::record::{JsonText, Record};
 /// Header names Ordo adds to a dead letter.
 pub use crate::record::headers;
 
-pub mod progress;
+pub mod command;
+pub mod handled;
 pub mod read;
 pub mod replay;
 

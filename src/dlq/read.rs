@@ -130,7 +130,7 @@ pub struct Scan {
     /// Per partition: (start, end) offsets; the scan stops at `end`.
     bounds: BTreeMap<i32, (i64, i64)>,
     /// Per partition, with a group: what the group has handled.
-    progress: BTreeMap<i32, super::progress::Progress>,
+    progress: BTreeMap<i32, super::handled::Handled>,
 }
 
 impl Scan {
@@ -195,7 +195,7 @@ impl Scan {
                 let metadata = entry.as_ref().map(|e| e.metadata().to_string());
                 progress.insert(
                     p,
-                    super::progress::Progress::committed(start, metadata.as_deref().unwrap_or("")),
+                    super::handled::Handled::committed(start, metadata.as_deref().unwrap_or("")),
                 );
             }
             bounds.insert(p, (start, high));

@@ -2,7 +2,7 @@
 //! partition (or to another topic), resumably, with a loop guard.
 //!
 //! Progress is the replay group's committed offsets on the dead-letter topic
-//! (see [`super::progress`]), committed after each batch's sends are
+//! (see [`super::handled`]), committed after each batch's sends are
 //! acknowledged: an interrupted replay run again with the same `--group`
 //! continues where it stopped. A letter a replay leaves alone (filtered out,
 //! held by the loop guard, without a source topic) keeps the committed offset

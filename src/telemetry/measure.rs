@@ -188,13 +188,13 @@ fn dlq_depth(
         tpl.add_partition(topic, *p);
     }
     let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
-    let committed: BTreeMap<i32, crate::dlq::progress::Progress> = committed
+    let committed: BTreeMap<i32, crate::dlq::handled::Handled> = committed
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) => Some((
                 e.partition(),
-                crate::dlq::progress::Progress::committed(o, e.metadata()),
+                crate::dlq::handled::Handled::committed(o, e.metadata()),
             )),
             _ => None,
         })

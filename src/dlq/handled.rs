@@ -15,7 +15,7 @@ pub const MAX_METADATA_BYTES: usize = 4000;
 
 /// The progress on one partition.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Progress {
+pub struct Handled {
     /// Every offset below it is handled.
     next: i64,
     /// Handled ranges above `next` (inclusive, disjoint, not touching `next`),
@@ -23,11 +23,11 @@ pub struct Progress {
     above: BTreeMap<i64, i64>,
 }
 
-impl Progress {
+impl Handled {
     /// The progress committed at `next` with `metadata` (anything not written
     /// by Ordo, or malformed, counts as no letters handled above `next`).
     pub fn committed(next: i64, metadata: &str) -> Self {
-        let mut p = Progress {
+        let mut p = Handled {
             next,
             above: BTreeMap::new(),
         };
@@ -42,7 +42,7 @@ impl Progress {
             };
             match bounds {
                 Some((first, last)) if first <= last => parsed.push((first, last)),
-                _ => return Progress::committed(next, ""),
+                _ => return Handled::committed(next, ""),
             }
         }
         parsed.sort_unstable();
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_committed_offset_stops_at_the_first_letter_not_handled() {
-        let mut p = Progress::committed(10, "");
+        let mut p = Handled::committed(10, "");
         p.handle(11);
         p.handle(13);
         assert_eq!(p.next(), 10);
@@ -165,26 +165,26 @@ mod tests {
 
     #[test]
     fn metadata_round_trips_and_foreign_metadata_is_ignored() {
-        let mut p = Progress::committed(0, "");
+        let mut p = Handled::committed(0, "");
         for o in [2, 3, 4, 7, 9, 10] {
             p.handle(o);
         }
-        let again = Progress::committed(0, &p.metadata());
+        let again = Handled::committed(0, &p.metadata());
         assert_eq!(again, p);
         assert_eq!(again.handled_above(10), 5);
         assert_eq!(
-            Progress::committed(5, "written by someone else"),
-            Progress::committed(5, "")
+            Handled::committed(5, "written by someone else"),
+            Handled::committed(5, "")
         );
         assert_eq!(
-            Progress::committed(5, "ordo.handled.v1:9-x"),
-            Progress::committed(5, "")
+            Handled::committed(5, "ordo.handled.v1:9-x"),
+            Handled::committed(5, "")
         );
     }
 
     #[test]
     fn metadata_stays_within_the_brokers_limit() {
-        let mut p = Progress::committed(0, "");
+        let mut p = Handled::committed(0, "");
         let mut o = 1;
         while p.can_handle(o) {
             p.handle(o);
