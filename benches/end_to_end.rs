@@ -28,7 +28,9 @@
 //! case's in the same round. `BENCH_VARIANTS` runs each case once per
 //! variant of Ordo's settings, given as its environment (`;` between
 //! variants, `,` between settings; an empty variant is the defaults), e.g.
-//! `BENCH_VARIANTS=";ORDO_SINK__BATCH_MAX_EVENTS=4000"`. `BENCH_KAFKA` and
+//! `BENCH_VARIANTS=";ORDO_SINK__BATCH_MAX_EVENTS=4000"`; a variant
+//! `BENCH_ORDO_BINARY=/path/to/ordo` runs another build of Ordo (an earlier
+//! commit's, side by side with this one). `BENCH_KAFKA` and
 //! `BENCH_SINK` add settings to Ordo's `[kafka]` and `[sink]` sections
 //! (TOML lines, `;` between them). Ordo connects to PostgreSQL without TLS,
 //! as the `COPY` baselines do.

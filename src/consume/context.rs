@@ -1,18 +1,20 @@
-//! The consumer group's rebalance callbacks.
+//! The consumer group's rebalance callbacks: they tell the coordinator
+//! ([`super::coordinator`]), which owns the partition workers, and wait for
+//! its answer.
 //!
 //! librdkafka calls [`ConsumerContext::rebalance`] while the main queue is
-//! polled. On assign, before the partitions are added: each partition's lease
-//! is taken in the sink, its start offset is set to the sink's `next_offset`,
-//! its queue is split off and its worker started (a partition whose lease the
-//! sink cannot give now is assigned paused and waits for it in the
-//! background, see [`super::lease`]). On revoke, before the
-//! partitions are removed: each worker finishes and commits its batch, then the
-//! sink's offsets are committed to Kafka (advisory, for lag tools).
+//! polled. On assign, before the partitions are added: the coordinator takes
+//! each partition's lease, the callback sets the partition's start offset to
+//! the sink's `next_offset` in the assignment itself and splits its queue off,
+//! and the coordinator starts its worker (a partition whose lease the sink
+//! cannot give now is assigned paused and leased in the background). On
+//! revoke, before the partitions are removed: the coordinator drains their
+//! workers, each finishing and committing its batch, then the sink's offsets
+//! are committed to Kafka (advisory, for lag tools).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
@@ -22,7 +24,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use tokio::sync::{mpsc, oneshot};
 
-use super::worker::{Control, Worker};
+use super::coordinator::{PartitionId, Request};
 use super::{OrdoConsumer, Shared};
 use crate::telemetry::health::health;
 use crate::telemetry::metrics::metrics;
@@ -31,27 +33,20 @@ use crate::telemetry::metrics::metrics;
 /// (abandoning loses nothing: the next owner resumes from the sink's offset).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-type PartitionId = (Arc<str>, i32);
-
 /// Partitions assigned without their lease: paused once assigned, then
-/// their tasks are let go to wait for the lease.
+/// leased in the background.
 #[derive(Default)]
 struct Deferred {
     partitions: TopicPartitionList,
-    gates: Vec<oneshot::Sender<()>>,
+    ids: Vec<PartitionId>,
 }
 
-struct WorkerHandle {
-    control: mpsc::Sender<Control>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Ordo's consumer context: owns the partition workers.
+/// Ordo's consumer context: hands rebalances to the coordinator.
 pub struct OrdoContext {
     pipeline: Arc<Shared>,
     runtime: tokio::runtime::Handle,
     consumer: OnceLock<Weak<OrdoConsumer>>,
-    workers: Mutex<HashMap<PartitionId, WorkerHandle>>,
+    coordinator: OnceLock<mpsc::UnboundedSender<Request>>,
     closing: AtomicBool,
     last_error: crate::kafka::LastError,
 }
@@ -85,8 +80,8 @@ impl ConsumerContext for OrdoContext {
                 match result {
                     Ok(()) => {
                         super::lease::pause(base, &deferred.partitions);
-                        for gate in deferred.gates {
-                            let _ = gate.send(());
+                        if !deferred.ids.is_empty() {
+                            self.tell(Request::Assigned(deferred.ids));
                         }
                     }
                     Err(e) => self
@@ -161,24 +156,46 @@ impl OrdoContext {
             pipeline,
             runtime,
             consumer: OnceLock::new(),
-            workers: Mutex::new(HashMap::new()),
+            coordinator: OnceLock::new(),
             closing: AtomicBool::new(false),
             last_error: Default::default(),
         }
     }
 
-    /// Gives the context a handle on its consumer, to split partition queues.
+    /// Gives the context a handle on its consumer, to split partition
+    /// queues, and starts the coordinator.
     pub(crate) fn bind(&self, consumer: &Arc<OrdoConsumer>) {
         let _ = self.consumer.set(Arc::downgrade(consumer));
+        let _ = self.coordinator.set(super::coordinator::start(
+            self.pipeline.clone(),
+            Arc::downgrade(consumer),
+            &self.runtime,
+        ));
+    }
+
+    /// Sends the coordinator a request that needs no answer.
+    fn tell(&self, request: Request) {
+        let sent = self
+            .coordinator
+            .get()
+            .is_some_and(|c| c.send(request).is_ok());
+        if !sent {
+            self.pipeline
+                .fatal
+                .set("the partition coordinator is not running".into());
+        }
+    }
+
+    /// Sends the coordinator a request and waits for its answer.
+    async fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<T>) -> Request) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.tell(request(reply));
+        answer.await.ok()
     }
 
     /// From now on, assigned partitions get no worker (the process is stopping).
     pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
-    }
-
-    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<PartitionId, WorkerHandle>> {
-        self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs a future to completion from the (synchronous) rebalance callback.
@@ -211,42 +228,22 @@ impl OrdoContext {
             .iter()
             .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
             .collect();
-        let pipeline = self.pipeline.clone();
-        // One attempt each; after the first the sink could not answer, the
-        // rest wait in the background without holding the rebalance up.
-        let taken = self.block_on(async move {
-            let mut leases = Vec::with_capacity(partitions.len());
-            let mut later = Vec::new();
-            for (topic, partition) in partitions {
-                if !later.is_empty() {
-                    later.push((topic, partition));
-                    continue;
-                }
-                match pipeline.sink.acquire(&topic, partition, &pipeline.owner).await {
-                    Ok(lease) => leases.push(lease),
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(topic = %topic, partition, error = %e,
-                            "cannot take the partition's lease now; it stays paused until the lease is taken");
-                        later.push((topic, partition));
-                    }
-                    Err(e) => {
-                        return Err(format!(
-                            "topic {topic} partition {partition}: cannot take the partition's lease: {e}"
-                        ))
-                    }
-                }
-            }
-            Ok::<_, String>((leases, later))
-        });
-        let (leases, later) = match taken {
-            Ok(t) => t,
-            Err(e) => {
+        let leased = self.block_on(self.ask(|reply| Request::Lease { partitions, reply }));
+        let leased = match leased {
+            Some(Ok(leased)) => leased,
+            Some(Err(e)) => {
                 self.pipeline.fatal.set(e);
                 return deferred;
             }
+            None => {
+                self.pipeline
+                    .fatal
+                    .set("the partition coordinator did not answer".into());
+                return deferred;
+            }
         };
-        let mut workers = self.workers();
-        for lease in leases {
+        let mut start = Vec::with_capacity(leased.leases.len());
+        for lease in leased.leases {
             let (offset, position) = super::lease::start_offset(&lease, self.pipeline.start_from);
             if let Err(e) = tpl.set_partition_offset(&lease.topic, lease.partition, offset) {
                 self.pipeline.fatal.set(format!(
@@ -264,13 +261,10 @@ impl OrdoContext {
             };
             super::lease::announce(&lease, position);
             metrics().assigned_partitions.inc();
-            let id: PartitionId = (lease.topic.as_str().into(), lease.partition);
-            let (control, rx) = mpsc::channel(1);
-            let worker = Worker::new(self.pipeline.clone(), consumer.clone(), lease);
-            let task = self.runtime.spawn(worker.run(queue, rx));
-            workers.insert(id, WorkerHandle { control, task });
+            start.push((lease, queue));
         }
-        for (topic, partition) in later {
+        let mut later = Vec::with_capacity(leased.later.len());
+        for (topic, partition) in leased.later {
             // Fetched from the start until paused; the seek after the lease
             // drops whatever came before it.
             if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Beginning) {
@@ -286,43 +280,34 @@ impl OrdoContext {
                 return deferred;
             };
             metrics().assigned_partitions.inc();
-            let (control, rx) = mpsc::channel(1);
-            let (gate, assigned) = oneshot::channel();
-            let task = self.runtime.spawn(super::lease::take_then_run(
-                self.pipeline.clone(),
-                consumer.clone(),
-                (topic.clone(), partition),
-                queue,
-                assigned,
-                rx,
-            ));
-            workers.insert((topic.clone(), partition), WorkerHandle { control, task });
             deferred.partitions.add_partition(&topic, partition);
-            deferred.gates.push(gate);
+            deferred.ids.push((topic.clone(), partition));
+            later.push(((topic, partition), queue));
         }
+        self.tell(Request::Start {
+            leased: start,
+            later,
+        });
         deferred
     }
 
     /// Drains the workers of the revoked partitions; returns their committed offsets.
     fn on_revoke(&self, tpl: &TopicPartitionList) -> Vec<(PartitionId, i64)> {
-        let handles: Vec<(PartitionId, WorkerHandle)> = {
-            let mut workers = self.workers();
-            tpl.elements()
-                .iter()
-                .filter_map(|e| {
-                    let id: PartitionId = (e.topic().into(), e.partition());
-                    workers.remove(&id).map(|h| (id, h))
-                })
-                .collect()
-        };
+        let partitions: Vec<PartitionId> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().into(), e.partition()))
+            .collect();
         metrics().rebalances.with_label_values(&["revoke"]).inc();
-        metrics().assigned_partitions.sub(handles.len() as i64);
-        let drained = if handles.is_empty() {
-            vec![]
-        } else {
-            tracing::info!(partitions = %list(tpl), "partitions revoked: draining");
-            self.block_on(drain(handles, DRAIN_TIMEOUT))
-        };
+        tracing::info!(partitions = %list(tpl), "partitions revoked: draining");
+        let (drained, released) = self
+            .block_on(self.ask(|reply| Request::Revoke {
+                partitions: Some(partitions),
+                within: DRAIN_TIMEOUT,
+                reply,
+            }))
+            .unwrap_or_default();
+        metrics().assigned_partitions.sub(released as i64);
         // After the drain: a draining worker no longer publishes its position.
         for e in tpl.elements() {
             health().revoked(e.topic(), e.partition());
@@ -332,39 +317,14 @@ impl OrdoContext {
 
     /// Drains every worker (shutdown) and commits their offsets to Kafka.
     pub(crate) async fn drain_all(&self, consumer: &OrdoConsumer, budget: Duration) {
-        let handles: Vec<(PartitionId, WorkerHandle)> = self.workers().drain().collect();
-        let offsets = drain(handles, budget.min(DRAIN_TIMEOUT)).await;
+        let (offsets, _) = self
+            .ask(|reply| Request::Revoke {
+                partitions: None,
+                within: budget.min(DRAIN_TIMEOUT),
+                reply,
+            })
+            .await
+            .unwrap_or_default();
         commit_advisory(consumer, &offsets);
     }
-}
-
-/// Asks each worker to finish its batch and waits (bounded) for its committed offset.
-async fn drain(
-    handles: Vec<(PartitionId, WorkerHandle)>,
-    timeout: Duration,
-) -> Vec<(PartitionId, i64)> {
-    let waits = handles.into_iter().map(|(id, handle)| async move {
-        let (ack, done) = oneshot::channel();
-        let _ = handle.control.send(Control::Drain(ack)).await;
-        let result = tokio::time::timeout(timeout, done).await;
-        let mut task = handle.task;
-        match result {
-            Ok(Ok(next)) => {
-                let _ = (&mut task).await;
-                next.map(|n| (id, n))
-            }
-            Ok(Err(_)) => None, // the worker had already stopped
-            Err(_) => {
-                tracing::warn!(topic = %id.0, partition = id.1,
-                    "partition did not drain in time; abandoned (its next owner resumes from the sink)");
-                task.abort();
-                None
-            }
-        }
-    });
-    futures::future::join_all(waits)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
 }

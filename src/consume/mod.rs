@@ -8,6 +8,7 @@
 //! consumer is assembled from the settings, and run, by the assembly (`pipeline.rs`).
 
 mod context;
+mod coordinator;
 mod flow;
 mod lease;
 pub mod memory;

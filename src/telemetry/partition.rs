@@ -240,11 +240,20 @@ impl Reporter {
                     bound.as_str())
             }
             Note::StillWaiting { bound, key, expected, received, offset, held_events, stored } => {
+                // The bound named is the one reached: time, or the buffer's size.
+                let what = match bound {
+                    crate::order::Bound::GapTimeout => {
+                        "a key has waited longer than ordering.gap_timeout_ms for a missing version".to_string()
+                    }
+                    other => format!(
+                        "the ordering buffer is past ordering.{} while a key waits for a missing version",
+                        other.as_str()
+                    ),
+                };
                 tracing::warn!(topic, partition, key, expected_version = expected,
                     received_version = received, offset, held_events, bound = bound.as_str(),
                     stored_next_offset = stored,
-                    "a key waits for a missing version past ordering.{}; its events and the partition's stored offset are held (ordering.on_bound = wait)",
-                    bound.as_str())
+                    "{what}; its events and the partition's stored offset are held (ordering.on_bound = wait)")
             }
             Note::DecodeDeferred { record, attempt, retry_in, error } => {
                 self.span_of(&record, None).in_scope(|| tracing::warn!(topic, partition,

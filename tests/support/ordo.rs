@@ -213,8 +213,11 @@ pub struct Ordo {
     pub log: PathBuf,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_ordo")
+/// The `ordo` binary run: this build's, or the one `BENCH_ORDO_BINARY`
+/// names (the end-to-end bench compares two builds side by side with
+/// `BENCH_VARIANTS=";BENCH_ORDO_BINARY=/path/to/ordo"`).
+pub fn binary() -> String {
+    std::env::var("BENCH_ORDO_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ordo").to_string())
 }
 
 /// Runs `ordo <args>` to completion: (status, stdout, stderr).

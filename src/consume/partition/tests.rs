@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::decode::avro::AvroError;
 use crate::decode::{DecodeError, DecodeReason};
+use crate::order::Bound;
 
 const WAIT: Duration = Duration::from_millis(5);
 

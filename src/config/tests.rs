@@ -1,0 +1,316 @@
+use super::*;
+use std::io::Write;
+
+/// The table of valid values is what each enum really accepts.
+#[test]
+fn enum_values_listed_are_the_enums_values() {
+    fn check<T: serde::de::DeserializeOwned>(name: &str) {
+        let (_, values) = ENUM_VALUES.iter().find(|(n, _)| *n == name).unwrap();
+        for v in *values {
+            assert!(
+                serde_json::from_str::<T>(&format!("\"{v}\"")).is_ok(),
+                "{name}: {v}"
+            );
+        }
+        let err = serde_json::from_str::<T>("\"zzz\"")
+            .err()
+            .unwrap()
+            .to_string();
+        let listed: Vec<String> = values.iter().map(|v| format!("`{v}`")).collect();
+        for v in &listed {
+            assert!(err.contains(v.as_str()), "{name}: {err}");
+        }
+        assert_eq!(
+            err.matches('`').count(),
+            2 * (listed.len() + 1),
+            "{name}: {err}"
+        );
+    }
+    check::<SinkMode>("SinkMode");
+    check::<SinkKind>("SinkKind");
+    check::<StartFrom>("StartFrom");
+    check::<Tombstones>("Tombstones");
+    check::<LogFormat>("LogFormat");
+    check::<crate::order::BoundPolicy>("BoundPolicy");
+    check::<crate::decode::FormatKind>("FormatKind");
+    check::<crate::decode::avro::KeyFormat>("KeyFormat");
+    check::<crate::decode::avro::registry::SubjectNameStrategy>("SubjectNameStrategy");
+}
+
+#[test]
+fn errors_name_the_key_the_valid_values_and_where_the_value_came_from() {
+    let base = "[kafka]\n\"bootstrap.servers\" = \"b:9092\"\n[source]\ntopics = [\"t\"]\n[sink.postgres]\nmode = \"event_store\"\ntable = \"x\"\nurl = \"postgres://h/d\"\n";
+    let e = Settings::load_embedded(&base.replace("\"event_store\"", "\"eventstore\""), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("key `sink.postgres.mode`: `eventstore` is not a valid value; valid values: `event_store`, `projection`"),
+        "{e}"
+    );
+    let e = Settings::load_embedded(base, &[("ORDO_SINKK__TABLE".into(), "x".into())])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("environment variable ORDO_SINKK__TABLE: key `sinkk`"),
+        "{e}"
+    );
+    let e = Settings::load_embedded(
+        &base.replace("[kafka]\n\"bootstrap.servers\" = \"b:9092\"\n", ""),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("key `kafka`: required, but not set"), "{e}");
+    let e = Settings::load_embedded(
+        &base
+            .replace("table = \"x\"\n", "")
+            .replace("mode = \"event_store\"\n", ""),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("key `sink.postgres.mode`: required, but not set"),
+        "{e}"
+    );
+}
+
+const GOOD: &str = r#"
+[kafka]
+"bootstrap.servers" = "127.0.0.1:9092"
+"group.id" = "ordo"
+
+[source]
+topics = ["orders"]
+
+[ordering]
+key = "field:order.id"
+sequence = "header:seq"
+
+[sink.postgres]
+mode = "event_store"
+table = "events"
+url = "postgres://ordo@127.0.0.1:5432/ordo"
+"#;
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let f = file(text);
+    let vars: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::load_with_env(Some(f.path()), &vars)
+}
+
+#[test]
+fn good_file_loads_with_defaults() {
+    let s = load(GOOD, &[]).unwrap();
+    assert_eq!(s.group_id(), "ordo");
+    assert_eq!(
+        s.ordering.key,
+        KeySource::Field(FieldPath(vec!["order".into(), "id".into()]))
+    );
+    assert_eq!(s.ordering.sequence, SequenceSource::Header("seq".into()));
+    assert_eq!(s.sink.batch_max_events, 4000);
+    assert_eq!(s.sink.postgres.as_ref().unwrap().schema, "public");
+    assert_eq!(s.ordering.on_bound, BoundPolicy::Wait);
+}
+
+#[test]
+fn env_overrides_file_and_maps_kafka_underscores() {
+    let s = load(
+        GOOD,
+        &[
+            ("ORDO_SINK__POSTGRES__TABLE", "other"),
+            ("ORDO_KAFKA__SESSION_TIMEOUT_MS", "7000"),
+            ("ORDO_SOURCE__TOPICS", "a,b"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.sink.postgres.as_ref().unwrap().table, "other");
+    assert_eq!(s.kafka.get("session.timeout.ms").unwrap(), "7000");
+    assert_eq!(s.source.topics, vec!["a".to_string(), "b".to_string()]);
+}
+
+#[test]
+fn unknown_key_is_named_with_the_file() {
+    let text = GOOD.replace("table = \"events\"", "tabel = \"events\"");
+    let e = load(&text, &[]).unwrap_err().to_string();
+    assert!(e.contains("sink.postgres.tabel"), "{e}");
+    assert!(e.contains(".toml"), "{e}");
+}
+
+#[test]
+fn unknown_env_key_is_named_with_the_variable() {
+    let e = load(GOOD, &[("ORDO_SINK__TABEL", "x")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sink.tabel"), "{e}");
+    assert!(e.contains("ORDO_SINK__TABEL"), "{e}");
+}
+
+#[test]
+fn missing_required_value_is_named() {
+    let text = GOOD.replace("mode = \"event_store\"", "");
+    let e = load(&text, &[]).unwrap_err().to_string();
+    assert!(e.contains("sink.postgres.mode"), "{e}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    let cases = [
+        (
+            GOOD.replace("header:seq", "column:seq"),
+            "ordering.sequence",
+        ),
+        (
+            GOOD.replace("\"event_store\"", "\"ledger\""),
+            "sink.postgres.mode",
+        ),
+        (
+            GOOD.replace(
+                "\"group.id\" = \"ordo\"",
+                "\"group.id\" = \"ordo\"\n\"no.such.prop\" = \"1\"",
+            ),
+            "kafka.no.such.prop",
+        ),
+        (
+            GOOD.replace("\"group.id\" = \"ordo\"", ""),
+            "kafka.group.id",
+        ),
+        (
+            GOOD.replace("[\"orders\"]", "[\"bad topic\"]"),
+            "source.topics",
+        ),
+        (
+            GOOD.replace(
+                "postgres://ordo@127.0.0.1:5432/ordo",
+                "postgres://x:notaport/",
+            ),
+            "sink.postgres.url",
+        ),
+        (
+            format!("{GOOD}\n[sink]\nbatch_max_events = 0\n"),
+            "sink.batch_max_events",
+        ),
+        (
+            GOOD.replace(
+                "\"group.id\" = \"ordo\"",
+                "\"group.id\" = \"ordo\"\n\"enable.auto.offset.store\" = \"true\"",
+            ),
+            "kafka.enable.auto.offset.store",
+        ),
+        (
+            format!("{GOOD}\n[dead_letter]\ntopic = \"bad topic {{topic}}\"\n"),
+            "dead_letter.topic",
+        ),
+        (
+            format!("{GOOD}\n[dead_letter]\ntopic = \"{{topic}}\"\n"),
+            "dead_letter.topic",
+        ),
+        (
+            format!("{GOOD}\n[dead_letter.producer]\n\"no.such.prop\" = \"1\"\n"),
+            "dead_letter.producer.no.such.prop",
+        ),
+    ];
+    for (text, key) in cases {
+        let e = load(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains(key), "expected `{key}` in: {e}");
+        assert!(e.contains("config file"), "expected the file in: {e}");
+    }
+}
+
+#[test]
+fn shipped_configurations_load() {
+    let example = include_str!("../../config/ordo.example.toml");
+    let s = Settings::load_embedded(example, &[]).unwrap();
+    assert_eq!(s.sink.postgres.unwrap().mode, SinkMode::EventStore);
+    let vars = [(
+        "ORDO_SINK__POSTGRES__URL".to_string(),
+        "postgres://ordo@db/ordo".to_string(),
+    )];
+    let demo = crate::demo::settings(&vars).unwrap();
+    assert_eq!(demo.source.topics, vec!["demo.orders".to_string()]);
+    assert_eq!(demo.source.format, crate::decode::FormatKind::Avro);
+}
+
+#[test]
+fn moved_keys_say_where_they_went() {
+    let old = r#"
+[kafka]
+"bootstrap.servers" = "127.0.0.1:9092"
+"group.id" = "ordo"
+
+[source]
+topics = ["orders"]
+
+[ordering]
+sequence = "header:seq"
+
+[sink]
+mode = "event_store"
+table = "events"
+
+[postgres]
+url = "postgres://ordo@127.0.0.1:5432/ordo"
+"#;
+    let e = load(old, &[]).unwrap_err().to_string();
+    assert!(e.contains("config file"), "{e}");
+    assert!(
+        e.contains("key `postgres`: moved to `sink.postgres`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("ORDO_POSTGRES is now ORDO_SINK__POSTGRES"),
+        "{e}"
+    );
+    let half = old.replace("[postgres]", "[sink.postgres]");
+    let e = load(&half, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("key `sink.mode`: moved to `sink.postgres.mode`"),
+        "{e}"
+    );
+    // An old variable is blamed by name, with its new name.
+    let e = load(GOOD, &[("ORDO_POSTGRES__PASSWORD", "pw-Secret-1")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("environment variable ORDO_POSTGRES__PASSWORD: key `postgres`"),
+        "{e}"
+    );
+    assert!(!e.contains("pw-Secret-1"), "{e}");
+    let e = load(GOOD, &[("ORDO_SINK__TABLE", "t")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ORDO_SINK__TABLE: key `sink.table`: moved to `sink.postgres.table`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_sink_kind_needs_its_section() {
+    let text = GOOD.replace(
+        "[sink.postgres]\nmode = \"event_store\"\ntable = \"events\"\nurl = \"postgres://ordo@127.0.0.1:5432/ordo\"\n",
+        "[sink]\nkind = \"postgres\"\n",
+    );
+    let e = load(&text, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("key `sink.postgres`: required, but not set"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_file_is_named() {
+    let e = Settings::load_with_env(Some(Path::new("/nonexistent/ordo.toml")), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent/ordo.toml"), "{e}");
+}
