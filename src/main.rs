@@ -313,10 +313,26 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: &Settings, stops: StopSignals) -> anyhow::Result<ExitCode> {
+async fn run(settings: &Settings, mut stops: StopSignals) -> anyhow::Result<ExitCode> {
     let deadline = std::time::Duration::from_millis(settings.shutdown.deadline_ms);
-    let stop = async move {
-        stops.received().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    // Signals are heard by a task of their own, so the deadline holds from
+    // the moment the signal arrives, whatever blocks the main loop (a
+    // rebalance's drain with PostgreSQL down).
+    tokio::spawn(async move {
+        let signal = stops.next().await;
+        let by = std::time::Instant::now() + deadline;
+        ordo::process::stop_by(by);
+        let exit_by =
+            chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now() + deadline);
+        tracing::info!(
+            signal,
+            deadline_ms = deadline.as_millis() as u64,
+            exit_by = %exit_by.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "stopping: each partition finishes and commits the batch in hand, then the group is left; \
+             whatever has not committed by the deadline is abandoned (the next owner resumes from the sink's offsets). \
+             A second signal exits at once"
+        );
         // Whatever is down (every broker, PostgreSQL), the process is gone by
         // the deadline: what committed is kept, the sink holds the truth.
         std::thread::spawn(move || {
@@ -327,6 +343,16 @@ async fn run(settings: &Settings, stops: StopSignals) -> anyhow::Result<ExitCode
             );
             std::process::exit(0);
         });
+        let _ = stop.send(());
+        let again = stops.next().await;
+        tracing::warn!(
+            signal = again,
+            "second stop signal: exiting now; what did not commit is re-read by the partitions' next owners, as after a kill"
+        );
+        std::process::exit(if again == "SIGINT" { 130 } else { 143 });
+    });
+    let stop = async move {
+        let _ = stopped.await;
     };
     ordo::run(settings, stop)
         .await
@@ -529,13 +555,13 @@ impl StopSignals {
         })
     }
 
-    /// Resolves on the first SIGTERM or SIGINT since [`Self::listen`].
-    async fn received(mut self) {
+    /// Resolves on the next SIGTERM or SIGINT (those since [`Self::listen`]
+    /// included); says which.
+    async fn next(&mut self) -> &'static str {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
-        tracing::info!("shutdown signal received");
     }
 }
 

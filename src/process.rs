@@ -79,3 +79,59 @@ impl ShutdownConfig {
 fn default_deadline_ms() -> u64 {
     20_000
 }
+
+/// When the process must be gone, once a stop signal arrived.
+static STOP_BY: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+static STOPPING: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A stop signal arrived: the process is gone by `deadline`, whatever
+/// blocks. Drains and writes under way shorten to end before it.
+pub fn stop_by(deadline: std::time::Instant) {
+    if STOP_BY.set(deadline).is_ok() {
+        STOPPING.notify_waiters();
+    }
+}
+
+/// The stop deadline, once a stop signal arrived.
+pub fn stop_deadline() -> Option<std::time::Instant> {
+    STOP_BY.get().copied()
+}
+
+/// Resolves `margin` before the stop deadline, once a stop signal arrived:
+/// whatever waits on it gives up in time for the process to report what it
+/// committed.
+pub async fn stop_deadline_near(margin: std::time::Duration) {
+    let deadline = loop {
+        let notified = STOPPING.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(d) = stop_deadline() {
+            break d;
+        }
+        notified.await;
+    };
+    let at = deadline.checked_sub(margin).unwrap_or(deadline);
+    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_wait_on_the_stop_deadline_ends_before_it() {
+        let waiting = tokio::spawn(stop_deadline_near(Duration::from_millis(200)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "no stop signal yet");
+        let deadline = Instant::now() + Duration::from_millis(300);
+        stop_by(deadline);
+        waiting.await.unwrap();
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            left >= Duration::from_millis(150),
+            "ended {left:?} before the deadline"
+        );
+        assert_eq!(stop_deadline(), Some(deadline));
+    }
+}

@@ -185,9 +185,11 @@ impl Coordinator {
                         "cannot take the partition's lease now; it stays paused until the lease is taken");
                     leased.later.push((topic, partition));
                 }
-                Err(e) => return Err(format!(
+                Err(e) => {
+                    return Err(format!(
                     "topic {topic} partition {partition}: cannot take the partition's lease: {e}"
-                )),
+                ))
+                }
             }
         }
         Ok(leased)
@@ -315,20 +317,42 @@ type Running = (
     tokio::task::JoinHandle<()>,
 );
 
-/// Asks each worker to finish its batch and waits (bounded) for its stored offset.
+/// How long before the stop deadline a drain gives up, so the process can
+/// still report what committed and leave the group.
+const STOP_MARGIN: Duration = Duration::from_secs(3);
+
+/// Asks each worker to finish its batch and waits for its stored offset,
+/// at most `within`, and never past the stop deadline if a stop signal
+/// arrives meanwhile.
 async fn drain(workers: Vec<Running>, within: Duration) -> Vec<(PartitionId, i64)> {
     let waits = workers.into_iter().map(|(id, control, mut task)| async move {
         let (ack, done) = oneshot::channel();
-        let _ = control.send(Control::Drain(ack)).await;
-        match tokio::time::timeout(within, done).await {
-            Ok(Ok(next)) => {
+        let answered = async {
+            let _ = control.send(Control::Drain(ack)).await;
+            done.await
+        };
+        let outcome = tokio::select! {
+            answer = tokio::time::timeout(within, answered) => match answer {
+                Ok(Ok(next)) => Some(next),
+                // The worker had already stopped.
+                Ok(Err(_)) => return None,
+                Err(_) => None,
+            },
+            () = crate::process::stop_deadline_near(STOP_MARGIN) => None,
+        };
+        match outcome {
+            Some(next) => {
                 let _ = (&mut task).await;
                 next.map(|n| (id, n))
             }
-            Ok(Err(_)) => None, // the worker had already stopped
-            Err(_) => {
+            None => {
+                let why = if crate::process::stop_deadline().is_some() {
+                    "before the shutdown deadline"
+                } else {
+                    "in time"
+                };
                 tracing::warn!(topic = %id.0, partition = id.1,
-                    "partition did not drain in time; abandoned (its next owner resumes from the sink)");
+                    "partition did not drain {why}; abandoned (its next owner resumes from the sink)");
                 task.abort();
                 None
             }

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Gaps skipped under `on_bound = "skip"`.
     pub gaps: IntCounterVec,
+    /// Partitions whose lease another replica took (a handover, not a failure).
+    pub handovers: IntCounterVec,
     /// `ordering.gap_timeout_ms` in seconds (for the held-events alert).
     pub gap_timeout_seconds: Gauge,
     /// 1, labelled with Ordo's version.
@@ -243,6 +245,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
             ),
             &["topic"],
         )?,
+        handovers: IntCounterVec::new(
+            Opts::new(
+                "ordo_handovers_total",
+                "Partitions this replica let go because another replica took their lease (a write was fenced)",
+            ),
+            &["topic"],
+        )?,
         gap_timeout_seconds: Gauge::new(
             "ordo_ordering_gap_timeout_seconds",
             "ordering.gap_timeout_ms, in seconds: how long an event may normally wait for its gap",
@@ -306,6 +315,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.schema_cache.clone()))?;
     m.registry.register(Box::new(m.retries.clone()))?;
     m.registry.register(Box::new(m.gaps.clone()))?;
+    m.registry.register(Box::new(m.handovers.clone()))?;
     Ok(m)
 }
 
@@ -325,6 +335,7 @@ impl Metrics {
                 self.events.with_label_values(&[topic, outcome]).inc_by(0);
             }
             self.gaps.with_label_values(&[topic]).inc_by(0);
+            self.handovers.with_label_values(&[topic]).inc_by(0);
         }
     }
 
@@ -380,6 +391,7 @@ mod tests {
             .with_label_values(&[super::operation::SINK_WRITE_BATCH])
             .inc_by(0);
         m.gaps.with_label_values(&["x"]).inc_by(0);
+        m.handovers.with_label_values(&["x"]).inc_by(0);
         let text = m.render();
         for name in [
             "ordo_consumer_lag_offsets",
@@ -401,6 +413,7 @@ mod tests {
             "ordo_schema_cache_total",
             "ordo_retries_total",
             "ordo_gaps_total",
+            "ordo_handovers_total",
             "ordo_consumer_lag_committed_offsets",
             "ordo_held_oldest_age_seconds",
             "ordo_ordering_gap_timeout_seconds",

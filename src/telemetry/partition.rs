@@ -283,6 +283,11 @@ impl Reporter {
                 }
             }
             Note::Committed { next } => health().stored(topic, partition, next),
+            Note::HandedOver { epoch, stored } => {
+                tracing::info!(topic, partition, epoch, stored_next_offset = stored,
+                    "another replica took the partition's lease: its work here is dropped (the new owner resumes from the sink's offset) until the revoke comes");
+                metrics().handovers.with_label_values(&[topic]).inc();
+            }
             Note::Stopped { reason, stored, record } => {
                 health().stopped(topic, partition, &reason);
                 let span = record

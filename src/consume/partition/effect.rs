@@ -114,6 +114,9 @@ pub enum Note {
     },
     /// A batch committed: the stored next offset is now `next`.
     Committed { next: i64 },
+    /// Another replica took the partition's lease (epoch `epoch` was
+    /// fenced): its work here is dropped; a handover, not a failure.
+    HandedOver { epoch: i64, stored: Option<i64> },
     /// The partition stopped; `record` is the one in front of which it did, if any.
     Stopped {
         reason: String,

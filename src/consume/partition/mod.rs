@@ -118,6 +118,8 @@ enum Then {
 #[derive(Debug)]
 pub struct Partition {
     cfg: Arc<Config>,
+    /// `topic/partition`, for the reasons it stops.
+    name: String,
     /// The lease's stored offset: records below it are in the sink already.
     leased_at: Option<i64>,
     now: Instant,
@@ -165,6 +167,7 @@ impl Partition {
         Self {
             buffer: SequenceBuffer::new(cfg.buffer.clone()),
             cfg,
+            name: format!("{}/{}", lease.topic, lease.partition),
             leased_at: lease.next_offset,
             now,
             batch: Batch::default(),
@@ -360,9 +363,10 @@ impl Partition {
         let at = next_offset.map_or("the start".to_string(), |o| format!("offset {o}"));
         self.failure = Some(Then::Stop {
             reason: format!(
-                "cannot read the record at {at}: {error}; retrying cannot fix this \
+                "cannot read the record at {at} of {}: {error}; retrying cannot fix this \
                  (a compression codec or record format this build cannot read, a corrupt or \
-                 oversized record); the partition's stored offset does not pass it"
+                 oversized record); the partition's stored offset does not pass it",
+                self.name
             ),
             record: None,
         });
@@ -614,8 +618,38 @@ impl Partition {
 
     /// Stops handling the partition: paused until the process restarts.
     fn stop(&mut self, reason: String, record: Option<Arc<Record>>) {
-        let Some(action) = self.flow.stop() else {
+        if !self.halt() {
             return;
+        }
+        self.note(Note::Stopped {
+            reason,
+            stored: self.progress.stored(),
+            record,
+        });
+    }
+
+    /// A sink operation failed for good: the partition stops, unless the
+    /// failure is a fence (another replica took the lease), which is a
+    /// handover: the work in hand is dropped, quietly, and the partition
+    /// waits for its revoke without marking the replica unready.
+    fn failed(&mut self, e: SinkError) {
+        if let SinkError::Fenced { epoch, .. } = e {
+            if self.halt() {
+                self.note(Note::HandedOver {
+                    epoch,
+                    stored: self.progress.stored(),
+                });
+            }
+            return;
+        }
+        self.stop(e.to_string(), None);
+    }
+
+    /// Drops everything in hand and pauses the partition for good; false
+    /// if it was halted already.
+    fn halt(&mut self) -> bool {
+        let Some(action) = self.flow.stop() else {
+            return false;
         };
         self.dirty_since = None;
         self.pending.clear();
@@ -624,12 +658,9 @@ impl Partition {
         self.flush = None;
         self.failure = None;
         self.retry_at = None;
+        self.parked.clear();
         self.apply(action);
-        self.note(Note::Stopped {
-            reason,
-            stored: self.progress.stored(),
-            record,
-        });
+        true
     }
 
     fn finish_drain(&mut self) {

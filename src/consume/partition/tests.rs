@@ -92,6 +92,13 @@ impl Harness {
         self.effects()
     }
 
+    /// Records fetched now are not even decoded: the machine reads no more.
+    fn feed_nothing_more(&mut self) {
+        assert!(!self.m.reading());
+        self.m.fetched(self.now, vec![record(9)]);
+        assert!(self.effects().is_empty());
+    }
+
     /// Lets the batch wait pass.
     fn later(&mut self) -> Vec<Effect> {
         self.now += WAIT;
@@ -542,4 +549,32 @@ fn a_key_state_read_that_fails_stops_the_partition_without_writing() {
     let effects = h.effects();
     assert!(writes(effects).is_empty());
     assert_eq!(h.m.state(), State::Stopped);
+}
+
+#[test]
+fn a_fenced_write_is_a_handover_not_a_stop() {
+    let mut h = Harness::new(config(BoundPolicy::Wait, 100, 100));
+    h.m.buffer.learn("a".into(), None);
+    h.feed(&[("a", 1, 0)]);
+    let batch = one_write(h.later());
+    let fenced = SinkError::Fenced {
+        topic: "t".into(),
+        partition: 0,
+        epoch: 1,
+    };
+    h.m.written(h.now, batch, Err(fenced));
+    let effects = h.effects();
+    assert!(has(&effects, |e| matches!(e, Effect::Pause)));
+    assert!(has(&effects, |e| matches!(
+        e,
+        Effect::Note(Note::HandedOver { epoch: 1, .. })
+    )));
+    assert!(!has(&effects, |e| matches!(
+        e,
+        Effect::Note(Note::Stopped { .. })
+    )));
+    // Nothing more is written; the drain answers with what this owner stored.
+    h.feed_nothing_more();
+    h.m.drain(h.now, h.now);
+    assert!(matches!(h.effects()[..], [Effect::Drained(None)]));
 }

@@ -106,7 +106,7 @@ impl Partition {
         };
         let states = match states {
             Ok(states) => states,
-            Err(e) => return self.stop(e.to_string(), None),
+            Err(e) => return self.failed(e),
         };
         for event in std::mem::take(&mut self.parked) {
             if !self.buffer.knows(&event.key) {
@@ -289,7 +289,7 @@ impl Partition {
                     passed: Vec::new(),
                 });
             }
-            Err(e) => return self.stop(e.to_string(), None),
+            Err(e) => return self.failed(e),
         }
         flush.stage = Stage::Writing(w);
         self.flush = Some(flush);
