@@ -260,6 +260,14 @@ pub async fn run(
         "consuming"
     );
 
+    // While the breaker is open the sink is checked apart from the writes,
+    // so they resume as soon as it answers.
+    let watching = {
+        let shared = pipeline.clone();
+        tokio::spawn(async move {
+            crate::sink::breaker::watch_sink(&shared.breaker, &*shared.sink).await;
+        })
+    };
     let outcome = loop {
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
@@ -277,6 +285,7 @@ pub async fn run(
         }
     };
 
+    watching.abort();
     tracing::info!("stopping: draining partitions");
     consumer.context().close();
     // The shutdown deadline (ShutdownConfig) ends the process regardless;

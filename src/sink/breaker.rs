@@ -2,6 +2,9 @@
 //! tried; every partition feeding the sink is paused, so nothing more is
 //! fetched and lag grows visibly instead of memory), half-open (one probe
 //! write; success closes the breaker, failure opens it again for twice as long).
+//! While it is open the sink is checked apart from the writes ([`watch_sink`]):
+//! once it answers, the probe goes at once, so writes resume within moments
+//! of the sink being back rather than at the end of a long open period.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -153,6 +156,18 @@ impl Breaker {
         }
     }
 
+    /// The sink answers again (a check outside the writes): the open
+    /// breaker lets its probe write through now rather than at the end of
+    /// its open period.
+    pub fn probe_now(&self) {
+        let mut inner = self.lock();
+        if inner.state == BreakerState::Open {
+            inner.open_until = Instant::now();
+            // Wakes whatever waits for the open period to end.
+            self.changes.send_replace(BreakerState::Open);
+        }
+    }
+
     /// A write succeeded: the breaker closes.
     pub fn success(&self) {
         let mut inner = self.lock();
@@ -177,6 +192,27 @@ impl Breaker {
         if open {
             inner.open_until = now + inner.open_for;
             self.set(&mut inner, BreakerState::Open);
+        }
+    }
+}
+
+/// How often an open breaker's sink is checked.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Checks the sink while `breaker` is open and lets the probe write go as
+/// soon as the sink answers ([`Breaker::probe_now`]). Runs until dropped.
+pub async fn watch_sink(breaker: &Breaker, sink: &dyn super::Sink) {
+    let mut changes = breaker.subscribe();
+    loop {
+        if breaker.state() != BreakerState::Open {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        tokio::time::sleep(CHECK_EVERY).await;
+        if breaker.state() == BreakerState::Open && sink.reachable().await {
+            breaker.probe_now();
         }
     }
 }
@@ -214,6 +250,97 @@ mod tests {
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.admit(until), Admit::Yes);
+    }
+
+    #[test]
+    fn a_sink_that_answers_again_lets_the_probe_go_at_once() {
+        let b = Breaker::new(BreakerConfig {
+            failures_to_open: 1,
+            open_ms: 60_000,
+            max_open_ms: 60_000,
+        });
+        let mut rx = b.subscribe();
+        b.failure(Instant::now());
+        rx.borrow_and_update();
+        assert!(matches!(b.admit(Instant::now()), Admit::NotBefore(_)));
+        b.probe_now();
+        // Whatever waited for the open period is woken, and the probe goes.
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(b.admit(Instant::now()), Admit::Yes);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        // Only an open breaker is moved.
+        b.probe_now();
+        assert!(matches!(b.admit(Instant::now()), Admit::NotBefore(_)));
+    }
+
+    /// A sink that answers from the moment `up` is set.
+    struct Flaky(std::sync::atomic::AtomicBool);
+
+    #[async_trait::async_trait]
+    impl crate::sink::Sink for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        async fn prepare(&self) -> Result<(), crate::sink::SinkError> {
+            Ok(())
+        }
+        async fn acquire(
+            &self,
+            _: &str,
+            _: i32,
+            _: &str,
+        ) -> Result<crate::sink::Lease, crate::sink::SinkError> {
+            Err(crate::sink::SinkError::BreakerOpen)
+        }
+        async fn key_states(
+            &self,
+            _: &[String],
+        ) -> Result<std::collections::HashMap<String, i64>, crate::sink::SinkError> {
+            Ok(Default::default())
+        }
+        async fn write(
+            &self,
+            _: &crate::sink::Lease,
+            _: &crate::sink::Batch,
+        ) -> Result<crate::sink::Written, crate::sink::SinkError> {
+            Ok(Default::default())
+        }
+        async fn stored_offsets(
+            &self,
+            _: &str,
+        ) -> Result<std::collections::HashMap<i32, i64>, crate::sink::SinkError> {
+            Ok(Default::default())
+        }
+        async fn reachable(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sink_is_watched_while_the_breaker_is_open() {
+        let b = std::sync::Arc::new(Breaker::new(BreakerConfig {
+            failures_to_open: 1,
+            open_ms: 60_000,
+            max_open_ms: 60_000,
+        }));
+        let sink = std::sync::Arc::new(Flaky(Default::default()));
+        let watching = {
+            let (b, sink) = (b.clone(), sink.clone());
+            tokio::spawn(async move { watch_sink(&b, &*sink).await })
+        };
+        b.failure(Instant::now());
+        tokio::time::sleep(CHECK_EVERY * 3).await;
+        assert!(
+            matches!(b.admit(Instant::now()), Admit::NotBefore(_)),
+            "still down"
+        );
+        sink.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(CHECK_EVERY * 3).await;
+        assert_eq!(b.admit(Instant::now()), Admit::Yes, "back: the probe goes");
+        watching.abort();
     }
 
     #[test]

@@ -96,6 +96,12 @@ pub trait Sink: Send + Sync {
 
     /// The stored next offset of each partition of `topic`.
     async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError>;
+
+    /// Whether the sink answers now: a cheap check made while the breaker
+    /// is open, so writes resume as soon as it is back.
+    async fn reachable(&self) -> bool {
+        true
+    }
 }
 
 /// Connects to the configured sink, without preparing it.

@@ -684,6 +684,13 @@ impl super::Sink for PostgresSink {
     async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError> {
         Ok(PostgresSink::stored_offsets(self, topic).await?)
     }
+
+    async fn reachable(&self) -> bool {
+        match self.client().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
 }
 
 #[cfg(test)]
