@@ -16,6 +16,8 @@ pub mod headers {
     pub const ERROR_MESSAGE: &str = "ordo.error.message";
     pub const ATTEMPTS: &str = "ordo.attempts";
     pub const ORDO_VERSION: &str = "ordo.version";
+    /// The lease epoch of the partition's owner that wrote the letter.
+    pub const LEASE_EPOCH: &str = "ordo.lease.epoch";
     /// How many times `ordo dlq replay` has sent this record back.
     pub const REPLAYS: &str = "ordo.replay.count";
     /// `masked`: the payload is the record's, with `[mask]` applied;

@@ -84,12 +84,18 @@ async fn writes_resume_at_once_after_an_outage_and_a_stop_during_a_drain_keeps_i
     let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
     data::wait_stored_offsets(&client, &mut r0, &setup.group, &setup.topic, &hw).await;
 
-    // PostgreSQL goes away with batches in hand; a second replica joins, so
-    // the first revokes partitions whose drain cannot commit.
+    // A second replica joins (it reaches PostgreSQL at start, then joins
+    // the group); PostgreSQL goes away before the group has rebalanced,
+    // with records in hand, so the first replica revokes partitions whose
+    // drain cannot commit.
+    let mut r1 = replicas[1].start();
+    let joining = Deadline::new("the second replica to subscribe", Duration::from_secs(60));
+    while !r1.log_text().contains("consuming") {
+        assert!(r1.running(), "{}", r1.log_text());
+        joining.tick().await;
+    }
     cluster().stop();
     kafka.produce(&setup.topic, &rest);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut r1 = replicas[1].start();
     let deadline = Deadline::new(
         "the first replica to drain revoked partitions",
         Duration::from_secs(90),

@@ -660,3 +660,21 @@ async fn created_tables_compare_keys_bytewise_and_an_existing_table_keeps_its_co
         ]
     );
 }
+
+/// A lease is held until another worker takes the partition: only its
+/// current holder may send a dead letter for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_held_until_another_worker_takes_it() {
+    let db = TestDb::new().await;
+    let sink = sink_with(&db, "event_store", "events", "").await;
+    let first = sink.acquire("orders", 0, "first").await.unwrap();
+    assert!(sink.holds(&first).await.unwrap());
+    let second = sink.acquire("orders", 0, "second").await.unwrap();
+    assert!(!sink.holds(&first).await.unwrap(), "fenced by the second");
+    assert!(sink.holds(&second).await.unwrap());
+    let elsewhere = ordo::sink::Lease {
+        partition: 1,
+        ..second.clone()
+    };
+    assert!(!sink.holds(&elsewhere).await.unwrap(), "never leased");
+}

@@ -1,11 +1,15 @@
 //! Consume: one consumer group, one ordered worker per assigned partition.
 //!
-//! The group's rebalance callbacks live in [`context`]: on assign, each
-//! partition's lease and resume offset are taken from the sink and a
-//! [`worker`] is started on the partition's own queue ([`lease`] when the
-//! sink cannot give the lease at once); on revoke, the workers
-//! finish their in-flight batch and commit before the revoke returns. The
-//! consumer is assembled from the settings, and run, by the assembly (`pipeline.rs`).
+//! The group's rebalance callbacks ([`context`]) hand each change to the
+//! [`coordinator`], the one task that owns the partitions held: on assign it
+//! takes each partition's lease (the callback sets the resume offset in the
+//! assignment itself) and starts a [`worker`] on the partition's own queue
+//! (leasing in the background, [`lease`], when the sink cannot give the lease
+//! at once); on revoke the workers finish their in-flight batch and commit
+//! before the revoke returns. A worker is the I/O shell of its partition's
+//! machine ([`partition`]: ordering, batches, progress, with no I/O). The
+//! consumer is assembled from the settings, and run, by the assembly
+//! (`pipeline.rs`).
 
 mod context;
 mod coordinator;

@@ -44,6 +44,9 @@ enum Done {
     Keys(Result<HashMap<String, i64>, SinkError>),
     Written(Batch, Result<Written, SinkError>, Duration),
     Lettered(Letter, Result<(), DeadLetterError>),
+    /// The effect could not be carried out for a reason of the sink's (a
+    /// lease another worker took).
+    Failed(SinkError),
 }
 
 type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -274,10 +277,33 @@ impl Worker {
     }
 
     /// Sends a letter, written again while the failure is transient; with
-    /// `[mask]` on, the letter never carries a clear value.
+    /// `[mask]` on, the letter never carries a clear value. Only the
+    /// partition's owner sends: the lease is checked first (through the
+    /// breaker, like a write), and a lease another worker took is a fence.
     fn send(&self, letter: Letter) -> InFlight {
-        let p = self.shared.clone();
+        let (p, lease) = (self.shared.clone(), self.lease.clone());
         Box::pin(async move {
+            let holds = retry(
+                "checking the lease before a dead letter",
+                operation::SINK_CHECK_LEASE,
+                None,
+                &p.retry,
+                &p.breaker,
+                || p.sink.holds(&lease),
+            )
+            .await;
+            match holds {
+                Ok(true) => {}
+                Ok(false) => {
+                    let fenced = SinkError::Fenced {
+                        topic: lease.topic.clone(),
+                        partition: lease.partition,
+                        epoch: lease.epoch,
+                    };
+                    return Done::Failed(fenced);
+                }
+                Err(e) => return Done::Failed(e),
+            }
             let Some(dl) = &p.dead_letters else {
                 let off = DeadLetterError {
                     topic: String::new(),
@@ -296,6 +322,7 @@ impl Worker {
                     &record,
                     crate::dlq::ErrorClass::Permanent,
                     &letter.why,
+                    lease.epoch,
                     &p.retry,
                 )
                 .await;
@@ -323,6 +350,7 @@ impl Worker {
                 }
                 self.machine.dead_lettered(now, sent);
             }
+            Done::Failed(e) => self.machine.sink_failed(now, e),
         }
     }
 

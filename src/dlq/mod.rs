@@ -220,13 +220,15 @@ impl DeadLetters {
         &self.config
     }
 
-    /// Sends `record` with its failure to the dead-letter topic and waits for the acknowledgement.
+    /// Sends `record` with its failure to the dead-letter topic and waits
+    /// for the acknowledgement; `epoch` is the writer's lease epoch.
     pub async fn send(
         &self,
         record: &Record,
         class: ErrorClass,
         error: &str,
         attempts: u32,
+        epoch: i64,
     ) -> Result<(), DeadLetterError> {
         let topic = self.config.topic_for(&record.topic);
         let mut hs = OwnedHeaders::new_with_capacity(record.headers.len() + 8);
@@ -240,7 +242,8 @@ impl DeadLetters {
         let offset = record.offset.to_string();
         let timestamp = record.timestamp_ms.map(|t| t.to_string());
         let attempts = attempts.to_string();
-        let ours: [(&str, Option<&str>); 8] = [
+        let epoch = epoch.to_string();
+        let ours: [(&str, Option<&str>); 9] = [
             (headers::SOURCE_TOPIC, Some(&record.topic)),
             (headers::SOURCE_PARTITION, Some(&partition)),
             (headers::SOURCE_OFFSET, Some(&offset)),
@@ -249,6 +252,7 @@ impl DeadLetters {
             (headers::ERROR_MESSAGE, Some(error)),
             (headers::ATTEMPTS, Some(&attempts)),
             (headers::ORDO_VERSION, Some(env!("CARGO_PKG_VERSION"))),
+            (headers::LEASE_EPOCH, Some(&epoch)),
         ];
         for (key, value) in ours {
             if let Some(value) = value {
@@ -289,6 +293,7 @@ impl DeadLetters {
         record: &Record,
         class: ErrorClass,
         error: &str,
+        epoch: i64,
         retry: &crate::sink::retry::RetryConfig,
     ) -> Result<(), DeadLetterError> {
         crate::sink::retry::wait_for(
@@ -296,7 +301,7 @@ impl DeadLetters {
             &format!("partition {}/{}", record.topic, record.partition),
             retry,
             |e: &DeadLetterError| !e.permanent,
-            || self.send(record, class, error, 1),
+            || self.send(record, class, error, 1, epoch),
         )
         .await
     }

@@ -314,6 +314,9 @@ mod tests {
         ) -> Result<std::collections::HashMap<i32, i64>, crate::sink::SinkError> {
             Ok(Default::default())
         }
+        async fn holds(&self, _: &crate::sink::Lease) -> Result<bool, crate::sink::SinkError> {
+            Ok(true)
+        }
         async fn reachable(&self) -> bool {
             self.0.load(std::sync::atomic::Ordering::SeqCst)
         }

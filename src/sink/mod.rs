@@ -97,6 +97,11 @@ pub trait Sink: Send + Sync {
     /// The stored next offset of each partition of `topic`.
     async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError>;
 
+    /// Whether `lease` is still the partition's (no other worker took it
+    /// since): checked before anything leaves the sink's transaction, such
+    /// as a dead letter, so a former owner sends none.
+    async fn holds(&self, lease: &Lease) -> Result<bool, SinkError>;
+
     /// Whether the sink answers now: a cheap check made while the breaker
     /// is open, so writes resume as soon as it is back.
     async fn reachable(&self) -> bool {

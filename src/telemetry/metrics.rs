@@ -21,13 +21,15 @@ pub const OUTCOMES: [&str; 6] = [
 pub mod operation {
     pub const SINK_READ_KEY_STATE: &str = "sink_read_key_state";
     pub const SINK_WRITE_BATCH: &str = "sink_write_batch";
+    pub const SINK_CHECK_LEASE: &str = "sink_check_lease";
     pub const DECODE_RECORD: &str = "decode_record";
     pub const WAIT_POSTGRES: &str = "wait_postgres";
     pub const WAIT_KAFKA: &str = "wait_kafka";
     pub const WAIT_DEAD_LETTER_TOPIC: &str = "wait_dead_letter_topic";
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 7] = [
         SINK_READ_KEY_STATE,
         SINK_WRITE_BATCH,
+        SINK_CHECK_LEASE,
         DECODE_RECORD,
         WAIT_POSTGRES,
         WAIT_KAFKA,

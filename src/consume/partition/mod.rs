@@ -38,6 +38,9 @@ use crate::sink::{Batch, Lease, SinkError, Written};
 pub use effect::{Counts, Effect, Letter, Note};
 use write::Flush;
 
+/// Decoded events the ready queue keeps room for between runs.
+const READY_KEPT: usize = 64;
+
 /// How often held events are checked against the ordering bounds' time.
 pub const TICK: Duration = Duration::from_millis(250);
 
@@ -344,6 +347,17 @@ impl Partition {
         self.advance();
     }
 
+    /// The effect in flight could not be carried out for a reason of the
+    /// sink's: a lease another worker took (a handover), or an error
+    /// retrying cannot fix (the partition stops).
+    pub fn sink_failed(&mut self, now: Instant, e: SinkError) {
+        self.now = now;
+        if self.op.take().is_some() {
+            self.failed(e);
+        }
+        self.advance();
+    }
+
     /// The sink's breaker changed.
     pub fn breaker(&mut self, now: Instant, state: BreakerState) {
         self.now = now;
@@ -486,6 +500,11 @@ impl Partition {
             }
             if let Some(item) = self.ready.pop_front() {
                 self.place_item(item);
+                if self.ready.is_empty() {
+                    // A run's worth of decoded events is not kept allocated
+                    // between runs (a partition of many at rest).
+                    self.ready.shrink_to(READY_KEPT);
+                }
                 continue;
             }
             if self.flush.is_some() {

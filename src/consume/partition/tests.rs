@@ -578,3 +578,31 @@ fn a_fenced_write_is_a_handover_not_a_stop() {
     h.m.drain(h.now, h.now);
     assert!(matches!(h.effects()[..], [Effect::Drained(None)]));
 }
+
+#[test]
+fn a_former_owner_sends_no_dead_letter_it_hands_over() {
+    let mut h = Harness::new(config(BoundPolicy::Wait, 100, 100));
+    h.m.fetched(h.now, vec![record(0), record(1)]);
+    let Some(Effect::Decode(run)) = h.m.poll_effect() else {
+        panic!()
+    };
+    h.m.decoded(h.now, run, vec![Err(undecodable(0, false))]);
+    assert!(matches!(h.effects()[..], [Effect::DeadLetter(_)]));
+    // The shell found the lease taken before sending.
+    let fenced = SinkError::Fenced {
+        topic: "t".into(),
+        partition: 0,
+        epoch: 1,
+    };
+    h.m.sink_failed(h.now, fenced);
+    let effects = h.effects();
+    assert!(has(&effects, |e| matches!(
+        e,
+        Effect::Note(Note::HandedOver { .. })
+    )));
+    assert!(!has(&effects, |e| matches!(
+        e,
+        Effect::DeadLetter(_) | Effect::Write { .. } | Effect::Decode(_)
+    )));
+    assert_eq!(h.m.counts().dead_lettered, 0);
+}

@@ -433,6 +433,23 @@ impl PostgresSink {
         })
     }
 
+    /// Whether `lease` is still the partition's: no other worker took it since.
+    pub async fn holds(&self, lease: &Lease) -> Result<bool, PostgresError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT epoch FROM {} WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+            self.tables.offsets
+        );
+        let row = client
+            .query_opt(&sql, &[&self.group, &lease.topic, &lease.partition])
+            .await
+            .map_err(self.query_error(&format!(
+                "checking the lease of {}/{}",
+                lease.topic, lease.partition
+            )))?;
+        Ok(row.is_some_and(|r| r.get::<_, i64>(0) == lease.epoch))
+    }
+
     /// The last applied sequence of each of `keys` that the sink holds.
     ///
     /// The target table is the key state: it is written in the same
@@ -683,6 +700,10 @@ impl super::Sink for PostgresSink {
 
     async fn stored_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, SinkError> {
         Ok(PostgresSink::stored_offsets(self, topic).await?)
+    }
+
+    async fn holds(&self, lease: &Lease) -> Result<bool, SinkError> {
+        Ok(PostgresSink::holds(self, lease).await?)
     }
 
     async fn reachable(&self) -> bool {
