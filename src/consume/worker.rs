@@ -22,9 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::partition::{Config, Effect, Letter, Partition};
 use super::{OrdoConsumer, OrdoContext, Shared};
-use crate::decode::DecodeError;
 use crate::dlq::DeadLetterError;
-use crate::record::{Event, Record};
+use crate::record::Record;
 use crate::sink::retry::retry;
 use crate::sink::{Batch, Lease, SinkError, Written};
 use crate::telemetry::metrics::operation;
@@ -104,12 +103,7 @@ impl Worker {
         loop {
             while let Some(effect) = self.machine.poll_effect() {
                 match effect {
-                    Effect::Decode(run) => {
-                        let (run, results) = self.decode(run).await;
-                        let (n, started) = (results.len(), Instant::now());
-                        self.machine.decoded(Instant::now(), run, results);
-                        self.report.ordered(n, started.elapsed());
-                    }
+                    Effect::Decode(run) => self.decode(run).await,
                     Effect::ReadKeyStates { keys, deadline } => {
                         in_flight = Some(self.read_keys(keys, deadline));
                     }
@@ -212,33 +206,34 @@ impl Worker {
         })
     }
 
-    /// Decodes a run of records, stopping after the first that fails.
-    async fn decode(
-        &self,
-        run: Vec<Arc<Record>>,
-    ) -> (Vec<Arc<Record>>, Vec<Result<Option<Event>, DecodeError>>) {
-        let decoder = &self.shared.decoder;
-        let mut results = Vec::with_capacity(run.len());
-        // One clock read per record: each one ends a record's decode and
-        // starts the next's.
+    /// Decodes a run of records, each handed to the machine (which orders
+    /// it) as soon as it is decoded, until one fails.
+    async fn decode(&mut self, run: Vec<Arc<Record>>) {
+        let shared = self.shared.clone();
+        let decoder = &shared.decoder;
+        let mut records = run.into_iter();
+        // One clock read per stage: each ends a record's decode or ordering
+        // and starts what follows.
         let mut started = Instant::now();
-        for r in &run {
-            if decoder.ignores(r) {
-                results.push(Ok(None));
-                continue;
-            }
-            let result = decoder.decode(r).await;
+        for r in records.by_ref() {
+            let result = if decoder.ignores(&r) {
+                Ok(None)
+            } else {
+                let result = decoder.decode(&r).await.map(Some);
+                let ended = Instant::now();
+                self.report.decoded(ended.duration_since(started));
+                started = ended;
+                result
+            };
+            let go_on = self.machine.decoded(started, r, result);
             let ended = Instant::now();
-            self.report
-                .decoded(ended.duration_since(started).as_secs_f64());
+            self.report.ordered(ended.duration_since(started));
             started = ended;
-            let failed = result.is_err();
-            results.push(result.map(Some));
-            if failed {
+            if !go_on {
                 break;
             }
         }
-        (run, results)
+        self.machine.decode_ended(started, records.collect());
     }
 
     /// Reads key states with retries, through the breaker.

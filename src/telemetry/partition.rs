@@ -127,21 +127,14 @@ impl Reporter {
         self.published = *now;
     }
 
-    /// One record's decode took `seconds`.
-    pub fn decoded(&self, seconds: f64) {
-        self.decode_time.observe(seconds);
+    /// One record's decode took `elapsed`.
+    pub fn decoded(&self, elapsed: Duration) {
+        self.decode_time.observe(elapsed.as_secs_f64());
     }
 
-    /// `records` were ordered in `elapsed` (the bound checks included): each
-    /// is observed with its share.
-    pub fn ordered(&self, records: usize, elapsed: Duration) {
-        if records == 0 {
-            return;
-        }
-        let each = elapsed.as_secs_f64() / records as f64;
-        for _ in 0..records {
-            self.order_time.observe(each);
-        }
+    /// One record's ordering (its bound checks included) took `elapsed`.
+    pub fn ordered(&self, elapsed: Duration) {
+        self.order_time.observe(elapsed.as_secs_f64());
     }
 
     /// A batch was written in `elapsed`.

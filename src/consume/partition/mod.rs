@@ -154,6 +154,8 @@ pub struct Partition {
     retry_at: Option<Instant>,
     /// The deferred records are being tried again.
     recovering: bool,
+    /// A record of the run being decoded failed (not dead-lettered).
+    run_failed: bool,
     next_tick: Instant,
     /// The oldest held offset last reported as still waiting (`wait`).
     reported_waiting: Option<i64>,
@@ -189,6 +191,7 @@ impl Partition {
             decode_attempts: 0,
             retry_at: None,
             recovering: false,
+            run_failed: false,
             next_tick: now + TICK,
             reported_waiting: None,
             draining: None,
@@ -227,72 +230,81 @@ impl Partition {
         self.advance();
     }
 
-    /// The outcome of [`Effect::Decode`]: one result per record of `run`
-    /// from its start (`Ok(None)`: a tombstone the decoder ignores), the
-    /// last possibly an error; records without a result are decoded next.
+    /// A record of the run [`Effect::Decode`] handed out, decoded (`Ok(None)`:
+    /// a tombstone the decoder ignores), in the run's order: it is ordered at
+    /// once. Says whether to decode the next: not after one that failed (the
+    /// rest wait), nor once the partition stopped. The run ends with
+    /// [`Partition::decode_ended`].
     pub fn decoded(
         &mut self,
         now: Instant,
-        run: Vec<Arc<Record>>,
-        results: Vec<Result<Option<Event>, DecodeError>>,
-    ) {
+        record: Arc<Record>,
+        result: Result<Option<Event>, DecodeError>,
+    ) -> bool {
         self.now = now;
-        if !matches!(self.op.take(), Some(Op::Decode)) || !self.flow.writing() {
-            return self.advance();
+        if !matches!(self.op, Some(Op::Decode)) || !self.flow.writing() {
+            return false;
         }
-        let mut run = run.into_iter();
-        let mut failed = false;
-        for result in results {
-            let Some(record) = run.next() else { break };
-            match result {
-                Ok(Some(mut event)) => {
-                    if self.cfg.dead_letters {
-                        event.source = Some(record);
-                    }
-                    self.ready.push_back(Item::Fresh(event));
+        match result {
+            Ok(Some(mut event)) => {
+                if self.cfg.dead_letters {
+                    event.source = Some(record);
                 }
-                Ok(None) => {
-                    self.counts.tombstones_ignored += 1;
-                    self.ready.push_back(Item::Skipped(record.offset));
-                }
-                Err(e) if e.is_transient() => {
-                    let mut records = vec![record];
-                    records.extend(run.by_ref());
-                    self.failure = Some(Then::Retry {
-                        error: e.to_string(),
-                        records,
-                    });
-                    failed = true;
-                    break;
-                }
-                Err(e) if self.cfg.dead_letters => {
-                    let letter = Letter {
-                        record: record.clone(),
-                        key: None,
-                        masked: None,
-                        why: e.to_string(),
-                    };
-                    self.letters.push_back((
-                        letter,
-                        Origin::Decode {
-                            error: e.to_string(),
-                        },
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    self.failure = Some(Then::Stop {
-                        reason: format!("{e}{}", STAYS),
-                        record: Some(record),
-                    });
-                    failed = true;
-                    break;
-                }
+                self.order(Item::Fresh(event));
+                return self.flow.writing();
+            }
+            Ok(None) => {
+                self.counts.tombstones_ignored += 1;
+                self.order(Item::Skipped(record.offset));
+                return self.flow.writing();
+            }
+            Err(e) if e.is_transient() => {
+                self.failure = Some(Then::Retry {
+                    error: e.to_string(),
+                    records: vec![record],
+                });
+            }
+            Err(e) if self.cfg.dead_letters => {
+                let letter = Letter {
+                    record,
+                    key: None,
+                    masked: None,
+                    why: e.to_string(),
+                };
+                let origin = Origin::Decode {
+                    error: e.to_string(),
+                };
+                self.letters.push_back((letter, origin));
+                // What follows is decoded once the letter is acknowledged.
+                return false;
+            }
+            Err(e) => {
+                self.failure = Some(Then::Stop {
+                    reason: format!("{e}{}", STAYS),
+                    record: Some(record),
+                });
             }
         }
-        // What was not decoded is decoded next, after what came before it.
-        for r in run.rev() {
-            self.pending.push_front(r);
+        self.run_failed = true;
+        false
+    }
+
+    /// The run [`Effect::Decode`] handed out ended; `rest` are its records
+    /// not decoded, decoded next (or, after a transient failure, with the
+    /// failed record once it is tried again).
+    pub fn decode_ended(&mut self, now: Instant, rest: Vec<Arc<Record>>) {
+        self.now = now;
+        if !matches!(self.op.take(), Some(Op::Decode)) {
+            return self.advance();
+        }
+        let failed = std::mem::take(&mut self.run_failed);
+        match self.failure.as_mut() {
+            Some(Then::Retry { records, .. }) => records.extend(rest),
+            _ => {
+                for r in rest.into_iter().rev() {
+                    self.pending.push_front(r);
+                }
+            }
         }
         if !failed {
             self.decode_attempts = 0;
@@ -306,6 +318,16 @@ impl Partition {
             self.apply(action);
         }
         self.advance();
+    }
+
+    /// Orders a decoded record now, unless records before it still wait
+    /// (behind a dead letter): then after them.
+    fn order(&mut self, item: Item) {
+        if self.letters.is_empty() && self.ready.is_empty() {
+            self.place_item(item);
+        } else {
+            self.ready.push_back(item);
+        }
     }
 
     /// The outcome of [`Effect::ReadKeyStates`].

@@ -41,6 +41,24 @@ fn lease(next: Option<i64>, dead_lettered: Vec<i64>) -> Lease {
     }
 }
 
+/// Hands a decoded run to the machine as the shell does: each result in
+/// turn while the machine wants the next, then the records left.
+fn decode_run(
+    m: &mut Partition,
+    now: Instant,
+    run: Vec<Arc<Record>>,
+    results: Vec<Result<Option<Event>, DecodeError>>,
+) {
+    let mut records = run.into_iter();
+    for result in results {
+        let Some(r) = records.next() else { break };
+        if !m.decoded(now, r, result) {
+            break;
+        }
+    }
+    m.decode_ended(now, records.collect());
+}
+
 fn record(offset: i64) -> Arc<Record> {
     Arc::new(Record {
         topic: "t".into(),
@@ -88,7 +106,7 @@ impl Harness {
             .iter()
             .map(|&(k, v, o)| Ok(Some(Event::for_test(k, v, o))))
             .collect();
-        self.m.decoded(self.now, run.clone(), results);
+        decode_run(&mut self.m, self.now, run.clone(), results);
         self.effects()
     }
 
@@ -295,7 +313,7 @@ fn dead_letter_sends_the_waiting_key_and_passes_it_once_acknowledged() {
             Ok(Some(e))
         })
         .collect();
-    h.m.decoded(h.now, run, results);
+    decode_run(&mut h.m, h.now, run, results);
     let mut lettered = vec![];
     loop {
         let effects = h.effects();
@@ -417,7 +435,7 @@ fn a_dead_letter_that_fails_stops_the_partition_in_front_of_its_record() {
         Ok(Some(Event::for_test("a", 1, 0))),
         Err(undecodable(1, false)),
     ];
-    h.m.decoded(h.now, run, results);
+    decode_run(&mut h.m, h.now, run, results);
     let effects = h.effects();
     assert!(
         matches!(effects[..], [Effect::DeadLetter(_)]),
@@ -454,7 +472,7 @@ fn a_dead_letter_that_succeeds_passes_its_record_and_is_not_sent_again_after_a_r
     let Some(Effect::Decode(run)) = h.m.poll_effect() else {
         panic!()
     };
-    h.m.decoded(h.now, run, vec![Err(undecodable(0, false))]);
+    decode_run(&mut h.m, h.now, run, vec![Err(undecodable(0, false))]);
     assert!(matches!(h.effects()[..], [Effect::DeadLetter(_)]));
     h.m.dead_lettered(h.now, Ok(()));
     let batch = one_write(h.later());
@@ -468,7 +486,7 @@ fn a_dead_letter_that_succeeds_passes_its_record_and_is_not_sent_again_after_a_r
     let Some(Effect::Decode(run)) = h.m.poll_effect() else {
         panic!()
     };
-    h.m.decoded(h.now, run, vec![Err(undecodable(0, false))]);
+    decode_run(&mut h.m, h.now, run, vec![Err(undecodable(0, false))]);
     let effects = h.later();
     assert!(!has(&effects, |e| matches!(e, Effect::DeadLetter(_))));
     assert_eq!(one_write(effects).next_offset, 1);
@@ -482,7 +500,8 @@ fn a_record_that_cannot_be_decoded_yet_pauses_and_is_tried_again() {
     let Some(Effect::Decode(run)) = h.m.poll_effect() else {
         panic!()
     };
-    h.m.decoded(
+    decode_run(
+        &mut h.m,
         h.now,
         run,
         vec![
@@ -504,7 +523,8 @@ fn a_record_that_cannot_be_decoded_yet_pauses_and_is_tried_again() {
         panic!("{effects:?}");
     };
     assert_eq!(run.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![1]);
-    h.m.decoded(
+    decode_run(
+        &mut h.m,
         h.now,
         run.clone(),
         vec![Ok(Some(Event::for_test("a", 2, 1)))],
@@ -534,7 +554,7 @@ fn a_replayed_event_below_its_key_state_is_written_out_of_order() {
     };
     let mut e = Event::for_test("a", 3, 0);
     e.replayed = true;
-    h.m.decoded(h.now, run, vec![Ok(Some(e))]);
+    decode_run(&mut h.m, h.now, run, vec![Ok(Some(e))]);
     let batch = one_write(h.later());
     assert_eq!(offsets(&batch), vec![0]);
     assert_eq!(h.m.counts().replayed_late, 1);
@@ -586,7 +606,7 @@ fn a_former_owner_sends_no_dead_letter_it_hands_over() {
     let Some(Effect::Decode(run)) = h.m.poll_effect() else {
         panic!()
     };
-    h.m.decoded(h.now, run, vec![Err(undecodable(0, false))]);
+    decode_run(&mut h.m, h.now, run, vec![Err(undecodable(0, false))]);
     assert!(matches!(h.effects()[..], [Effect::DeadLetter(_)]));
     // The shell found the lease taken before sending.
     let fenced = SinkError::Fenced {
