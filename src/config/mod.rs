@@ -316,6 +316,7 @@ impl Settings {
         self.shutdown.validate()?;
         self.memory.validate()?;
         self.log.validate()?;
+        self.http.validate()?;
         self.validate_avro()?;
         self.validate_tombstones()?;
         self.validate_mask()?;

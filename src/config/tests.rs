@@ -218,6 +218,11 @@ fn bad_values_are_named() {
             format!("{GOOD}\n[dead_letter.producer]\n\"no.such.prop\" = \"1\"\n"),
             "dead_letter.producer.no.such.prop",
         ),
+        (
+            format!("{GOOD}\n[http]\nlisten = \":9464\"\n"),
+            "http.listen",
+        ),
+        (format!("{GOOD}\n[http]\nlisten = 9464\n"), "http.listen"),
     ];
     for (text, key) in cases {
         let e = load(&text, &[]).unwrap_err().to_string();

@@ -34,6 +34,30 @@ impl Default for HttpConfig {
     }
 }
 
+impl HttpConfig {
+    /// Checks values that parse but cannot work: the key (in full) and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(());
+        }
+        let valid = listen
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if valid {
+            return Ok(());
+        }
+        Err((
+            "http.listen".into(),
+            format!(
+                "`{listen}` is not an address to listen on: expected host:port, such as \
+                 \"0.0.0.0:9464\" (every interface), \"127.0.0.1:9464\" or \"[::]:9464\"; \
+                 empty turns the listener off"
+            ),
+        ))
+    }
+}
+
 fn default_listen() -> String {
     "0.0.0.0:9464".into()
 }
@@ -104,4 +128,31 @@ pub async fn start(config: &HttpConfig) -> Result<Option<std::net::SocketAddr>, 
     });
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     Ok(Some(addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listen_address_needs_a_host_and_a_port() {
+        let with = |listen: &str| HttpConfig {
+            listen: listen.into(),
+            ..HttpConfig::default()
+        };
+        for good in [
+            "0.0.0.0:9464",
+            "127.0.0.1:0",
+            "[::]:9464",
+            "localhost:9464",
+            "",
+        ] {
+            assert!(with(good).validate().is_ok(), "{good}");
+        }
+        for bad in [":9464", "9464", "0.0.0.0", "0.0.0.0:http", "0.0.0.0:70000"] {
+            let (key, why) = with(bad).validate().unwrap_err();
+            assert_eq!(key, "http.listen");
+            assert!(why.contains(bad) && why.contains("0.0.0.0:9464"), "{why}");
+        }
+    }
 }

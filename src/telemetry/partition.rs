@@ -163,9 +163,13 @@ impl Reporter {
     /// A letter reached the dead-letter topic `topic`.
     pub fn dead_lettered(&self, letter: &Letter, topic: &str) {
         let r = &letter.record;
+        // A record that could not be decoded has no ordering key yet: its
+        // Kafka message key names it instead.
+        let message_key = r.key.as_deref().map(String::from_utf8_lossy);
         self.span_of(r, letter.key.as_deref()).in_scope(|| {
             tracing::warn!(topic = %self.topic, partition = self.partition,
-                offset = r.offset, key = letter.key.as_deref(), dead_letter_topic = %topic,
+                offset = r.offset, key = letter.key.as_deref(),
+                message_key = message_key.as_deref(), dead_letter_topic = %topic,
                 error = %letter.why, "record sent to the dead-letter topic")
         });
     }
