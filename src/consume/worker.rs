@@ -147,7 +147,7 @@ impl Worker {
                     if abandon_at.is_some() && in_flight.is_some() => {
                     // What was not committed is re-read by the next owner.
                     tracing::warn!(topic = %self.topic, partition = self.lease.partition,
-                        "the write in flight did not finish in the drain's time; abandoned");
+                        "the operation in flight (a write, a key-state read or a dead letter) did not finish in the drain's time; abandoned");
                     let stored = self.machine.stored();
                     return self.drained(drain.and_then(|d| d.0), stored);
                 }
