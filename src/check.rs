@@ -32,7 +32,12 @@ pub async fn run(settings: &Settings) -> Vec<Finding> {
         ),
         problem: kafka.err(),
     });
-    let sink = crate::sink::connect(&settings.sink, settings.group_id()).await;
+    let sink = crate::sink::connect(
+        &settings.sink,
+        settings.group_id(),
+        settings.source.unrouted,
+    )
+    .await;
     findings.push(Finding {
         what: match &sink {
             Ok(sink) => sink.describe(),

@@ -71,7 +71,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Res
     tokio::pin!(shutdown);
     // PostgreSQL not there yet is waited out; a shutdown meanwhile ends it.
     let sink = tokio::select! {
-        sink = sink::prepare(&settings.sink, settings.group_id()) => sink?,
+        sink = sink::prepare(&settings.sink, settings.group_id(), settings.source.unrouted) => sink?,
         _ = &mut shutdown => {
             measuring.abort();
             return Ok(());

@@ -488,21 +488,46 @@ async fn sink_plan(settings: &Settings) -> anyhow::Result<ExitCode> {
         settings.sink.batch_max_events,
     )
     .await?;
-    let plan = sink.plan().await?;
-    let table = format!("{}.{}", pg.schema, pg.table);
-    if plan.statements.is_empty() && plan.refused.is_empty() {
-        println!("-- {table}: nothing to change");
+    let own = sink.plan_own().await?;
+    let plans = sink.plan().await?;
+    println!("-- Ordo's own tables (schema {})", pg.schema);
+    if own.is_empty() {
+        println!("-- nothing to change");
     }
-    for statement in &plan.statements {
-        println!("{statement};");
+    for statement in &own {
+        println!("{statement}");
     }
-    for refused in &plan.refused {
-        println!("-- REFUSED: {refused}");
+    let mut refused = false;
+    for p in &plans {
+        println!("\n-- route {}: table {}", p.route, p.table);
+        if p.plan.statements.is_empty() && p.plan.refused.is_empty() {
+            println!("-- {}: nothing to change", p.table);
+        }
+        for statement in &p.plan.statements {
+            println!("{statement};");
+        }
+        for why in &p.plan.refused {
+            refused = true;
+            println!("-- REFUSED: {why}");
+        }
     }
-    Ok(if plan.refused.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    for (route, statements) in sink.sql_statements() {
+        println!("\n-- route {route}: SQL, run once per (route, key, version)");
+        for (i, s) in statements.iter().enumerate() {
+            let params: Vec<String> = s
+                .names
+                .iter()
+                .enumerate()
+                .map(|(n, name)| format!("${} = ${{{name}}}", n + 1))
+                .collect();
+            println!("-- statement {} (prepared; {})", i + 1, params.join(", "));
+            println!("{};", s.sql);
+        }
+    }
+    Ok(if refused {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }
 

@@ -180,6 +180,7 @@ pub async fn run(
         sequence: &settings.ordering.sequence,
         tombstones: settings.source.tombstones,
         tombstone_header: settings.ordering.tombstone_header(),
+        event_type: settings.source.event_type.as_ref(),
     };
     let mut decoder = Decoder::new(&setup, settings.schema_registry.as_ref())
         .map_err(|e| ConsumeError::Fatal(format!("cannot set up decoding: {e}")))?;
@@ -212,6 +213,7 @@ pub async fn run(
         policy: settings.ordering.on_bound,
         tombstones: settings.source.tombstones,
         max_cached_keys: settings.ordering.max_cached_keys,
+        max_event_types: settings.source.max_event_types,
         batch_max_events: settings.sink.batch_max_events,
         batch_max_wait: Duration::from_millis(settings.sink.batch_max_wait_ms),
         start_from: settings.source.start_from,

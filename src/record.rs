@@ -18,6 +18,10 @@ pub mod headers {
     pub const ORDO_VERSION: &str = "ordo.version";
     /// The lease epoch of the partition's owner that wrote the letter.
     pub const LEASE_EPOCH: &str = "ordo.lease.epoch";
+    /// The event's type (`source.event_type`), when it was decoded.
+    pub const EVENT_TYPE: &str = "ordo.event.type";
+    /// The route whose statement refused the event.
+    pub const ROUTE: &str = "ordo.route";
     /// How many times `ordo dlq replay` has sent this record back.
     pub const REPLAYS: &str = "ordo.replay.count";
     /// `masked`: the payload is the record's, with `[mask]` applied;
@@ -90,6 +94,8 @@ pub struct Event {
     pub size: usize,
     /// Sent back from the dead-letter topic (it carries `ordo.replay.count`).
     pub replayed: bool,
+    /// The event's type (`source.event_type`), when it has one.
+    pub event_type: Option<Arc<str>>,
     /// The record it was decoded from, kept while dead letters are on (the
     /// sink may still refuse the event, and its dead letter is the record).
     pub source: Option<Arc<Record>>,
@@ -107,6 +113,7 @@ impl Event {
             timestamp_ms: None,
             size: 16,
             replayed: false,
+            event_type: None,
             source: None,
             delete: false,
         }

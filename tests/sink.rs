@@ -576,7 +576,8 @@ async fn typed_columns_hold_json_fields_as_their_types_in_a_projection() {
     let refused = PostgresSink::connect(pg, "g", settings.sink.batch_max_events)
         .await
         .unwrap();
-    let plan = refused.plan().await.unwrap();
+    let plans = refused.plan().await.unwrap();
+    let plan = &plans[0].plan;
     assert!(
         plan.refused
             .iter()

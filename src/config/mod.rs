@@ -217,7 +217,8 @@ impl Settings {
             })?;
         }
         settings
-            .validate()
+            .resolve_routes()
+            .and_then(|()| settings.validate())
             .and_then(|()| settings.derive_columns())
             .map_err(|(key, reason)| ConfigError::Key {
                 origin: origin_of(&key),
@@ -318,38 +319,97 @@ impl Settings {
         self.log.validate()?;
         self.http.validate()?;
         self.validate_avro()?;
+        self.validate_routes()?;
         self.validate_tombstones()?;
         self.validate_mask()?;
         self.validate_dead_letter()
     }
 
-    /// `sink.postgres.auto_columns`: the typed columns of the (one) topic's
-    /// Avro reader schema.
+    /// The sink's routes: its own `table` and `mode` as the one route when
+    /// no `[[sink.postgres.routes]]` are given.
+    fn resolve_routes(&mut self) -> Result<(), (String, String)> {
+        match self.sink.postgres.as_mut() {
+            Some(pg) => pg.resolve_routes(),
+            None => Ok(()),
+        }
+    }
+
+    /// `auto_columns`: a table route's typed columns, from the (one)
+    /// topic's Avro reader schema.
     fn derive_columns(&mut self) -> Result<(), (String, String)> {
         let Some(pg) = self.sink.postgres.as_mut() else {
             return Ok(());
         };
-        let Some(auto) = pg.auto_columns else {
+        let source = &self.source;
+        for (i, route) in pg.routes.iter_mut().enumerate() {
+            let Some(auto) = route.auto_columns else {
+                continue;
+            };
+            let route_key = route.key(i);
+            let key = format!("{route_key}.auto_columns");
+            if source.format != crate::decode::FormatKind::Avro || source.topics.len() != 1 {
+                return Err((
+                    key,
+                    "derives columns from the reader schema: it needs source.format = \"avro\" and one topic".into(),
+                ));
+            }
+            let reader = source
+                .reader_schemas
+                .iter()
+                .find(|r| r.topic == source.topics[0])
+                .ok_or_else(|| (key.clone(), "the topic has no reader schema".into()))?
+                .load()
+                .map_err(|(field, why)| (format!("source.reader_schemas[0].{field}"), why))?;
+            route.columns = crate::sink::postgres::columns::from_avro(&reader.schema, auto)
+                .map_err(|why| (key.clone(), why))?;
+            let Some(mode) = route.mode else {
+                continue;
+            };
+            crate::sink::postgres::validate_columns(
+                &route.columns,
+                mode,
+                &format!("the reader schema's columns ({key})"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Routes name topics this group consumes, and event types only when
+    /// events have a type.
+    fn validate_routes(&self) -> Result<(), (String, String)> {
+        let Some(pg) = self.sink.postgres.as_ref() else {
             return Ok(());
         };
-        let key = "sink.postgres.auto_columns".to_string();
-        let source = &self.source;
-        if source.format != crate::decode::FormatKind::Avro || source.topics.len() != 1 {
+        for (i, route) in pg.routes.iter().enumerate() {
+            let key = route.key(i);
+            if let Some(t) = route
+                .topics
+                .iter()
+                .flatten()
+                .find(|t| !self.source.topics.contains(t))
+            {
+                return Err((
+                    format!("{key}.topics"),
+                    format!(
+                        "`{t}` is not one of source.topics ({})",
+                        self.source.topics.join(", ")
+                    ),
+                ));
+            }
+            if route.event_types.is_some() && self.source.event_type.is_none() {
+                return Err((
+                    format!("{key}.event_types"),
+                    "events have no type: set source.event_type = \"field:<path>\" or \"header:<name>\"".into(),
+                ));
+            }
+        }
+        if self.source.max_event_types == 0 {
             return Err((
-                key,
-                "derives columns from the reader schema: it needs source.format = \"avro\" and one topic".into(),
+                "source.max_event_types".into(),
+                "must be greater than 0".into(),
             ));
         }
-        let reader = source
-            .reader_schemas
-            .iter()
-            .find(|r| r.topic == source.topics[0])
-            .ok_or_else(|| (key.clone(), "the topic has no reader schema".into()))?
-            .load()
-            .map_err(|(field, why)| (format!("source.reader_schemas[0].{field}"), why))?;
-        pg.columns = crate::sink::postgres::columns::from_avro(&reader.schema, auto)
-            .map_err(|why| (key.clone(), why))?;
-        pg.validate_columns("the reader schema's columns (sink.postgres.auto_columns)")
+        Ok(())
     }
 
     /// Masked fields and the key and sequence they may be: a sequence must
@@ -389,15 +449,15 @@ impl Settings {
             return Ok(());
         }
         let key = "source.tombstones".to_string();
-        let projection = self
-            .sink
-            .postgres
-            .as_ref()
-            .is_some_and(|pg| pg.mode == SinkMode::Projection);
+        let projection = self.sink.postgres.as_ref().is_some_and(|pg| {
+            pg.routes
+                .iter()
+                .any(|r| r.mode == Some(SinkMode::Projection))
+        });
         if !projection {
             return Err((
                 key,
-                "`delete` needs sink.postgres.mode = \"projection\" (an event store keeps every event)".into(),
+                "`delete` needs sink.postgres.mode = \"projection\" (or a projection route): an event store keeps every event".into(),
             ));
         }
         if self.ordering.key != KeySource::MessageKey {

@@ -62,8 +62,8 @@ fn errors_name_the_key_the_valid_values_and_where_the_value_came_from() {
     .to_string();
     assert!(e.contains("key `kafka`: required, but not set"), "{e}");
     let e = Settings::load_embedded(
-        &base
-            .replace("table = \"x\"\n", "")
+        &GOOD
+            .replace("table = \"events\"\n", "")
             .replace("mode = \"event_store\"\n", ""),
         &[],
     )
@@ -133,7 +133,10 @@ fn env_overrides_file_and_maps_kafka_underscores() {
         ],
     )
     .unwrap();
-    assert_eq!(s.sink.postgres.as_ref().unwrap().table, "other");
+    assert_eq!(
+        s.sink.postgres.as_ref().unwrap().routes[0].table.as_deref(),
+        Some("other")
+    );
     assert_eq!(s.kafka.get("session.timeout.ms").unwrap(), "7000");
     assert_eq!(s.source.topics, vec!["a".to_string(), "b".to_string()]);
 }
@@ -235,7 +238,10 @@ fn bad_values_are_named() {
 fn shipped_configurations_load() {
     let example = include_str!("../../config/ordo.example.toml");
     let s = Settings::load_embedded(example, &[]).unwrap();
-    assert_eq!(s.sink.postgres.unwrap().mode, SinkMode::EventStore);
+    assert_eq!(
+        s.sink.postgres.unwrap().routes[0].mode,
+        Some(SinkMode::EventStore)
+    );
     let vars = [(
         "ORDO_SINK__POSTGRES__URL".to_string(),
         "postgres://ordo@db/ordo".to_string(),
@@ -318,4 +324,113 @@ fn missing_file_is_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("/nonexistent/ordo.toml"), "{e}");
+}
+
+const ROUTED: &str = r#"
+[kafka]
+"bootstrap.servers" = "127.0.0.1:9092"
+"group.id" = "ordo"
+
+[source]
+topics = ["orders"]
+format = "json"
+event_type = "field:type"
+
+[ordering]
+key = "field:id"
+sequence = "field:version"
+
+[sink.postgres]
+url = "postgres://ordo@127.0.0.1:5432/ordo"
+
+[[sink.postgres.routes]]
+name = "all_events"
+table = "order_events"
+mode = "event_store"
+
+[[sink.postgres.routes]]
+name = "orders"
+event_types = ["order.*"]
+table = "orders"
+mode = "projection"
+
+[[sink.postgres.routes]]
+name = "customer_totals"
+event_types = ["order.placed"]
+sql = """
+INSERT INTO customer_totals (customer, orders, amount)
+VALUES (${data.customer}, 1, ${data.amount}::numeric)
+ON CONFLICT (customer) DO UPDATE
+SET orders = customer_totals.orders + 1, amount = customer_totals.amount + EXCLUDED.amount
+"""
+"#;
+
+#[test]
+fn routes_load_in_the_documented_shape() {
+    let s = Settings::load_embedded(ROUTED, &[]).unwrap();
+    let pg = s.sink.postgres.unwrap();
+    let names: Vec<&str> = pg.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["all_events", "orders", "customer_totals"]);
+    assert!(pg.single_table().is_none());
+    assert!(s.source.event_type.is_some());
+    // The section's own table is the one route, taking everything.
+    let s = Settings::load_embedded(GOOD, &[]).unwrap();
+    let pg = s.sink.postgres.unwrap();
+    assert!(pg.single_table().is_some() && pg.routes[0].implicit);
+}
+
+#[test]
+fn route_errors_name_the_route_and_the_key() {
+    let cases = [
+        (
+            ROUTED.replace("name = \"orders\"", "name = \"all_events\""),
+            "key `sink.postgres.routes[1].name`: `all_events` is named twice",
+        ),
+        (
+            ROUTED.replace("[\"order.*\"]", "[\"or*der\"]"),
+            "key `sink.postgres.routes[1].event_types[0]`",
+        ),
+        (
+            ROUTED.replace("${data.customer}", "$1"),
+            "key `sink.postgres.routes[2].sql`: statement 1: positional parameters",
+        ),
+        (
+            ROUTED.replace("table = \"orders\"\n", ""),
+            "key `sink.postgres.routes[1].table`: required",
+        ),
+        (
+            ROUTED.replace("event_type = \"field:type\"\n", ""),
+            "key `sink.postgres.routes[1].event_types`: events have no type",
+        ),
+        (
+            ROUTED.replace("table = \"orders\"", "table = \"order_events\""),
+            "key `sink.postgres.routes[1].table`: `order_events` is route `all_events`'s table already",
+        ),
+        (
+            ROUTED.replace(
+                "name = \"customer_totals\"",
+                "name = \"customer_totals\"\ntable = \"t\"",
+            ),
+            "key `sink.postgres.routes[2].table`: an SQL route",
+        ),
+        (
+            ROUTED.replace("name = \"orders\"", "name = \"orders\"\ntopics = [\"payments\"]"),
+            "key `sink.postgres.routes[1].topics`: `payments` is not one of source.topics",
+        ),
+        (
+            ROUTED.replace(
+                "url = \"postgres://ordo@127.0.0.1:5432/ordo\"",
+                "url = \"postgres://ordo@127.0.0.1:5432/ordo\"\ntable = \"x\"",
+            ),
+            "key `sink.postgres.table`: with [[sink.postgres.routes]]",
+        ),
+        (
+            ROUTED.replace("mode = \"projection\"", "mode = \"view\""),
+            "key `sink.postgres.routes[1].mode`: `view` is not a valid value",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = Settings::load_embedded(&text, &[]).unwrap_err().to_string();
+        assert!(e.contains(expected), "expected {expected:?} in: {e}");
+    }
 }

@@ -83,6 +83,8 @@ pub struct Shared {
     /// What a record without a value does.
     pub tombstones: crate::decode::Tombstones,
     pub max_cached_keys: usize,
+    /// Event types counted by name (`source.max_event_types`).
+    pub max_event_types: usize,
     pub batch_max_events: usize,
     pub batch_max_wait: Duration,
     pub start_from: StartFrom,

@@ -25,6 +25,34 @@ pub struct SourceConfig {
     /// What a record without a value (a tombstone) means.
     #[serde(default)]
     pub tombstones: crate::decode::Tombstones,
+    /// Where each event's type is read: `field:<path>` or `header:<name>`
+    /// (a CloudEvents `ce_type` header, for example).
+    #[serde(default)]
+    pub event_type: Option<crate::decode::extract::EventTypeSource>,
+    /// Event types counted by name in `ordo_events_total{type}`; the types
+    /// seen beyond this many are counted as `other`.
+    #[serde(default = "default_max_event_types")]
+    pub max_event_types: usize,
+    /// What an event that matches no route of the sink does: `dead_letter`
+    /// (the default) or `ignore` (counted as `unrouted`).
+    #[serde(default)]
+    pub unrouted: Unrouted,
+}
+
+fn default_max_event_types() -> usize {
+    100
+}
+
+/// What an event that matches no route does (`source.unrouted`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Unrouted {
+    /// It goes to the dead-letter topic (or stops its partition when dead
+    /// letters are off), like an event the sink refuses.
+    #[default]
+    DeadLetter,
+    /// It is dropped: its key's version still counts as handled.
+    Ignore,
 }
 
 /// Where a partition without a stored offset starts.

@@ -70,6 +70,7 @@ impl Worker {
             batch_max_events: shared.batch_max_events,
             batch_max_wait: shared.batch_max_wait,
             retry: shared.retry.clone(),
+            max_event_types: shared.max_event_types,
         };
         let topic: Arc<str> = lease.topic.as_str().into();
         Self {
@@ -79,6 +80,7 @@ impl Worker {
                 lease.partition,
                 &shared.correlation_header,
                 &shared.causation_header,
+                shared.max_event_types,
             ),
             topic,
             lease: Arc::new(lease),
@@ -118,7 +120,8 @@ impl Worker {
                     Effect::Drained(next) => return self.drained(drain.and_then(|d| d.0), next),
                 }
             }
-            self.report.counts(&self.machine.counts());
+            self.report
+                .counts(&self.machine.counts(), self.machine.typed_counts());
             if self.machine.last_consumed() != published {
                 // The next offset to process, for lag; and the buffer's gauges.
                 published = self.machine.last_consumed();
@@ -311,6 +314,13 @@ impl Worker {
                 p.masker.as_deref(),
                 &letter.record,
                 letter.masked.as_ref(),
+                &[
+                    (
+                        crate::record::headers::EVENT_TYPE,
+                        letter.event_type.as_deref(),
+                    ),
+                    (crate::record::headers::ROUTE, letter.route.as_deref()),
+                ],
             );
             let sent = dl
                 .send_waiting(
@@ -352,7 +362,7 @@ impl Worker {
     /// Answers the drain and says what the partition did.
     fn drained(&mut self, ack: Option<oneshot::Sender<Option<i64>>>, next: Option<i64>) {
         let counts = self.machine.counts();
-        self.report.counts(&counts);
+        self.report.counts(&counts, self.machine.typed_counts());
         self.report
             .drained(&counts, next, self.machine.held_events());
         if let Some(ack) = ack {

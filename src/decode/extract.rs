@@ -140,6 +140,41 @@ pub enum SequenceSource {
     Header(String),
 }
 
+/// Where an event's type comes from (`source.event_type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTypeSource {
+    /// A field of the decoded record.
+    Field(FieldPath),
+    /// A Kafka header (a CloudEvents `ce_type`, for example).
+    Header(String),
+}
+
+/// The event's type; `found` is what the payload holds at the type's field
+/// path, if the type comes from one. A type that is absent (or null) is
+/// `None`: the event matches only routes that name no event types.
+pub fn event_type(
+    source: &EventTypeSource,
+    record: &Record,
+    found: Option<&Scalar>,
+) -> Result<Option<String>, ExtractError> {
+    match source {
+        EventTypeSource::Field(path) => match found {
+            None | Some(Scalar::Null) => Ok(None),
+            Some(Scalar::Str(s)) => Ok(Some(s.clone())),
+            Some(Scalar::Number(n)) => Ok(Some(n.to_string())),
+            Some(other) => Err(ExtractError::WrongType {
+                field: path.to_string(),
+                found: other.kind(),
+                expected: "a string (the event type)",
+            }),
+        },
+        EventTypeSource::Header(name) => Ok(record
+            .header(name)
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+            .filter(|t| !t.is_empty())),
+    }
+}
+
 /// A dotted path into a record, such as `order.customer.id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldPath(pub Vec<String>);
@@ -184,6 +219,25 @@ impl FromStr for SequenceSource {
                 "`{s}` is not a sequence source (expected `field:<path>` or `header:<name>`)"
             )),
         }
+    }
+}
+
+impl FromStr for EventTypeSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some(("field", path)) => Ok(EventTypeSource::Field(path.parse()?)),
+            Some(("header", name)) if !name.is_empty() => Ok(EventTypeSource::Header(name.into())),
+            _ => Err(format!(
+                "`{s}` is not an event type source (expected `field:<path>` or `header:<name>`)"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventTypeSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_from_str(d)
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::mask::{self, MaskConfig, Masker};
 use crate::record::{Event, JsonText, Location, Record};
 use avro::{AvroError, AvroFormat, KeyFormat};
-use extract::{FieldPath, KeySource, SequenceSource};
+use extract::{EventTypeSource, FieldPath, KeySource, SequenceSource};
 
 pub use extract::{ExtractError, Scalar};
 
@@ -32,6 +32,8 @@ pub struct Setup<'a> {
     pub tombstones: Tombstones,
     /// The header a tombstone's sequence is read from, if any.
     pub tombstone_header: Option<&'a str>,
+    /// Where each event's type is read (`source.event_type`), if anywhere.
+    pub event_type: Option<&'a EventTypeSource>,
 }
 
 /// What a tombstone (a record whose value is null, as compacted topics use
@@ -118,7 +120,9 @@ pub struct Decoder {
     avro_keys: Option<Arc<AvroFormat>>,
     key: KeySource,
     sequence: SequenceSource,
-    /// The payload field paths the key and the sequence come from.
+    /// Where the event's type comes from, if anywhere.
+    event_type: Option<EventTypeSource>,
+    /// The payload field paths the key, the sequence and the type come from.
     paths: Vec<FieldPath>,
     /// Set when tombstones delete: the header holding their sequence.
     tombstone_sequence: Option<String>,
@@ -130,8 +134,12 @@ pub struct Decoder {
     key_hashed: bool,
 }
 
-/// The payload field paths `key` and `sequence` read.
-fn paths_of(key: &KeySource, sequence: &SequenceSource) -> Vec<FieldPath> {
+/// The payload field paths `key`, `sequence` and `event_type` read, in that order.
+fn paths_of(
+    key: &KeySource,
+    sequence: &SequenceSource,
+    event_type: Option<&EventTypeSource>,
+) -> Vec<FieldPath> {
     let key = match key {
         KeySource::Field(p) => Some(p.clone()),
         KeySource::MessageKey => None,
@@ -140,7 +148,11 @@ fn paths_of(key: &KeySource, sequence: &SequenceSource) -> Vec<FieldPath> {
         SequenceSource::Field(p) => Some(p.clone()),
         SequenceSource::Header(_) => None,
     };
-    key.into_iter().chain(sequence).collect()
+    let event_type = match event_type {
+        Some(EventTypeSource::Field(p)) => Some(p.clone()),
+        _ => None,
+    };
+    key.into_iter().chain(sequence).chain(event_type).collect()
 }
 
 impl Decoder {
@@ -149,9 +161,10 @@ impl Decoder {
         Self {
             format: Format::Json(json::JsonFormat),
             avro_keys: None,
-            paths: paths_of(&key, &sequence),
+            paths: paths_of(&key, &sequence, None),
             key,
             sequence,
+            event_type: None,
             tombstone_sequence: None,
             ignore_tombstones: false,
             masker: None,
@@ -172,6 +185,13 @@ impl Decoder {
             KeySource::MessageKey => false,
         };
         self.masker = Some(masker);
+        self
+    }
+
+    /// Each event's type is read from `source`.
+    pub fn with_event_type(mut self, source: EventTypeSource) -> Self {
+        self.paths = paths_of(&self.key, &self.sequence, Some(&source));
+        self.event_type = Some(source);
         self
     }
 
@@ -218,9 +238,10 @@ impl Decoder {
         Ok(Self {
             format,
             avro_keys,
-            paths: paths_of(setup.key, setup.sequence),
+            paths: paths_of(setup.key, setup.sequence, setup.event_type),
             key: setup.key.clone(),
             sequence: setup.sequence.clone(),
+            event_type: setup.event_type.cloned(),
             tombstone_sequence: match setup.tombstones {
                 Tombstones::Delete => setup.tombstone_header.map(str::to_string),
                 _ => None,
@@ -254,13 +275,18 @@ impl Decoder {
                 json::JsonFormat.rendered(text, &self.paths)?
             }
         };
-        // The found values are in the order `paths_of` gives: key, sequence.
+        // The found values are in the order `paths_of` gives: key, sequence, type.
         let mut found = found.iter().map(Option::as_ref);
         let key_found = match self.key {
             KeySource::Field(_) => found.next().flatten(),
             KeySource::MessageKey => None,
         };
-        let sequence_found = found.next().flatten();
+        let sequence_found = match self.sequence {
+            SequenceSource::Field(_) => found.next().flatten(),
+            SequenceSource::Header(_) => None,
+        };
+        let type_found = found.next().flatten();
+        let event_type = self.event_type_of(record, type_found)?;
         let mut key = self.key_of(record, key_found).await?;
         let sequence = extract::sequence(&self.sequence, record, sequence_found)?;
         let mut payload = payload;
@@ -278,6 +304,7 @@ impl Decoder {
             timestamp_ms: record.timestamp_ms,
             size: bytes.len(),
             replayed: record.header(crate::dlq::headers::REPLAYS).is_some(),
+            event_type,
             source: None,
             delete: false,
         })
@@ -300,6 +327,18 @@ impl Decoder {
         })
     }
 
+    /// The event's type, if the configuration reads one and the record has it.
+    fn event_type_of(
+        &self,
+        record: &Record,
+        found: Option<&Scalar>,
+    ) -> Result<Option<Arc<str>>, ExtractError> {
+        Ok(match &self.event_type {
+            Some(source) => extract::event_type(source, record, found)?.map(Arc::from),
+            None => None,
+        })
+    }
+
     /// A record without a value: a delete of its key when tombstones delete
     /// (`source.tombstones = "delete"`), its sequence from a header; else
     /// not decodable.
@@ -317,6 +356,7 @@ impl Decoder {
             timestamp_ms: record.timestamp_ms,
             size: 0,
             replayed: record.header(crate::dlq::headers::REPLAYS).is_some(),
+            event_type: self.event_type_of(record, None)?,
             source: None,
             delete: true,
         })

@@ -98,7 +98,12 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
     };
     tracing::info!(produced, topic = TOPIC, high_watermarks = ?hw, "sample events produced");
 
-    let sink = crate::sink::prepare(&settings.sink, settings.group_id()).await?;
+    let sink = crate::sink::prepare(
+        &settings.sink,
+        settings.group_id(),
+        settings.source.unrouted,
+    )
+    .await?;
     let watcher = sink.clone();
     let target = hw.clone();
     let drained = async move {
@@ -133,7 +138,7 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
             .sink
             .postgres
             .as_ref()
-            .map(|pg| pg.table.clone())
+            .and_then(|pg| pg.routes.iter().find_map(|r| r.table.clone()))
             .unwrap_or_default(),
         writers,
     })

@@ -31,9 +31,19 @@ pub fn letter_record<'a>(
     masker: Option<&crate::mask::Masker>,
     record: &'a Record,
     masked: Option<&JsonText>,
+    notes: &[(&str, Option<&str>)],
 ) -> std::borrow::Cow<'a, Record> {
+    let notes: Vec<(String, Option<Vec<u8>>)> = notes
+        .iter()
+        .filter_map(|(name, value)| Some((name.to_string(), Some((*value)?.as_bytes().to_vec()))))
+        .collect();
     let Some(masker) = masker else {
-        return std::borrow::Cow::Borrowed(record);
+        if notes.is_empty() {
+            return std::borrow::Cow::Borrowed(record);
+        }
+        let mut letter = record.clone();
+        letter.headers.extend(notes);
+        return std::borrow::Cow::Owned(letter);
     };
     let payload = match masked {
         Some(text) => Some(text.as_str().as_bytes().to_vec()),
@@ -54,6 +64,7 @@ pub fn letter_record<'a>(
     letter
         .headers
         .push((headers::PAYLOAD.to_string(), Some(how.as_bytes().to_vec())));
+    letter.headers.extend(notes);
     std::borrow::Cow::Owned(letter)
 }
 

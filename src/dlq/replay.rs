@@ -86,6 +86,9 @@ fn record_headers(letter: &Letter) -> OwnedHeaders {
         headers::ATTEMPTS,
         headers::ORDO_VERSION,
         headers::REPLAYS,
+        headers::LEASE_EPOCH,
+        headers::EVENT_TYPE,
+        headers::ROUTE,
     ];
     let mut hs = OwnedHeaders::new();
     for (k, v) in letter

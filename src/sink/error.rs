@@ -49,6 +49,18 @@ impl SinkError {
     pub fn is_transient(&self) -> bool {
         matches!(self, SinkError::Transient(_) | SinkError::BreakerOpen)
     }
+
+    /// The route whose statement failed, when a route's did (for the
+    /// dead letter's `ordo.route` header).
+    pub fn route(&self) -> Option<&str> {
+        match self {
+            SinkError::Transient(e) | SinkError::Refused(e) | SinkError::Fatal(e) => e
+                .downcast_ref::<super::postgres::PostgresError>()
+                .and_then(|p| p.route()),
+            SinkError::GaveUp { last, .. } => last.route(),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod config;
 mod error;
 pub mod postgres;
 pub mod retry;
+pub mod route;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -109,15 +110,26 @@ pub trait Sink: Send + Sync {
     }
 }
 
-/// Connects to the configured sink, without preparing it.
-pub async fn connect(config: &SinkConfig, group: &str) -> Result<Arc<dyn Sink>, SinkError> {
+/// Connects to the configured sink, without preparing it; `unrouted` is
+/// what an event no route takes does (`source.unrouted`).
+pub async fn connect(
+    config: &SinkConfig,
+    group: &str,
+    unrouted: crate::consume::source::Unrouted,
+) -> Result<Arc<dyn Sink>, SinkError> {
     match config.kind {
         SinkKind::Postgres => {
             let pg = config.postgres.as_ref().ok_or_else(|| {
                 SinkError::Fatal("sink.postgres: required when sink.kind = \"postgres\"".into())
             })?;
             Ok(Arc::new(
-                postgres::PostgresSink::connect(pg, group, config.batch_max_events).await?,
+                postgres::PostgresSink::connect_routed(
+                    pg,
+                    group,
+                    config.batch_max_events,
+                    unrouted,
+                )
+                .await?,
             ))
         }
     }
@@ -125,14 +137,18 @@ pub async fn connect(config: &SinkConfig, group: &str) -> Result<Arc<dyn Sink>, 
 
 /// Connects to the sink and prepares it, waiting (not ready) for as long as
 /// it cannot be reached; names the sink on other failures.
-pub async fn prepare(config: &SinkConfig, group: &str) -> Result<Arc<dyn Sink>, SinkError> {
+pub async fn prepare(
+    config: &SinkConfig,
+    group: &str,
+    unrouted: crate::consume::source::Unrouted,
+) -> Result<Arc<dyn Sink>, SinkError> {
     retry::wait_for(
         config.kind.name(),
         "starting",
         &config.retry,
         SinkError::is_transient,
         || async {
-            let sink = connect(config, group).await?;
+            let sink = connect(config, group, unrouted).await?;
             sink.prepare().await?;
             Ok(sink)
         },

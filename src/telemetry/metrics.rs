@@ -132,8 +132,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             tp,
         )?,
         events: IntCounterVec::new(
-            Opts::new("ordo_events_total", "Records consumed, by outcome"),
-            &["topic", "outcome"],
+            Opts::new(
+                "ordo_events_total",
+                "Records consumed, by outcome and event type (`none`: no type; `other`: types past source.max_event_types)",
+            ),
+            &["topic", "outcome", "type"],
         )?,
         batch_seconds: HistogramVec::new(
             HistogramOpts::new(
@@ -334,7 +337,9 @@ impl Metrics {
     pub fn init_topics(&self, topics: &[String]) {
         for topic in topics {
             for outcome in OUTCOMES {
-                self.events.with_label_values(&[topic, outcome]).inc_by(0);
+                self.events
+                    .with_label_values(&[topic, outcome, "none"])
+                    .inc_by(0);
             }
             self.gaps.with_label_values(&[topic]).inc_by(0);
             self.handovers.with_label_values(&[topic]).inc_by(0);
@@ -376,7 +381,9 @@ mod tests {
         m.held_oldest_age_seconds
             .with_label_values(&["x", "9"])
             .set(0.0);
-        m.events.with_label_values(&["x", "applied"]).inc_by(0);
+        m.events
+            .with_label_values(&["x", "applied", "none"])
+            .inc_by(0);
         m.batch_seconds.with_label_values(&["x"]).observe(0.0);
         m.batch_events.with_label_values(&["x"]).observe(0.0);
         m.breaker_transitions

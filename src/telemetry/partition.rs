@@ -4,7 +4,7 @@
 //! partition's code says what happened; how often a line is logged, at which
 //! level and with which fields is decided here.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use prometheus::{Histogram, IntCounter};
 
 use super::health::{health, Position};
 use super::metrics::metrics;
-use crate::consume::partition::{Counts, Letter, Note};
+use crate::consume::partition::{Counts, Letter, Note, Outcome, TypeCounts};
 use crate::record::Record;
 use crate::sink::Batch;
 
@@ -23,49 +23,23 @@ const BELOW_FIRST_LOGGED_KEYS: usize = 10_000;
 /// Transient fetch errors are logged at most this often per partition.
 const FETCH_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The `ordo_events_total` outcomes a partition counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Applied,
-    Absorbed,
-    Duplicate,
-    Stale,
-    DeadLettered,
-    TombstoneIgnored,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 6] = [
-        Outcome::Applied,
-        Outcome::Absorbed,
-        Outcome::Duplicate,
-        Outcome::Stale,
-        Outcome::DeadLettered,
-        Outcome::TombstoneIgnored,
-    ];
-
-    /// The `outcome` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Absorbed => "absorbed",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Stale => "stale",
-            Outcome::DeadLettered => "dead_lettered",
-            Outcome::TombstoneIgnored => "tombstone_ignored",
-        }
+/// Event type labels in use, across partitions: at most the configured
+/// number (`source.max_event_types`); other types are counted as `other`.
+fn type_label(event_type: &str, max: usize) -> String {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    let Ok(mut seen) = seen.lock() else {
+        return "other".into();
+    };
+    if seen.contains(event_type) {
+        return event_type.to_string();
     }
-
-    fn of(self, c: &Counts) -> u64 {
-        match self {
-            Outcome::Applied => c.applied,
-            Outcome::Absorbed => c.absorbed,
-            Outcome::Duplicate => c.duplicates,
-            Outcome::Stale => c.stale,
-            Outcome::DeadLettered => c.dead_lettered,
-            Outcome::TombstoneIgnored => c.tombstones_ignored,
-        }
+    if seen.len() < max {
+        seen.insert(event_type.to_string());
+        return event_type.to_string();
     }
+    "other".into()
 }
 
 /// One partition's reporter.
@@ -77,7 +51,10 @@ pub struct Reporter {
     causation_header: String,
     /// The counts already published.
     published: Counts,
-    outcomes: [IntCounter; 6],
+    published_typed: TypeCounts,
+    /// `ordo_events_total` of each type label, per outcome.
+    outcomes: HashMap<String, [IntCounter; 6]>,
+    max_event_types: usize,
     decode_time: Histogram,
     order_time: Histogram,
     waiting_logged_at: Option<Instant>,
@@ -92,10 +69,13 @@ impl Reporter {
         partition: i32,
         correlation_header: &str,
         causation_header: &str,
+        max_event_types: usize,
     ) -> Self {
         let m = metrics();
         Self {
-            outcomes: Outcome::ALL.map(|o| m.events.with_label_values(&[&*topic, o.as_str()])),
+            outcomes: HashMap::new(),
+            published_typed: TypeCounts::default(),
+            max_event_types,
             decode_time: m.stage_seconds.with_label_values(&["decode"]),
             order_time: m.stage_seconds.with_label_values(&["order"]),
             partition_label: partition.to_string(),
@@ -117,14 +97,46 @@ impl Reporter {
     }
 
     /// Publishes what the counts gained since last time.
-    pub fn counts(&mut self, now: &Counts) {
-        for (o, counter) in Outcome::ALL.iter().zip(&self.outcomes) {
-            let gained = o.of(now).saturating_sub(o.of(&self.published));
-            if gained > 0 {
-                counter.inc_by(gained);
-            }
+    pub fn counts(&mut self, now: &Counts, typed: &TypeCounts) {
+        if *now == self.published {
+            return;
         }
         self.published = *now;
+        let mut gains: Vec<(String, usize, u64)> = Vec::new();
+        let mut gained = |label: &str, now: &[u64; 6], before: &[u64; 6]| {
+            for (i, (n, b)) in now.iter().zip(before).enumerate() {
+                if n > b {
+                    gains.push((label.to_string(), i, n - b));
+                }
+            }
+        };
+        gained("none", &typed.none, &self.published_typed.none);
+        gained("other", &typed.other, &self.published_typed.other);
+        for (t, counts) in &typed.named {
+            let before = self
+                .published_typed
+                .named
+                .get(t)
+                .copied()
+                .unwrap_or_default();
+            gained(t, counts, &before);
+        }
+        for (t, i, n) in gains {
+            let label = match t.as_str() {
+                "none" | "other" => t,
+                _ => type_label(&t, self.max_event_types),
+            };
+            let topic = &self.topic;
+            let counters = self.outcomes.entry(label).or_insert_with_key(|label| {
+                Outcome::ALL.map(|o| {
+                    metrics()
+                        .events
+                        .with_label_values(&[&**topic, o.as_str(), label.as_str()])
+                })
+            });
+            counters[i].inc_by(n);
+        }
+        self.published_typed = typed.clone();
     }
 
     /// One record's decode took `elapsed`.

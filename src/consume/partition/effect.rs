@@ -51,6 +51,10 @@ pub struct Letter {
     /// The decoded payload (masked with `[mask]` on), if it was decoded.
     pub masked: Option<JsonText>,
     pub why: String,
+    /// The event's type, if it was decoded and has one.
+    pub event_type: Option<Arc<str>>,
+    /// The route whose statement refused the event, if one did.
+    pub route: Option<String>,
 }
 
 /// What the machine reports, for logs and metrics (`telemetry::partition`).
@@ -140,4 +144,87 @@ pub struct Counts {
     pub dead_lettered: u64,
     pub replayed_late: u64,
     pub tombstones_ignored: u64,
+}
+
+/// The `ordo_events_total` outcomes counted per event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Absorbed,
+    Duplicate,
+    Stale,
+    DeadLettered,
+    TombstoneIgnored,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Applied,
+        Outcome::Absorbed,
+        Outcome::Duplicate,
+        Outcome::Stale,
+        Outcome::DeadLettered,
+        Outcome::TombstoneIgnored,
+    ];
+
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Absorbed => "absorbed",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Stale => "stale",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::TombstoneIgnored => "tombstone_ignored",
+        }
+    }
+
+    /// The outcome's count in `c`.
+    pub fn of(self, c: &Counts) -> u64 {
+        match self {
+            Outcome::Applied => c.applied,
+            Outcome::Absorbed => c.absorbed,
+            Outcome::Duplicate => c.duplicates,
+            Outcome::Stale => c.stale,
+            Outcome::DeadLettered => c.dead_lettered,
+            Outcome::TombstoneIgnored => c.tombstones_ignored,
+        }
+    }
+}
+
+/// The outcomes counted per event type (`ordo_events_total{type}`): events
+/// without a type apart, at most `max` types by name, the rest together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeCounts {
+    max: usize,
+    /// Events without a type.
+    pub none: [u64; 6],
+    pub named: std::collections::HashMap<Arc<str>, [u64; 6]>,
+    /// Types seen beyond `max`.
+    pub other: [u64; 6],
+}
+
+impl TypeCounts {
+    /// Counts at most `max` types by name.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            ..Self::default()
+        }
+    }
+
+    /// `n` events of `event_type` had `outcome`.
+    pub fn add(&mut self, event_type: Option<&Arc<str>>, outcome: Outcome, n: u64) {
+        let slot = match event_type {
+            None => &mut self.none,
+            Some(t) => {
+                if !self.named.contains_key(t) && self.named.len() >= self.max {
+                    &mut self.other
+                } else {
+                    self.named.entry(t.clone()).or_default()
+                }
+            }
+        };
+        slot[outcome as usize] += n;
+    }
 }

@@ -35,7 +35,7 @@ use crate::sink::breaker::BreakerState;
 use crate::sink::retry::RetryConfig;
 use crate::sink::{Batch, Lease, SinkError, Written};
 
-pub use effect::{Counts, Effect, Letter, Note};
+pub use effect::{Counts, Effect, Letter, Note, Outcome, TypeCounts};
 use write::Flush;
 
 /// Decoded events the ready queue keeps room for between runs.
@@ -57,6 +57,8 @@ pub struct Config {
     pub batch_max_wait: Duration,
     /// How a record that cannot be decoded yet is tried again.
     pub retry: RetryConfig,
+    /// Event types counted by name (`source.max_event_types`).
+    pub max_event_types: usize,
 }
 
 /// A record of a run, once decoded, waiting to be ordered.
@@ -98,6 +100,7 @@ enum Op {
     Letter {
         origin: Origin,
         record: Arc<Record>,
+        event_type: Option<Arc<str>>,
     },
 }
 
@@ -131,6 +134,8 @@ pub struct Partition {
     progress: Progress,
     flow: Flow,
     counts: Counts,
+    /// The outcomes per event type.
+    typed: TypeCounts,
     /// Records in the dead-letter topic already: not sent again when re-read.
     marks: DeadLetterMarks,
     /// When the first change not yet written was made.
@@ -169,6 +174,7 @@ pub struct Partition {
 impl Partition {
     /// The machine of a partition leased as `lease` says, started at `now`.
     pub fn new(cfg: Arc<Config>, lease: &Lease, now: Instant) -> Self {
+        let max_event_types = cfg.max_event_types;
         Self {
             buffer: SequenceBuffer::new(cfg.buffer.clone()),
             cfg,
@@ -179,6 +185,7 @@ impl Partition {
             progress: Progress::new(lease.next_offset),
             flow: Flow::default(),
             counts: Counts::default(),
+            typed: TypeCounts::new(max_event_types),
             marks: DeadLetterMarks::new(lease.dead_lettered.iter().copied()),
             dirty_since: None,
             pending: VecDeque::new(),
@@ -255,6 +262,7 @@ impl Partition {
             }
             Ok(None) => {
                 self.counts.tombstones_ignored += 1;
+                self.typed.add(None, Outcome::TombstoneIgnored, 1);
                 self.order(Item::Skipped(record.offset));
                 return self.flow.writing();
             }
@@ -270,6 +278,8 @@ impl Partition {
                     key: None,
                     masked: None,
                     why: e.to_string(),
+                    event_type: None,
+                    route: None,
                 };
                 let origin = Origin::Decode {
                     error: e.to_string(),
@@ -355,12 +365,19 @@ impl Partition {
     /// The outcome of [`Effect::DeadLetter`].
     pub fn dead_lettered(&mut self, now: Instant, result: Result<(), DeadLetterError>) {
         self.now = now;
-        if let Some(Op::Letter { origin, record }) = self.op.take() {
+        if let Some(Op::Letter {
+            origin,
+            record,
+            event_type,
+        }) = self.op.take()
+        {
             match result {
                 Ok(()) => {
                     self.marks.insert(record.offset);
                     self.batch.dead_lettered.push(record.offset);
                     self.counts.dead_lettered += 1;
+                    self.typed
+                        .add(event_type.as_ref(), Outcome::DeadLettered, 1);
                     self.lettered(record.offset, origin);
                 }
                 Err(e) => self.letter_failed(origin, record, e),
@@ -485,6 +502,11 @@ impl Partition {
         self.counts
     }
 
+    /// The outcomes per event type.
+    pub fn typed_counts(&self) -> &TypeCounts {
+        &self.typed
+    }
+
     pub fn held_events(&self) -> usize {
         self.buffer.held_events()
     }
@@ -581,6 +603,7 @@ impl Partition {
         self.op = Some(Op::Letter {
             origin,
             record: letter.record.clone(),
+            event_type: letter.event_type.clone(),
         });
         self.effects.push_back(Effect::DeadLetter(letter));
     }

@@ -2,7 +2,7 @@
 //! sequence buffer (released events join the batch), an event of a key not
 //! known yet is parked, and after each event the bound policy is applied.
 
-use super::{Item, Letter, Note, Origin, Partition};
+use super::{Item, Letter, Note, Origin, Outcome, Partition};
 use crate::order::{BoundPolicy, Offer};
 use crate::record::Event;
 
@@ -41,6 +41,7 @@ impl Partition {
     /// of a key the buffer does not know yet comes back.
     fn place(&mut self, event: Event) -> Option<Event> {
         let offset = event.offset;
+        let event_type = event.event_type.clone();
         match self.buffer.offer(event, self.now, &mut self.batch.events) {
             Offer::Unknown(event) => return Some(event),
             Offer::Released(n) => self.counts.released += n as u64,
@@ -62,6 +63,7 @@ impl Partition {
                 received,
             } => {
                 self.counts.stale += 1;
+                self.typed.add(event_type.as_ref(), Outcome::Stale, 1);
                 self.note(Note::BelowFirst {
                     key,
                     first,
@@ -69,8 +71,14 @@ impl Partition {
                     offset,
                 });
             }
-            Offer::Duplicate => self.counts.duplicates += 1,
-            Offer::Stale => self.counts.stale += 1,
+            Offer::Duplicate => {
+                self.counts.duplicates += 1;
+                self.typed.add(event_type.as_ref(), Outcome::Duplicate, 1);
+            }
+            Offer::Stale => {
+                self.counts.stale += 1;
+                self.typed.add(event_type.as_ref(), Outcome::Stale, 1);
+            }
         }
         None
     }
@@ -99,6 +107,8 @@ impl Partition {
                             key: Some(event.key),
                             masked: Some(event.payload),
                             why: why.clone(),
+                            event_type: event.event_type,
+                            route: None,
                         };
                         self.letters.push_back((letter, Origin::Bound { why }));
                     }

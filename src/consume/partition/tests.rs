@@ -21,6 +21,7 @@ fn config(policy: BoundPolicy, max_events: usize, batch_max_events: usize) -> Co
         policy,
         dead_letters: true,
         max_cached_keys: 1_000,
+        max_event_types: 10,
         batch_max_events,
         batch_max_wait: WAIT,
         retry: RetryConfig {

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use super::{Effect, Item, Letter, Note, Op, Origin, Partition, Then};
+use super::{Effect, Item, Letter, Note, Op, Origin, Outcome, Partition, Then, TypeCounts};
 use crate::order::Gap;
 use crate::record::Event;
 use crate::sink::{Batch, SinkError, Written};
@@ -240,6 +240,7 @@ impl Partition {
             Ok(written) if single => {
                 self.counts.applied += written.applied;
                 self.counts.absorbed += written.absorbed;
+                count_types(&mut self.typed, &batch.events, written);
             }
             Ok(written) => self.committed(w.stored, written),
             Err(e) if single && e.is_record_error() => {
@@ -267,6 +268,8 @@ impl Partition {
                     key: Some(event.key),
                     masked: Some(event.payload),
                     why,
+                    event_type: event.event_type,
+                    route: e.route().map(str::to_string),
                 };
                 self.letters.push_back((letter, origin));
             }
@@ -312,6 +315,7 @@ impl Partition {
     fn committed(&mut self, stored: i64, written: Written) {
         self.counts.applied += written.applied;
         self.counts.absorbed += written.absorbed;
+        count_types(&mut self.typed, &self.batch.events, written);
         self.counts.batches += 1;
         self.progress.committed(stored);
         let b = &mut self.batch;
@@ -351,4 +355,30 @@ impl Partition {
             Then::Stop { reason, record } => self.stop(reason, record),
         }
     }
+}
+
+/// A committed batch's events counted per type. The sink says how many
+/// were applied and how many absorbed, not which: in a batch with both
+/// (only replays or a concurrent writer make one), the first `applied`
+/// events are counted applied. The totals are exact either way.
+fn count_types(typed: &mut TypeCounts, events: &[Event], written: Written) {
+    if events.iter().all(|e| e.event_type.is_none()) {
+        typed.add(None, Outcome::Applied, written.applied);
+        typed.add(None, Outcome::Absorbed, written.absorbed);
+        return;
+    }
+    let mut applied = written.applied;
+    let mut absorbed = written.absorbed;
+    for e in events {
+        if applied > 0 {
+            applied -= 1;
+            typed.add(e.event_type.as_ref(), Outcome::Applied, 1);
+        } else if absorbed > 0 {
+            absorbed -= 1;
+            typed.add(e.event_type.as_ref(), Outcome::Absorbed, 1);
+        }
+    }
+    // A sink may count more than one row per event (a delete's record).
+    typed.add(None, Outcome::Applied, applied);
+    typed.add(None, Outcome::Absorbed, absorbed);
 }

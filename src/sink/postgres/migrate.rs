@@ -90,6 +90,23 @@ const MIGRATIONS: &[(i32, &str)] = &[
         recorded_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (target_table, key));",
     ),
+    // With routes, each key's last handled version (across every route)
+    // is kept here, per consumer group; and each SQL route's last applied
+    // version per key, its exactly-once guard (shared by every deployment
+    // that runs the route).
+    (
+        7,
+        "CREATE TABLE IF NOT EXISTS {key_versions} (
+        consumer_group text NOT NULL,
+        key text COLLATE \"C\" NOT NULL,
+        version bigint NOT NULL,
+        PRIMARY KEY (consumer_group, key));
+     CREATE TABLE IF NOT EXISTS {route_versions} (
+        route text NOT NULL,
+        key text COLLATE \"C\" NOT NULL,
+        version bigint,
+        PRIMARY KEY (route, key));",
+    ),
 ];
 
 // The key columns compare bytewise (`COLLATE "C"`): keys are identifiers,
@@ -145,6 +162,8 @@ fn fill(sql: &str, t: &Tables) -> String {
         .replace("{deleted_keys}", &t.deleted_keys)
         .replace("{schema_changes}", &t.schema_changes)
         .replace("{passed_versions}", &t.passed_versions)
+        .replace("{key_versions}", &t.key_versions)
+        .replace("{route_versions}", &t.route_versions)
         .replace("{target}", &t.target)
 }
 
@@ -254,14 +273,44 @@ pub async fn plan<C: GenericClient>(
     Ok(plan)
 }
 
+/// The DDL of Ordo's own tables not applied yet (all of it on a database
+/// Ordo never used), without running anything: for `ordo sink plan`.
+pub async fn pending_own<C: GenericClient>(
+    client: &C,
+    t: &Tables,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let (schema, _) = t.schema_and_table();
+    let exists = client
+        .query_one(
+            "SELECT to_regclass(quote_ident($1) || '.ordo_schema_migrations') IS NOT NULL",
+            &[&schema],
+        )
+        .await?
+        .get::<_, bool>(0);
+    let applied: Vec<i32> = if exists {
+        client
+            .query(&format!("SELECT version FROM {}", t.migrations), &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(MIGRATIONS
+        .iter()
+        .filter(|(v, _)| !applied.contains(v))
+        .map(|(v, sql)| format!("-- Ordo migration {v}\n{}", fill(sql, t).trim()))
+        .collect())
+}
+
 /// Applies pending migrations and the target table's plan under an
 /// advisory lock, so replicas starting together do not race; a refused
 /// change fails, naming the DDL it would take.
 pub async fn run(
     client: &mut tokio_postgres::Client,
     t: &Tables,
-    mode: SinkMode,
-    columns: &[Column],
+    targets: &[super::routes::TableRoute],
     target: &str,
     owner: &str,
 ) -> Result<(), PostgresError> {
@@ -310,7 +359,30 @@ pub async fn run(
         .await
         .map_err(err(&format!("recording migration {version}")))?;
     }
-    let plan = plan(&tx, t, mode, columns)
+    for route in targets {
+        apply_plan(&tx, route, target, owner).await?;
+    }
+    tx.commit().await.map_err(err("committing migrations"))?;
+    Ok(())
+}
+
+/// Creates or evolves one route's table, inside the migrations' transaction.
+async fn apply_plan(
+    tx: &tokio_postgres::Transaction<'_>,
+    route: &super::routes::TableRoute,
+    target: &str,
+    owner: &str,
+) -> Result<(), PostgresError> {
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |source| PostgresError::Query {
+            target: target.to_string(),
+            what: what.clone(),
+            source,
+        }
+    };
+    let (t, mode) = (&route.tables, route.mode);
+    let plan = plan(tx, t, mode, &route.columns)
         .await
         .map_err(err(&format!("reading the columns of {}", t.target_display)))?;
     if !plan.refused.is_empty() {
@@ -333,8 +405,7 @@ pub async fn run(
         )
         .await
         .map_err(err("recording a schema change"))?;
-        tracing::info!(table = %t.target_display, %statement, "target table changed");
+        tracing::info!(table = %t.target_display, route = %route.name, %statement, "target table changed");
     }
-    tx.commit().await.map_err(err("committing migrations"))?;
     Ok(())
 }

@@ -5,10 +5,21 @@ mod config;
 pub mod connect;
 mod group;
 mod migrate;
+mod routes;
+pub mod sql_route;
 mod write;
 
-pub use config::{base_columns, PostgresConfig, SinkMode};
+pub use config::{base_columns, validate_columns, PostgresConfig, RouteConfig, SinkMode, Target};
 pub use migrate::Plan;
+
+/// What one table route's table needs (`ordo sink plan`).
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    pub route: String,
+    /// `schema.table`.
+    pub table: String,
+    pub plan: Plan,
+}
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +27,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 use super::{Batch, Lease, SinkError, Written};
+use crate::consume::source::Unrouted;
 use connect::{Connection, TlsSettings};
 
 /// A failure of the PostgreSQL sink.
@@ -30,11 +42,31 @@ pub enum PostgresError {
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("table {table} does not fit sink mode {mode:?}: {reason}")]
+    #[error("table {table} does not fit sink mode {}: {reason}", mode.as_str())]
     Schema {
         table: String,
         mode: SinkMode,
         reason: String,
+    },
+    /// A statement of an SQL route failed.
+    #[error(
+        "PostgreSQL at {target}: route {route}, statement {statement}: {}",
+        describe_pg(source)
+    )]
+    Route {
+        target: String,
+        route: String,
+        statement: usize,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// An event matches no route (`source.unrouted = "dead_letter"`).
+    #[error("no route takes the event (key {key}, version {version}, topic {topic}, event type {}); source.unrouted = \"dead_letter\"", event_type.as_deref().unwrap_or("none"))]
+    Unrouted {
+        key: String,
+        version: i64,
+        topic: String,
+        event_type: Option<String>,
     },
 }
 
@@ -43,7 +75,8 @@ impl PostgresError {
     /// value: SQLSTATE classes 22 and 23): another event may well go through.
     pub fn is_record_error(&self) -> bool {
         match self {
-            PostgresError::Query { source, .. } => source
+            PostgresError::Unrouted { .. } => true,
+            PostgresError::Query { source, .. } | PostgresError::Route { source, .. } => source
                 .code()
                 .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23")),
             _ => false,
@@ -55,8 +88,20 @@ impl PostgresError {
     pub fn is_transient(&self) -> bool {
         match self {
             PostgresError::Connect { .. } => true,
-            PostgresError::Query { source, .. } => write::is_transient(source),
-            PostgresError::Schema { .. } => false,
+            PostgresError::Query { source, .. } | PostgresError::Route { source, .. } => {
+                write::is_transient(source)
+            }
+            PostgresError::Schema { .. } | PostgresError::Unrouted { .. } => false,
+        }
+    }
+}
+
+impl PostgresError {
+    /// The route whose statement failed, if a route's did.
+    pub fn route(&self) -> Option<&str> {
+        match self {
+            PostgresError::Route { route, .. } => Some(route),
+            _ => None,
         }
     }
 }
@@ -114,6 +159,8 @@ pub(crate) struct Tables {
     pub deleted_keys: String,
     pub schema_changes: String,
     pub passed_versions: String,
+    pub key_versions: String,
+    pub route_versions: String,
     pub migrations: String,
     /// Whether the whole payload is stored (`payload` / `state`).
     pub payload: bool,
@@ -123,12 +170,13 @@ pub(crate) struct Tables {
 }
 
 impl Tables {
-    fn new(sink: &PostgresConfig) -> Self {
-        let schema = quote_ident(&sink.schema);
+    /// Ordo's own tables in `schema`, with `table` as the target.
+    fn new(schema_name: &str, table: &str, payload: bool) -> Self {
+        let schema = quote_ident(schema_name);
         let q = |t: &str| format!("{schema}.{}", quote_ident(t));
         Tables {
-            target: q(&sink.table),
-            target_display: format!("{}.{}", sink.schema, sink.table),
+            target: q(table),
+            target_display: format!("{schema_name}.{table}"),
             offsets: q("ordo_offsets"),
             key_state: q("ordo_key_state"),
             gaps: q("ordo_gaps"),
@@ -136,9 +184,11 @@ impl Tables {
             deleted_keys: q("ordo_deleted_keys"),
             schema_changes: q("ordo_schema_changes"),
             passed_versions: q("ordo_passed_versions"),
-            payload: sink.payload,
-            schema_name: sink.schema.clone(),
-            table_name: sink.table.clone(),
+            key_versions: q("ordo_key_versions"),
+            route_versions: q("ordo_route_versions"),
+            payload,
+            schema_name: schema_name.to_string(),
+            table_name: table.to_string(),
             migrations: q("ordo_schema_migrations"),
             schema,
         }
@@ -200,10 +250,8 @@ pub struct PostgresSink {
     target: String,
     tls: TlsSettings,
     group: String,
-    mode: SinkMode,
-    tables: Tables,
-    /// Typed columns written beside the payload.
-    columns: std::sync::Arc<[columns::Column]>,
+    /// Every route, and where the key state is.
+    routes: std::sync::Arc<routes::Routes>,
     /// Small batches of several partitions share transactions
     /// (`None`: `group_commit = false`).
     commits: Option<std::sync::Arc<group::GroupCommit>>,
@@ -215,7 +263,7 @@ impl std::fmt::Debug for PostgresSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresSink")
             .field("target", &self.target)
-            .field("table", &self.tables.target_display)
+            .field("routes", &self.routes.describe())
             .finish()
     }
 }
@@ -251,10 +299,24 @@ impl PostgresSink {
         group: &str,
         max_events: usize,
     ) -> Result<Self, PostgresError> {
+        Self::connect_routed(pg, group, max_events, Unrouted::default()).await
+    }
+
+    /// [`Self::connect`], with what an event no route takes does.
+    pub async fn connect_routed(
+        pg: &PostgresConfig,
+        group: &str,
+        max_events: usize,
+        unrouted: Unrouted,
+    ) -> Result<Self, PostgresError> {
         let bad_config = |e: connect::ConnectionError| PostgresError::Connect {
             target: e.key.clone(),
             reason: e.reason,
         };
+        let routes = routes::Routes::new(pg, unrouted).map_err(|e| PostgresError::Connect {
+            target: e.key,
+            reason: e.reason,
+        })?;
         let connection = Connection::from_config(pg).map_err(bad_config)?;
         let tls = connection.connector().map_err(bad_config)?;
         let mut cfg = connection.config;
@@ -286,9 +348,7 @@ impl PostgresSink {
             target,
             tls: connection.tls,
             group: group.to_string(),
-            mode: pg.mode,
-            tables: Tables::new(pg),
-            columns: pg.columns.clone().into(),
+            routes: std::sync::Arc::new(routes),
             commits: pg.group_commit.then(|| {
                 std::sync::Arc::new(group::GroupCommit::new(
                     pg.pool_size,
@@ -308,9 +368,14 @@ impl PostgresSink {
         Ok(sink)
     }
 
-    /// How events land in the target table.
-    pub fn mode(&self) -> SinkMode {
-        self.mode
+    /// How events land in the (first) table route's table.
+    pub fn mode(&self) -> Option<SinkMode> {
+        self.routes.tables.first().map(|r| r.mode)
+    }
+
+    /// The routes' names and targets.
+    pub fn describe_routes(&self) -> String {
+        self.routes.describe()
     }
 
     /// `host:port/dbname` this sink writes to.
@@ -349,13 +414,33 @@ impl PostgresSink {
         let mut client = self.client().await?;
         migrate::run(
             &mut client,
-            &self.tables,
-            self.mode,
-            &self.columns,
+            &self.routes.own,
+            &self.routes.tables,
             &self.target,
             &crate::process::owner_id(),
         )
-        .await
+        .await?;
+        self.prepare_statements().await
+    }
+
+    /// Prepares every statement of every SQL route, so one PostgreSQL
+    /// cannot run fails at start, naming the route and the statement.
+    pub async fn prepare_statements(&self) -> Result<(), PostgresError> {
+        let client = self.client().await?;
+        for route in &self.routes.sql {
+            for (i, statement) in route.statements.iter().enumerate() {
+                client
+                    .prepare(&statement.sql)
+                    .await
+                    .map_err(|source| PostgresError::Route {
+                        target: self.target.clone(),
+                        route: route.name.clone(),
+                        statement: i + 1,
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens the pool's connections before the first batch needs them, so
@@ -375,16 +460,43 @@ impl PostgresSink {
         }
     }
 
-    /// The DDL the target table needs (what [`Self::migrate`] would run on
-    /// it), without running anything: for `ordo sink plan`.
-    pub async fn plan(&self) -> Result<Plan, PostgresError> {
+    /// The DDL each table route's table needs (what [`Self::migrate`]
+    /// would run on it), without running anything: for `ordo sink plan`.
+    pub async fn plan(&self) -> Result<Vec<RoutePlan>, PostgresError> {
         let client = self.client().await?;
-        migrate::plan(&**client, &self.tables, self.mode, &self.columns)
+        let mut plans = Vec::new();
+        for route in &self.routes.tables {
+            let plan = migrate::plan(&**client, &route.tables, route.mode, &route.columns)
+                .await
+                .map_err(self.query_error(&format!(
+                    "reading the columns of {}",
+                    route.tables.target_display
+                )))?;
+            plans.push(RoutePlan {
+                route: route.name.clone(),
+                table: route.tables.target_display.clone(),
+                plan,
+            });
+        }
+        Ok(plans)
+    }
+
+    /// The DDL of Ordo's own tables that [`Self::migrate`] would run.
+    pub async fn plan_own(&self) -> Result<Vec<String>, PostgresError> {
+        let client = self.client().await?;
+        migrate::pending_own(&**client, &self.routes.own)
             .await
-            .map_err(self.query_error(&format!(
-                "reading the columns of {}",
-                self.tables.target_display
-            )))
+            .map_err(self.query_error("reading Ordo's applied migrations"))
+    }
+
+    /// Each SQL route's statements as they are prepared (`$n` in place of
+    /// the names), with what each parameter is.
+    pub fn sql_statements(&self) -> Vec<(String, Vec<sql_route::Statement>)> {
+        self.routes
+            .sql
+            .iter()
+            .map(|r| (r.name.clone(), r.statements.clone()))
+            .collect()
     }
 
     /// Takes the lease of a partition: bumps its epoch and returns where it resumes.
@@ -401,7 +513,7 @@ impl PostgresSink {
              ON CONFLICT (consumer_group, topic, partition) DO UPDATE \
              SET epoch = o.epoch + 1, owner = EXCLUDED.owner, updated_at = now() \
              RETURNING next_offset, epoch",
-            self.tables.offsets
+            self.routes.own.offsets
         );
         let row = client
             .query_one(&sql, &[&self.group, &topic, &partition, &owner])
@@ -413,7 +525,7 @@ impl PostgresSink {
                 &format!(
                     "SELECT \"offset\" FROM {} WHERE consumer_group = $1 AND topic = $2 \
                      AND partition = $3 AND \"offset\" >= $4 ORDER BY 1",
-                    self.tables.dead_lettered
+                    self.routes.own.dead_lettered
                 ),
                 &[&self.group, &topic, &partition, &next_offset.unwrap_or(0)],
             )
@@ -438,7 +550,7 @@ impl PostgresSink {
         let client = self.client().await?;
         let sql = format!(
             "SELECT epoch FROM {} WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-            self.tables.offsets
+            self.routes.own.offsets
         );
         let row = client
             .query_opt(&sql, &[&self.group, &lease.topic, &lease.partition])
@@ -460,16 +572,18 @@ impl PostgresSink {
     pub async fn key_states(&self, keys: &[String]) -> Result<HashMap<String, i64>, PostgresError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(&key_state_sql(&self.tables, self.mode))
+            .prepare_cached(&self.key_state_statement())
             .await
             .map_err(self.query_error("preparing the key state lookup"))?;
-        let rows = client
-            .query(&stmt, &[&keys])
-            .await
-            .map_err(self.query_error(&format!(
-                "reading the last applied versions from {}",
-                self.tables.target_display
-            )))?;
+        let rows = if self.routes.single {
+            client.query(&stmt, &[&keys]).await
+        } else {
+            client.query(&stmt, &[&keys, &self.group]).await
+        }
+        .map_err(self.query_error(&format!(
+            "reading the last applied versions from {}",
+            self.key_state_table()
+        )))?;
         // Only keys the tables hold are returned: the rest were never applied.
         Ok(rows
             .into_iter()
@@ -517,12 +631,23 @@ impl PostgresSink {
     /// (for an operator's `EXPLAIN`, and the test that keeps its plan a
     /// probe per key).
     pub fn key_state_statement(&self) -> String {
-        key_state_sql(&self.tables, self.mode)
+        match (self.routes.single, self.routes.tables.first()) {
+            (true, Some(r)) => key_state_sql(&r.tables, r.mode),
+            _ => routes::key_versions_sql(&self.routes.own),
+        }
+    }
+
+    /// Where the key state is read from, for errors.
+    fn key_state_table(&self) -> &str {
+        match (self.routes.single, self.routes.tables.first()) {
+            (true, Some(r)) => &r.tables.target_display,
+            _ => "ordo_key_versions",
+        }
     }
 
     /// Writes a batch and the partition's progress in one transaction.
     pub async fn write(&self, lease: &Lease, batch: &Batch) -> Result<Written, SinkError> {
-        if self.mode == SinkMode::EventStore {
+        if self.routes.single && self.mode() == Some(SinkMode::EventStore) {
             if let Some(e) = batch.events.iter().find(|e| e.delete) {
                 return Err(SinkError::Fatal(
                     format!(
@@ -548,9 +673,9 @@ impl PostgresSink {
             }
             None => self.write_alone(lease, batch).await?,
         };
-        if written.absorbed > 0 && self.mode == SinkMode::EventStore {
+        if written.absorbed > 0 && self.mode() == Some(SinkMode::EventStore) {
             tracing::warn!(topic = %lease.topic, partition = lease.partition,
-                absorbed = written.absorbed, table = %self.tables.target_display,
+                absorbed = written.absorbed, routes = %self.routes.describe(),
                 "events already present in the event store were not written again");
         }
         Ok(written)
@@ -564,28 +689,17 @@ impl PostgresSink {
         }
         let grouped = async {
             let mut client = self.client().await?;
-            write::group(
-                &mut client,
-                &self.tables,
-                &self.columns,
-                self.mode,
-                &self.group,
-                &members,
-            )
-            .await
-            .map_err(|e| match e {
-                write::WriteError::Fenced => None,
-                write::WriteError::Db(source) => Some(PostgresError::Query {
-                    target: self.target.clone(),
-                    what: format!(
-                        "writing the batches of {} partitions ({} events) to {}",
-                        members.len(),
-                        members.iter().map(|(_, b)| b.events.len()).sum::<usize>(),
-                        self.tables.target_display
-                    ),
-                    source,
-                }),
-            })
+            let what = || {
+                format!(
+                    "writing the batches of {} partitions ({} events) to {}",
+                    members.len(),
+                    members.iter().map(|(_, b)| b.events.len()).sum::<usize>(),
+                    self.routes.describe()
+                )
+            };
+            write::group(&mut client, &self.routes, &self.group, &members)
+                .await
+                .map_err(|e| self.write_error(e, "", what))
         };
         let failed = match grouped.await {
             Ok(written) => return written.into_iter().map(Ok).collect(),
@@ -608,35 +722,59 @@ impl PostgresSink {
     /// Writes a batch and the partition's progress in a transaction of its own.
     async fn write_alone(&self, lease: &Lease, batch: &Batch) -> Result<Written, SinkError> {
         let mut client = self.client().await?;
-        let written = write::batch(
-            &mut client,
-            &self.tables,
-            &self.columns,
-            self.mode,
-            &self.group,
-            lease,
-            batch,
-        )
-        .await
-        .map_err(|e| match e {
-            write::WriteError::Fenced => SinkError::Fenced {
-                topic: lease.topic.clone(),
-                partition: lease.partition,
-                epoch: lease.epoch,
-            },
-            write::WriteError::Db(source) => SinkError::from(PostgresError::Query {
+        let what = || {
+            format!(
+                "writing a batch of {} events of {}/{} to {}",
+                batch.events.len(),
+                lease.topic,
+                lease.partition,
+                self.routes.describe()
+            )
+        };
+        write::batch(&mut client, &self.routes, &self.group, lease, batch)
+            .await
+            .map_err(|e| match self.write_error(e, &lease.topic, what) {
+                None => SinkError::Fenced {
+                    topic: lease.topic.clone(),
+                    partition: lease.partition,
+                    epoch: lease.epoch,
+                },
+                Some(e) => SinkError::from(e),
+            })
+    }
+
+    /// A failed write as the sink's error (`None`: fenced); `what` says
+    /// what was being written.
+    fn write_error(
+        &self,
+        e: write::WriteError,
+        topic: &str,
+        what: impl Fn() -> String,
+    ) -> Option<PostgresError> {
+        Some(match e {
+            write::WriteError::Fenced => return None,
+            write::WriteError::Db(source) => PostgresError::Query {
                 target: self.target.clone(),
-                what: format!(
-                    "writing a batch of {} events of {}/{} to {}",
-                    batch.events.len(),
-                    lease.topic,
-                    lease.partition,
-                    self.tables.target_display
-                ),
+                what: what(),
                 source,
-            }),
-        })?;
-        Ok(written)
+            },
+            write::WriteError::Statement(f) => PostgresError::Route {
+                target: self.target.clone(),
+                route: f.route,
+                statement: f.statement,
+                source: f.source,
+            },
+            write::WriteError::Unrouted {
+                key,
+                version,
+                event_type,
+            } => PostgresError::Unrouted {
+                key,
+                version,
+                topic: topic.to_string(),
+                event_type,
+            },
+        })
     }
 
     /// The stored next offset of each partition of `topic` (for `ordo check` and tests).
@@ -644,7 +782,7 @@ impl PostgresSink {
         let client = self.client().await?;
         let sql = format!(
             "SELECT partition, next_offset FROM {} WHERE consumer_group = $1 AND topic = $2 AND next_offset IS NOT NULL",
-            self.tables.offsets
+            self.routes.own.offsets
         );
         let rows = client
             .query(&sql, &[&self.group, &topic])
@@ -665,11 +803,10 @@ impl super::Sink for PostgresSink {
 
     fn describe(&self) -> String {
         format!(
-            "PostgreSQL at {} ({}), table {} ({:?})",
+            "PostgreSQL at {} ({}), routes: {}",
             self.target,
             self.tls.describe(),
-            self.tables.target_display,
-            self.mode
+            self.routes.describe()
         )
     }
 

@@ -14,13 +14,34 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 
 use super::columns::{at, Column};
+use super::routes::{self, Routes, StatementFailed, TableRoute};
 use super::{SinkMode, Tables};
+use crate::consume::source::Unrouted;
+use crate::record::Event;
 use crate::sink::{Batch, Lease, Written};
 
 pub enum WriteError {
     /// The lease epoch moved: another worker owns the partition now.
     Fenced,
     Db(tokio_postgres::Error),
+    /// A statement of an SQL route failed.
+    Statement(StatementFailed),
+    /// An event matches no route (`source.unrouted = "dead_letter"`).
+    Unrouted {
+        key: String,
+        version: i64,
+        event_type: Option<String>,
+    },
+}
+
+impl From<StatementFailed> for WriteError {
+    fn from(e: StatementFailed) -> Self {
+        if e.route.is_empty() {
+            WriteError::Db(e.source)
+        } else {
+            WriteError::Statement(e)
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for WriteError {
@@ -67,17 +88,15 @@ enum Append {
 /// Writes a batch and the partition's progress in one transaction.
 pub async fn batch(
     client: &mut Object,
-    t: &Tables,
-    typed: &[Column],
-    mode: SinkMode,
+    routes: &Routes,
     group: &str,
     lease: &Lease,
     batch: &Batch,
 ) -> Result<Written, WriteError> {
     // Events sent back from the dead-letter topic may be in the table
     // already. Typed columns are cast from text by an INSERT.
-    if copies(typed, mode, batch) {
-        match transaction(client, t, typed, mode, Append::Copy, group, lease, batch).await {
+    if copies(routes, batch) {
+        match transaction(client, routes, Append::Copy, group, lease, batch).await {
             Err(WriteError::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 tracing::debug!(topic = %lease.topic, partition = lease.partition,
                     error = %super::describe_pg(&e),
@@ -86,7 +105,7 @@ pub async fn batch(
             other => return other,
         }
     }
-    transaction(client, t, typed, mode, Append::Insert, group, lease, batch).await
+    transaction(client, routes, Append::Insert, group, lease, batch).await
 }
 
 /// Moves a partition's progress, if its lease still holds (one row updated).
@@ -114,9 +133,23 @@ fn progress_params<'a>(
 }
 
 /// Whether a batch's events go by binary `COPY` (see [`Append::Copy`]):
-/// event store events the key state proves new, with no typed column to cast.
-fn copies(typed: &[Column], mode: SinkMode, batch: &Batch) -> bool {
-    mode == SinkMode::EventStore && typed.is_empty() && !batch.events.iter().any(|e| e.replayed)
+/// event store events the key state proves new, with no typed column to
+/// cast, into every event store route.
+fn copies(routes: &Routes, batch: &Batch) -> bool {
+    routes
+        .tables
+        .iter()
+        .any(|r| r.mode == SinkMode::EventStore && r.columns.is_empty())
+        && !batch.events.iter().any(|e| e.replayed)
+}
+
+/// The one table route that takes every event into an event store with no
+/// typed column: batches of several partitions are copied together.
+fn copied_together(routes: &Routes) -> Option<&TableRoute> {
+    match routes.tables.as_slice() {
+        [r] if routes.single && r.mode == SinkMode::EventStore && r.columns.is_empty() => Some(r),
+        _ => None,
+    }
 }
 
 /// Writes the batches of several partitions in one transaction: each
@@ -127,14 +160,12 @@ fn copies(typed: &[Column], mode: SinkMode, batch: &Batch) -> bool {
 /// batches one by one to learn whose.
 pub async fn group(
     client: &mut Object,
-    t: &Tables,
-    typed: &[Column],
-    mode: SinkMode,
+    routes: &Routes,
     group: &str,
     members: &[(Lease, Batch)],
 ) -> Result<Vec<Written>, WriteError> {
     let tx = client.transaction().await?;
-    let progress = tx.prepare_cached(&progress_sql(t)).await?;
+    let progress = tx.prepare_cached(&progress_sql(&routes.own)).await?;
     let params: Vec<_> = members
         .iter()
         .map(|(lease, batch)| progress_params(&group, lease, batch))
@@ -146,8 +177,10 @@ pub async fn group(
     }
     let mut rows: Vec<(&Lease, &crate::record::Event)> = Vec::new();
     let mut written = Vec::with_capacity(members.len());
+    let together = copied_together(routes);
     for (lease, batch) in members {
-        if copies(typed, mode, batch)
+        if together.is_some()
+            && copies(routes, batch)
             && batch.gaps.is_empty()
             && batch.passed.is_empty()
             && batch.dead_lettered.is_empty()
@@ -159,27 +192,24 @@ pub async fn group(
                 absorbed: 0,
             });
         } else {
-            let append = if copies(typed, mode, batch) {
+            let append = if copies(routes, batch) {
                 Append::Copy
             } else {
                 Append::Insert
             };
-            written.push(body(&tx, t, typed, mode, append, group, lease, batch).await?);
+            written.push(body(&tx, routes, append, group, lease, batch).await?);
         }
     }
-    if !rows.is_empty() {
-        copy_rows(&tx, t, rows.into_iter()).await?;
+    if let (Some(route), false) = (together, rows.is_empty()) {
+        copy_rows(&tx, &route.tables, rows.into_iter()).await?;
     }
     tx.commit().await?;
     Ok(written)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn transaction(
     client: &mut Object,
-    t: &Tables,
-    typed: &[Column],
-    mode: SinkMode,
+    routes: &Routes,
     append: Append,
     group: &str,
     lease: &Lease,
@@ -187,38 +217,39 @@ async fn transaction(
 ) -> Result<Written, WriteError> {
     let tx = client.transaction().await?;
     // Progress first: it locks the partition's row until commit, and checks the lease.
-    let progress = tx.prepare_cached(&progress_sql(t)).await?;
+    let progress = tx.prepare_cached(&progress_sql(&routes.own)).await?;
     let moved = tx
         .execute(&progress, &progress_params(&group, lease, batch))
         .await?;
     if moved != 1 {
         return Err(WriteError::Fenced);
     }
-    let written = body(&tx, t, typed, mode, append, group, lease, batch).await?;
+    let written = body(&tx, routes, append, group, lease, batch).await?;
     tx.commit().await?;
     Ok(written)
 }
 
-/// What a batch writes besides its progress: the events, the gaps, the
-/// dead-letter marks and the versions passed.
-#[allow(clippy::too_many_arguments)]
+/// What a batch writes besides its progress: the events in each route, the
+/// key state (with routes), the gaps, the dead-letter marks and the
+/// versions passed.
 async fn body(
     tx: &Transaction<'_>,
-    t: &Tables,
-    typed: &[Column],
-    mode: SinkMode,
+    routes: &Routes,
     append: Append,
     group: &str,
     lease: &Lease,
     batch: &Batch,
-) -> Result<Written, tokio_postgres::Error> {
+) -> Result<Written, WriteError> {
+    let t = &routes.own;
     let mut written = Written::default();
-    if !batch.events.is_empty() {
-        written = match mode {
-            SinkMode::EventStore if append == Append::Copy => copy(tx, t, lease, batch).await?,
-            SinkMode::EventStore => insert(tx, t, typed, lease, batch).await?,
-            SinkMode::Projection => upsert(tx, t, typed, lease, batch).await?,
-        };
+    if routes.single {
+        let route = &routes.tables[0];
+        if !batch.events.is_empty() {
+            let events: Vec<&Event> = batch.events.iter().collect();
+            written = table_events(tx, route, append, lease, &events).await?;
+        }
+    } else {
+        written = routed(tx, routes, append, group, lease, batch).await?;
     }
     if !batch.gaps.is_empty() {
         let keys: Vec<&str> = batch.gaps.iter().map(|g| g.key.as_str()).collect();
@@ -257,7 +288,7 @@ async fn body(
         )
         .await?;
     }
-    if !batch.passed.is_empty() {
+    if routes.single && !batch.passed.is_empty() {
         let keys: Vec<&str> = batch.passed.iter().map(|(k, _)| k.as_str()).collect();
         let versions: Vec<i64> = batch.passed.iter().map(|(_, v)| *v).collect();
         tx.execute(
@@ -284,6 +315,71 @@ async fn body(
         .await?;
     }
     Ok(written)
+}
+
+/// One table route's share of a batch.
+async fn table_events(
+    tx: &Transaction<'_>,
+    route: &TableRoute,
+    append: Append,
+    lease: &Lease,
+    events: &[&Event],
+) -> Result<Written, tokio_postgres::Error> {
+    let (t, typed) = (&route.tables, &route.columns[..]);
+    match route.mode {
+        SinkMode::EventStore if append == Append::Copy && typed.is_empty() => {
+            copy(tx, t, lease, events).await
+        }
+        SinkMode::EventStore => insert(tx, t, typed, lease, events).await,
+        SinkMode::Projection => upsert(tx, t, typed, lease, events).await,
+    }
+}
+
+/// A batch through several routes: each table route gets the events it
+/// takes, then the SQL routes run, then the key state moves. An event no
+/// route takes is refused (`source.unrouted = "dead_letter"`) or only
+/// moves its key (`ignore`). An event counts as applied once its routes
+/// committed; absorbed when each table route it went to had it already.
+async fn routed(
+    tx: &Transaction<'_>,
+    routes: &Routes,
+    append: Append,
+    group: &str,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<Written, WriteError> {
+    let topic = lease.topic.as_str();
+    if routes.unrouted == Unrouted::DeadLetter {
+        if let Some(e) = batch.events.iter().find(|e| !routes.takes(topic, e)) {
+            return Err(WriteError::Unrouted {
+                key: e.key.clone(),
+                version: e.sequence,
+                event_type: e.event_type.as_deref().map(str::to_string),
+            });
+        }
+    }
+    let mut absorbed = 0;
+    for route in &routes.tables {
+        let events: Vec<&Event> = batch
+            .events
+            .iter()
+            .filter(|e| route.filter.matches(topic, e.event_type.as_deref()))
+            .filter(|e| !e.delete || route.mode == SinkMode::Projection)
+            .collect();
+        if !events.is_empty() {
+            let w = table_events(tx, route, append, lease, &events).await?;
+            absorbed = absorbed.max(w.absorbed);
+        }
+    }
+    if !routes.sql.is_empty() {
+        routes::run_sql(tx, routes, topic, lease.partition, &batch.events).await?;
+    }
+    routes::store_key_versions(tx, &routes.own, group, &batch.events, &batch.passed).await?;
+    let events = batch.events.len() as u64;
+    Ok(Written {
+        applied: events - absorbed.min(events),
+        absorbed: absorbed.min(events),
+    })
 }
 
 struct Columns<'a> {
@@ -351,12 +447,12 @@ async fn copy(
     tx: &Transaction<'_>,
     t: &Tables,
     lease: &Lease,
-    batch: &Batch,
+    events: &[&Event],
 ) -> Result<Written, tokio_postgres::Error> {
-    let applied = copy_rows(tx, t, batch.events.iter().map(|e| (lease, e))).await?;
+    let applied = copy_rows(tx, t, events.iter().map(|e| (lease, *e))).await?;
     Ok(Written {
         applied,
-        absorbed: batch.events.len() as u64 - applied,
+        absorbed: events.len() as u64 - applied,
     })
 }
 
@@ -488,11 +584,11 @@ async fn insert(
     t: &Tables,
     typed: &[Column],
     lease: &Lease,
-    batch: &Batch,
+    events: &[&Event],
 ) -> Result<Written, tokio_postgres::Error> {
-    let c = columns(batch.events.iter());
+    let c = columns(events.iter().copied());
     let x = typed_sql(typed, 7);
-    let values = typed_values(typed, batch.events.iter());
+    let values = typed_values(typed, events.iter().copied());
     let stmt = tx
         .prepare_cached(&format!(
             "INSERT INTO {} (stream, version, {}topic, partition, \"offset\", event_time{}) \
@@ -513,7 +609,7 @@ async fn insert(
     let applied = tx.execute(&stmt, &params).await?;
     Ok(Written {
         applied,
-        absorbed: batch.events.len() as u64 - applied,
+        absorbed: events.len() as u64 - applied,
     })
 }
 
@@ -529,10 +625,10 @@ async fn upsert(
     t: &Tables,
     typed: &[Column],
     lease: &Lease,
-    batch: &Batch,
+    events: &[&Event],
 ) -> Result<Written, tokio_postgres::Error> {
     let mut newest: BTreeMap<&str, &crate::record::Event> = BTreeMap::new();
-    for e in &batch.events {
+    for &e in events {
         let slot = newest.entry(e.key.as_str()).or_insert(e);
         if e.sequence > slot.sequence {
             *slot = e;
@@ -599,7 +695,7 @@ async fn upsert(
             .await?;
     }
     Ok(Written {
-        applied,
-        absorbed: batch.events.len() as u64 - applied,
+        applied: applied.min(events.len() as u64),
+        absorbed: (events.len() as u64).saturating_sub(applied),
     })
 }

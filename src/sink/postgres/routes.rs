@@ -1,0 +1,336 @@
+//! The sink's routes, ready to write: tables (event store or projection)
+//! and SQL routes, each with the events it takes. With one table route that
+//! takes every event (the section's own `table` and `mode`), the table is the
+//! key state, as it always was; with any other set of routes, each key's
+//! last handled version is kept in `ordo_key_versions` (per consumer group)
+//! in the batch's transaction, and each SQL route's last applied version per
+//! key in `ordo_route_versions`, which makes it run once per (route, key,
+//! version).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+
+use super::columns::Column;
+use super::sql_route::{self, Statement};
+use super::{PostgresConfig, SinkMode, Tables, Target};
+use crate::consume::source::Unrouted;
+use crate::record::Event;
+use crate::sink::route::Filter;
+
+/// A route into a table.
+#[derive(Debug, Clone)]
+pub(crate) struct TableRoute {
+    pub name: String,
+    pub filter: Filter,
+    pub tables: Tables,
+    pub mode: SinkMode,
+    pub columns: Arc<[Column]>,
+}
+
+/// A route of statements.
+#[derive(Debug, Clone)]
+pub(crate) struct SqlRoute {
+    pub name: String,
+    pub filter: Filter,
+    pub statements: Vec<Statement>,
+}
+
+/// Every route of the sink, and where the key state is.
+#[derive(Debug, Clone)]
+pub(crate) struct Routes {
+    pub tables: Vec<TableRoute>,
+    pub sql: Vec<SqlRoute>,
+    /// Ordo's own tables (the first table route's target, if any).
+    pub own: Tables,
+    /// One table route takes every event: the table is the key state.
+    pub single: bool,
+    pub unrouted: Unrouted,
+}
+
+/// The routes could not be built from the configuration (not validated?).
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct RouteError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl Routes {
+    /// The routes `pg` configures (validated: `Settings::load` did it).
+    pub fn new(pg: &PostgresConfig, unrouted: Unrouted) -> Result<Self, RouteError> {
+        let mut tables = Vec::new();
+        let mut sql = Vec::new();
+        for (i, r) in pg.routes.iter().enumerate() {
+            let at = |field: &str, reason: String| RouteError {
+                key: format!("{}.{field}", r.key(i)),
+                reason,
+            };
+            let filter = r.filter().map_err(|(k, why)| at(&k, why))?;
+            match r.target() {
+                Some(Target::Table { table, mode }) => tables.push(TableRoute {
+                    name: r.name.clone(),
+                    filter,
+                    tables: Tables::new(&pg.schema, table, r.payload),
+                    mode,
+                    columns: r.columns.clone().into(),
+                }),
+                Some(Target::Sql(text)) => sql.push(SqlRoute {
+                    name: r.name.clone(),
+                    filter,
+                    statements: sql_route::parse(text).map_err(|why| at("sql", why))?,
+                }),
+                None => return Err(at("table", "required, but not set".into())),
+            }
+        }
+        if tables.is_empty() && sql.is_empty() {
+            return Err(RouteError {
+                key: "sink.postgres.routes".into(),
+                reason: "no route".into(),
+            });
+        }
+        let single = pg.single_table().is_some();
+        let own = match tables.first() {
+            Some(t) => t.tables.clone(),
+            None => Tables::new(&pg.schema, "ordo_offsets", true),
+        };
+        Ok(Self {
+            tables,
+            sql,
+            own,
+            single,
+            unrouted,
+        })
+    }
+
+    /// Whether any route takes `event` of `topic`: a delete only a
+    /// projection's.
+    pub fn takes(&self, topic: &str, event: &Event) -> bool {
+        let t = event.event_type.as_deref();
+        if event.delete {
+            return self
+                .tables
+                .iter()
+                .any(|r| r.mode == SinkMode::Projection && r.filter.matches(topic, t));
+        }
+        self.tables.iter().any(|r| r.filter.matches(topic, t))
+            || self.sql.iter().any(|r| r.filter.matches(topic, t))
+    }
+
+    /// The routes' names and targets, for log lines and `ordo check`.
+    pub fn describe(&self) -> String {
+        let tables = self.tables.iter().map(|r| {
+            format!(
+                "{} -> {} ({})",
+                r.name,
+                r.tables.target_display,
+                r.mode.as_str()
+            )
+        });
+        let sql = self
+            .sql
+            .iter()
+            .map(|r| format!("{} -> {} SQL statement(s)", r.name, r.statements.len()));
+        tables.chain(sql).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The explicit key state lookup: one primary-key probe per key.
+pub(super) fn key_versions_sql(t: &Tables) -> String {
+    format!(
+        "SELECT k.key, v.version FROM unnest($1::text[]) AS k(key) \
+         JOIN {} AS v ON v.consumer_group = $2 AND v.key = k.key",
+        t.key_versions
+    )
+}
+
+/// Records each key's highest version handled by the batch (applied in
+/// its routes, or passed to the dead-letter topic).
+pub(super) async fn store_key_versions(
+    tx: &Transaction<'_>,
+    t: &Tables,
+    group: &str,
+    events: &[Event],
+    passed: &[(String, i64)],
+) -> Result<(), tokio_postgres::Error> {
+    let mut newest: HashMap<&str, i64> = HashMap::new();
+    let all = events
+        .iter()
+        .map(|e| (e.key.as_str(), e.sequence))
+        .chain(passed.iter().map(|(k, v)| (k.as_str(), *v)));
+    for (key, version) in all {
+        let slot = newest.entry(key).or_insert(version);
+        *slot = (*slot).max(version);
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let mut pairs: Vec<(&str, i64)> = newest.into_iter().collect();
+    // Rows locked in one order: concurrent batches cannot deadlock on them.
+    pairs.sort_unstable();
+    let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+    let versions: Vec<i64> = pairs.iter().map(|(_, v)| *v).collect();
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {} AS kv (consumer_group, key, version) \
+             SELECT $1, k, v FROM unnest($2::text[], $3::bigint[]) AS u(k, v) \
+             ON CONFLICT (consumer_group, key) DO UPDATE SET version = EXCLUDED.version \
+             WHERE kv.version < EXCLUDED.version",
+            t.key_versions
+        ))
+        .await?;
+    tx.execute(&stmt, &[&group, &keys, &versions]).await?;
+    Ok(())
+}
+
+/// A statement of an SQL route failed: which, and why.
+#[derive(Debug)]
+pub(super) struct StatementFailed {
+    pub route: String,
+    /// 1-based.
+    pub statement: usize,
+    pub source: tokio_postgres::Error,
+}
+
+/// Runs the SQL routes for `events` (in order) of `topic`/`partition`: for
+/// each route, the events it takes whose version is above the route's last
+/// applied version of their key; the guard rows are locked first, so two
+/// writers of one (route, key) never both run a statement. The statements
+/// of a batch are pipelined: sent together, run in order. The number of
+/// (event, route) runs.
+pub(super) async fn run_sql(
+    tx: &Transaction<'_>,
+    routes: &Routes,
+    topic: &str,
+    partition: i32,
+    events: &[Event],
+) -> Result<u64, StatementFailed> {
+    let db = |e: tokio_postgres::Error| StatementFailed {
+        route: String::new(),
+        statement: 0,
+        source: e,
+    };
+    // (route index, event index) in batch order.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (ei, e) in events.iter().enumerate() {
+        if e.delete {
+            continue;
+        }
+        for (ri, r) in routes.sql.iter().enumerate() {
+            if r.filter.matches(topic, e.event_type.as_deref()) {
+                runs.push((ri, ei));
+            }
+        }
+    }
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    let t = &routes.own;
+    let mut pairs: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|&(ri, ei)| (routes.sql[ri].name.as_str(), events[ei].key.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let names: Vec<&str> = pairs.iter().map(|(r, _)| *r).collect();
+    let keys: Vec<&str> = pairs.iter().map(|(_, k)| *k).collect();
+    let claim = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {} (route, key, version) SELECT r, k, NULL \
+             FROM unnest($1::text[], $2::text[]) AS u(r, k) ON CONFLICT DO NOTHING",
+            t.route_versions
+        ))
+        .await
+        .map_err(db)?;
+    let lock = tx
+        .prepare_cached(&format!(
+            "SELECT g.route, g.key, g.version FROM {} AS g \
+             JOIN unnest($1::text[], $2::text[]) AS u(r, k) ON g.route = u.r AND g.key = u.k \
+             ORDER BY g.route, g.key FOR UPDATE OF g",
+            t.route_versions
+        ))
+        .await
+        .map_err(db)?;
+    tx.execute(&claim, &[&names, &keys]).await.map_err(db)?;
+    let rows = tx.query(&lock, &[&names, &keys]).await.map_err(db)?;
+    let mut applied: HashMap<(String, String), Option<i64>> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    // What each run binds, decided in order: a (route, key) version at or
+    // below the applied one is not run again.
+    let mut docs: HashMap<usize, serde_json::Value> = HashMap::new();
+    let mut calls: Vec<(usize, usize, Vec<sql_route::TextParam>)> = Vec::new();
+    let mut moved: HashMap<(usize, &str), i64> = HashMap::new();
+    for &(ri, ei) in &runs {
+        let (route, event) = (&routes.sql[ri], &events[ei]);
+        let slot = applied
+            .entry((route.name.clone(), event.key.clone()))
+            .or_insert(None);
+        if slot.is_some_and(|v| event.sequence <= v) {
+            continue;
+        }
+        *slot = Some(event.sequence);
+        moved.insert((ri, event.key.as_str()), event.sequence);
+        let doc = docs.entry(ei).or_insert_with(|| {
+            serde_json::from_str(event.payload.as_str()).unwrap_or(serde_json::Value::Null)
+        });
+        for (si, statement) in route.statements.iter().enumerate() {
+            calls.push((ri, si, statement.values(event, topic, partition, doc)));
+        }
+    }
+    let mut prepared: HashMap<(usize, usize), tokio_postgres::Statement> = HashMap::new();
+    for &(ri, si, _) in &calls {
+        if let std::collections::hash_map::Entry::Vacant(slot) = prepared.entry((ri, si)) {
+            let statement = tx
+                .prepare_cached(&routes.sql[ri].statements[si].sql)
+                .await
+                .map_err(|source| StatementFailed {
+                    route: routes.sql[ri].name.clone(),
+                    statement: si + 1,
+                    source,
+                })?;
+            slot.insert(statement);
+        }
+    }
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = calls
+        .iter()
+        .map(|(_, _, values)| values.iter().map(|v| v as &(dyn ToSql + Sync)).collect())
+        .collect();
+    let sent = calls.iter().zip(&params).map(|(&(ri, si, _), p)| {
+        let statement = &prepared[&(ri, si)];
+        async move {
+            tx.execute(statement, p)
+                .await
+                .map_err(|source| StatementFailed {
+                    route: routes.sql[ri].name.clone(),
+                    statement: si + 1,
+                    source,
+                })
+        }
+    });
+    futures::future::try_join_all(sent).await?;
+    let runs_done = moved.len() as u64;
+    let mut done: Vec<(&str, &str, i64)> = moved
+        .into_iter()
+        .map(|((ri, key), v)| (routes.sql[ri].name.as_str(), key, v))
+        .collect();
+    done.sort_unstable();
+    let names: Vec<&str> = done.iter().map(|(r, _, _)| *r).collect();
+    let keys: Vec<&str> = done.iter().map(|(_, k, _)| *k).collect();
+    let versions: Vec<i64> = done.iter().map(|(_, _, v)| *v).collect();
+    let record = tx
+        .prepare_cached(&format!(
+            "UPDATE {} AS g SET version = u.v FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(r, k, v) \
+             WHERE g.route = u.r AND g.key = u.k",
+            t.route_versions
+        ))
+        .await
+        .map_err(db)?;
+    tx.execute(&record, &[&names, &keys, &versions])
+        .await
+        .map_err(db)?;
+    Ok(runs_done)
+}
