@@ -38,6 +38,10 @@ pub async fn run(settings: &Settings) -> Vec<Finding> {
         settings.source.unrouted,
     )
     .await;
+    let routes = match &sink {
+        Ok(sink) => sink.check_routes().await,
+        Err(_) => Vec::new(),
+    };
     findings.push(Finding {
         what: match &sink {
             Ok(sink) => sink.describe(),
@@ -47,6 +51,11 @@ pub async fn run(settings: &Settings) -> Vec<Finding> {
         },
         problem: sink.err().map(|e| e.to_string()),
     });
+    findings.extend(
+        routes
+            .into_iter()
+            .map(|(what, problem)| Finding { what, problem }),
+    );
     if let Some(registry) = &settings.schema_registry {
         findings.extend(registry_findings(settings, registry).await);
     }

@@ -232,7 +232,7 @@ async fn events_postgres_refuses_go_to_the_dead_letter_topic_and_land_once_repla
     let dead_lettered = {
         let url = format!("http://{}/metrics", setup.http);
         let series = format!(
-            "ordo_events_total{{outcome=\"dead_lettered\",topic=\"{}\"}} ",
+            "ordo_events_total{{outcome=\"dead_lettered\",topic=\"{}\",type=\"none\"}} ",
             setup.topic
         );
         move || {

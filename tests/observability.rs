@@ -97,7 +97,7 @@ async fn lag_equals_high_watermark_minus_next_offset_and_a_stopped_partition_is_
     assert_eq!(
         value(
             &text,
-            &format!("ordo_events_total{{outcome=\"applied\",topic=\"{topic}\"}}")
+            &format!("ordo_events_total{{outcome=\"applied\",topic=\"{topic}\",type=\"none\"}}")
         ),
         Some(50.0)
     );

@@ -52,6 +52,21 @@ pub fn generate(
     dup: f64,
     seed: u64,
 ) -> Dataset {
+    generate_with(events, partitions, keys, late, window, dup, seed, payload)
+}
+
+/// [`generate`], each event's payload made by `payload(key, version)`.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_with(
+    events: usize,
+    partitions: i32,
+    keys: usize,
+    late: f64,
+    window: usize,
+    dup: f64,
+    seed: u64,
+    payload: fn(&str, i64) -> Vec<u8>,
+) -> Dataset {
     let mut rng = StdRng::seed_from_u64(seed);
     let versions = (events / keys) as i64;
     let mut records = Vec::with_capacity(events + (events as f64 * dup) as usize + 16);

@@ -8,6 +8,7 @@
 
 pub mod data;
 pub mod mock;
+pub mod order_events;
 pub mod orders;
 
 use std::time::Duration;

@@ -103,6 +103,13 @@ pub trait Sink: Send + Sync {
     /// as a dead letter, so a former owner sends none.
     async fn holds(&self, lease: &Lease) -> Result<bool, SinkError>;
 
+    /// Each route of the sink and what is wrong with it (a table of the
+    /// wrong shape, a statement the database cannot prepare), for `ordo
+    /// check`; changes nothing.
+    async fn check_routes(&self) -> Vec<(String, Option<String>)> {
+        Vec::new()
+    }
+
     /// Whether the sink answers now: a cheap check made while the breaker
     /// is open, so writes resume as soon as it is back.
     async fn reachable(&self) -> bool {

@@ -14,6 +14,7 @@ pub struct Setup {
     pub group: String,
     pub topic: String,
     pub db_url: String,
+    /// `sink.postgres.mode`; empty: no `mode` nor `table` (routes given in `tail`).
     pub mode: &'static str,
     pub table: String,
     /// Extra TOML lines appended to `[ordering]`.
@@ -79,9 +80,7 @@ batch_max_events = 500
 batch_max_wait_ms = 50
 
 [sink.postgres]
-mode = "{mode}"
-table = "{table}"
-url = "{db}"
+{target}url = "{db}"
 pool_size = 8
 {postgres}
 
@@ -122,8 +121,11 @@ measure_interval_ms = 200
             } else {
                 &self.sequence
             },
-            mode = self.mode,
-            table = self.table,
+            target = if self.mode.is_empty() {
+                String::new()
+            } else {
+                format!("mode = \"{}\"\ntable = \"{}\"\n", self.mode, self.table)
+            },
             db = self.db_url,
         )
     }

@@ -91,9 +91,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         PRIMARY KEY (target_table, key));",
     ),
     // With routes, each key's last handled version (across every route)
-    // is kept here, per consumer group; and each SQL route's last applied
+    // is kept here, per consumer group; each SQL route's last applied
     // version per key, its exactly-once guard (shared by every deployment
-    // that runs the route).
+    // that runs the route); and the events refused and dead-lettered, which
+    // a replay from the dead-letter topic then applies once.
     (
         7,
         "CREATE TABLE IF NOT EXISTS {key_versions} (
@@ -105,7 +106,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
         route text NOT NULL,
         key text COLLATE \"C\" NOT NULL,
         version bigint,
-        PRIMARY KEY (route, key));",
+        PRIMARY KEY (route, key));
+     CREATE TABLE IF NOT EXISTS {refused_events} (
+        consumer_group text NOT NULL,
+        key text COLLATE \"C\" NOT NULL,
+        version bigint NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (consumer_group, key, version));",
     ),
 ];
 
@@ -164,6 +171,7 @@ fn fill(sql: &str, t: &Tables) -> String {
         .replace("{passed_versions}", &t.passed_versions)
         .replace("{key_versions}", &t.key_versions)
         .replace("{route_versions}", &t.route_versions)
+        .replace("{refused_events}", &t.refused_events)
         .replace("{target}", &t.target)
 }
 

@@ -161,6 +161,7 @@ pub(crate) struct Tables {
     pub passed_versions: String,
     pub key_versions: String,
     pub route_versions: String,
+    pub refused_events: String,
     pub migrations: String,
     /// Whether the whole payload is stored (`payload` / `state`).
     pub payload: bool,
@@ -186,6 +187,7 @@ impl Tables {
             passed_versions: q("ordo_passed_versions"),
             key_versions: q("ordo_key_versions"),
             route_versions: q("ordo_route_versions"),
+            refused_events: q("ordo_refused_events"),
             payload,
             schema_name: schema_name.to_string(),
             table_name: table.to_string(),
@@ -479,6 +481,72 @@ impl PostgresSink {
             });
         }
         Ok(plans)
+    }
+
+    /// Each route and what is wrong with it: a table route's plan refused,
+    /// an SQL route's statement PostgreSQL cannot prepare (with what each
+    /// `$n` stands for).
+    pub async fn check_routes(&self) -> Vec<(String, Option<String>)> {
+        let mut out = Vec::new();
+        let plans = self.plan().await;
+        for (i, route) in self.routes.tables.iter().enumerate() {
+            let what = format!(
+                "route {} -> table {} ({})",
+                route.name,
+                route.tables.target_display,
+                route.mode.as_str()
+            );
+            let problem = match &plans {
+                Ok(plans) => plans
+                    .get(i)
+                    .filter(|p| !p.plan.refused.is_empty())
+                    .map(|p| p.plan.refused.join("; ")),
+                Err(e) => Some(e.to_string()),
+            };
+            out.push((what, problem));
+        }
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                for r in &self.routes.sql {
+                    out.push((format!("route {}", r.name), Some(e.to_string())));
+                }
+                return out;
+            }
+        };
+        for r in &self.routes.sql {
+            let mut problems = Vec::new();
+            for (i, statement) in r.statements.iter().enumerate() {
+                if let Err(e) = client.prepare(&statement.sql).await {
+                    let params: Vec<String> = statement
+                        .names
+                        .iter()
+                        .enumerate()
+                        .map(|(n, name)| format!("${} = ${{{name}}}", n + 1))
+                        .collect();
+                    problems.push(format!(
+                        "route {}, statement {}: {} (parameters: {})",
+                        r.name,
+                        i + 1,
+                        describe_pg(&e),
+                        if params.is_empty() {
+                            "none".to_string()
+                        } else {
+                            params.join(", ")
+                        }
+                    ));
+                }
+            }
+            out.push((
+                format!(
+                    "route {} -> {} SQL statement(s)",
+                    r.name,
+                    r.statements.len()
+                ),
+                (!problems.is_empty()).then(|| problems.join("; ")),
+            ));
+        }
+        out
     }
 
     /// The DDL of Ordo's own tables that [`Self::migrate`] would run.
@@ -841,6 +909,10 @@ impl super::Sink for PostgresSink {
 
     async fn holds(&self, lease: &Lease) -> Result<bool, SinkError> {
         Ok(PostgresSink::holds(self, lease).await?)
+    }
+
+    async fn check_routes(&self) -> Vec<(String, Option<String>)> {
+        PostgresSink::check_routes(self).await
     }
 
     async fn reachable(&self) -> bool {

@@ -182,6 +182,19 @@ pub(super) async fn store_key_versions(
         ))
         .await?;
     tx.execute(&stmt, &[&group, &keys, &versions]).await?;
+    if !passed.is_empty() {
+        // Refused in every route: a replay of its letter applies it once.
+        let keys: Vec<&str> = passed.iter().map(|(k, _)| k.as_str()).collect();
+        let versions: Vec<i64> = passed.iter().map(|(_, v)| *v).collect();
+        let stmt = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {} (consumer_group, key, version) \
+                 SELECT $1, k, v FROM unnest($2::text[], $3::bigint[]) AS u(k, v) ON CONFLICT DO NOTHING",
+                t.refused_events
+            ))
+            .await?;
+        tx.execute(&stmt, &[&group, &keys, &versions]).await?;
+    }
     Ok(())
 }
 
@@ -203,6 +216,7 @@ pub(super) struct StatementFailed {
 pub(super) async fn run_sql(
     tx: &Transaction<'_>,
     routes: &Routes,
+    group: &str,
     topic: &str,
     partition: i32,
     events: &[Event],
@@ -259,21 +273,52 @@ pub(super) async fn run_sql(
         .iter()
         .map(|r| ((r.get(0), r.get(1)), r.get(2)))
         .collect();
+    // A replayed event at or below a route's applied version runs only if
+    // it was refused (then it ran nowhere): its mark is taken, once, by
+    // whichever replay runs it.
+    let behind: Vec<(&str, i64)> = events
+        .iter()
+        .filter(|e| e.replayed)
+        .map(|e| (e.key.as_str(), e.sequence))
+        .collect();
+    let mut refused: std::collections::HashSet<(String, i64)> = Default::default();
+    if !behind.is_empty() {
+        let keys: Vec<&str> = behind.iter().map(|(k, _)| *k).collect();
+        let versions: Vec<i64> = behind.iter().map(|(_, v)| *v).collect();
+        let taken = tx
+            .query(
+                &format!(
+                    "DELETE FROM {} AS x USING unnest($2::text[], $3::bigint[]) AS u(k, v) \
+                     WHERE x.consumer_group = $1 AND x.key = u.k AND x.version = u.v \
+                     RETURNING x.key, x.version",
+                    t.refused_events
+                ),
+                &[&group, &keys, &versions],
+            )
+            .await
+            .map_err(db)?;
+        refused = taken.iter().map(|r| (r.get(0), r.get(1))).collect();
+    }
     // What each run binds, decided in order: a (route, key) version at or
     // below the applied one is not run again.
     let mut docs: HashMap<usize, serde_json::Value> = HashMap::new();
     let mut calls: Vec<(usize, usize, Vec<sql_route::TextParam>)> = Vec::new();
     let mut moved: HashMap<(usize, &str), i64> = HashMap::new();
+    let mut runs_done = 0u64;
     for &(ri, ei) in &runs {
         let (route, event) = (&routes.sql[ri], &events[ei]);
         let slot = applied
             .entry((route.name.clone(), event.key.clone()))
             .or_insert(None);
         if slot.is_some_and(|v| event.sequence <= v) {
-            continue;
+            if !refused.contains(&(event.key.clone(), event.sequence)) {
+                continue;
+            }
+        } else {
+            *slot = Some(event.sequence);
+            moved.insert((ri, event.key.as_str()), event.sequence);
         }
-        *slot = Some(event.sequence);
-        moved.insert((ri, event.key.as_str()), event.sequence);
+        runs_done += 1;
         let doc = docs.entry(ei).or_insert_with(|| {
             serde_json::from_str(event.payload.as_str()).unwrap_or(serde_json::Value::Null)
         });
@@ -312,7 +357,6 @@ pub(super) async fn run_sql(
         }
     });
     futures::future::try_join_all(sent).await?;
-    let runs_done = moved.len() as u64;
     let mut done: Vec<(&str, &str, i64)> = moved
         .into_iter()
         .map(|((ri, key), v)| (routes.sql[ri].name.as_str(), key, v))

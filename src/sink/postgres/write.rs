@@ -372,7 +372,7 @@ async fn routed(
         }
     }
     if !routes.sql.is_empty() {
-        routes::run_sql(tx, routes, topic, lease.partition, &batch.events).await?;
+        routes::run_sql(tx, routes, group, topic, lease.partition, &batch.events).await?;
     }
     routes::store_key_versions(tx, &routes.own, group, &batch.events, &batch.passed).await?;
     let events = batch.events.len() as u64;
