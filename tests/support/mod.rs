@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod ordo;
 pub mod postgres;
 pub mod prometheus;
+pub mod routes;
 pub mod tls;
 
 use std::time::{Duration, Instant};
