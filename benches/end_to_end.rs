@@ -3,8 +3,12 @@
 //! topic and `COPY` (text and binary) of the very same rows into a table of
 //! the event store's shape; and Ordo's end-to-end latency at a fixed rate.
 //!
-//! Each case is `format/mode/keys` (`json`, `json_orders` or `avro`;
-//! `event_store` or `projection`), or `latency/format/mode/keys`;
+//! Each case is `format/mode/keys` (`json`, `json_orders`, `json_typed` or
+//! `avro`; `event_store`, `projection` or `routes`), or
+//! `latency/format/mode/keys`; `json_typed` is order events of four types
+//! (`ordo produce --shape typed`) and `routes` the three routes of the
+//! documented shape (an event store of everything, a projection of
+//! `order.*`, an SQL route incrementing customer totals) in one transaction;
 //! `json_orders` is JSON of the very order events the Avro case renders
 //! (`ordo produce --shape orders`), to compare the formats on the same rows. A throughput case has
 //! `ordo produce` write `BENCH_EVENTS` events (default 480,000; 5 % late,
@@ -96,7 +100,12 @@ struct Case {
     avro: bool,
     /// Events are order events (Avro, or JSON of `--shape orders`).
     orders: bool,
+    /// Events are order events of four types (`--shape typed`).
+    typed: bool,
     projection: bool,
+    /// The three routes of the documented shape (an event store `events`,
+    /// a projection, an SQL route), in place of one table.
+    routes: bool,
     keys: u64,
 }
 
@@ -114,15 +123,17 @@ fn parse_case(text: &str) -> Case {
         latency,
         avro: format == "avro",
         orders: match format {
-            "json" => false,
+            "json" | "json_typed" => false,
             "json_orders" | "avro" => true,
-            other => panic!("case {text}: format {other}: json, json_orders or avro"),
+            other => panic!("case {text}: format {other}: json, json_orders, json_typed or avro"),
         },
+        typed: format == "json_typed",
         projection: match mode {
-            "event_store" => false,
+            "event_store" | "routes" => false,
             "projection" => true,
-            other => panic!("case {text}: mode {other}: event_store or projection"),
+            other => panic!("case {text}: mode {other}: event_store, projection or routes"),
         },
+        routes: mode == "routes",
         keys: keys
             .parse()
             .unwrap_or_else(|_| panic!("case {text}: keys {keys}")),
@@ -225,6 +236,32 @@ async fn assert_exact(
         "{}: each key's last version",
         case.name
     );
+    if case.routes {
+        // Each placed order counted once.
+        let placed: i64 = expected
+            .values()
+            .map(|last| {
+                (1..=*last)
+                    .filter(|v| ordo::demo::order_events::event_type(*v) == "order.placed")
+                    .count() as i64
+            })
+            .sum();
+        let counted: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(orders), 0)::bigint FROM customer_totals",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(counted, placed, "{}: customer totals", case.name);
+        let latest: i64 = client
+            .query_one("SELECT count(*) FROM orders", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(latest as usize, expected.len(), "{}: orders", case.name);
+    }
 }
 
 /// Leaves the cluster quiet: the database's tables vacuumed and analyzed
@@ -419,6 +456,18 @@ async fn prepare(case: &Case, partitions: i32) -> Run {
     if case.orders {
         setup.sequence = "field:meta.seq".into();
     }
+    if case.typed {
+        setup.source = "event_type = \"field:type\"".into();
+    }
+    if case.routes {
+        setup.mode = "";
+        setup.tail = support::routes::ROUTES.replace("\"order_events\"", "\"events\"");
+        db.client()
+            .await
+            .batch_execute(support::routes::CUSTOMER_TOTALS)
+            .await
+            .unwrap();
+    }
     if case.latency {
         // The mock cluster answers a fetch that finds no new data only after
         // `fetch.wait.max.ms` (500 by default), where a broker answers as
@@ -468,6 +517,9 @@ fn produce(run: &Run, case: &Case, extra: &[&str]) -> HashMap<String, i64> {
     ];
     if case.orders && !case.avro {
         args.extend_from_slice(&["--shape", "orders"]);
+    }
+    if case.typed {
+        args.extend_from_slice(&["--shape", "typed"]);
     }
     args.extend_from_slice(extra);
     let (status, out, err) = run_to_end(&args);

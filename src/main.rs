@@ -111,7 +111,9 @@ struct ProduceArgs {
     format: Option<String>,
     /// What a JSON event holds: `flat` (id, version, amount, note) or
     /// `orders` (the order event as the Avro reader schema v3 renders it;
-    /// sequence at `meta.seq`). Avro events are order events.
+    /// sequence at `meta.seq`) or `typed` (order events of four types in
+    /// `type`, for routes; a placed one has `data.customer` and
+    /// `data.amount`). Avro events are order events.
     #[arg(long, default_value = "flat")]
     shape: String,
     /// librdkafka compression.type: none, gzip, snappy, lz4, zstd.
@@ -389,7 +391,8 @@ async fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitC
     let shape = match args.shape.as_str() {
         "flat" => ordo::produce::Shape::Flat,
         "orders" => ordo::produce::Shape::Orders,
-        other => anyhow::bail!("--shape {other}: valid values: flat, orders"),
+        "typed" => ordo::produce::Shape::Typed,
+        other => anyhow::bail!("--shape {other}: valid values: flat, orders, typed"),
     };
     let topic = match args
         .topic
@@ -622,10 +625,20 @@ fn demo(postgres: &str, events: usize, keys: usize, throwaway: bool) -> ExitCode
                 "stored offsets reached the high watermarks {:?}",
                 r.high_watermarks
             );
+            println!("routes example (examples/orders/ordo.toml): an event store and two read models, one transaction per batch");
+            for (name, rows) in &r.read_models {
+                println!("  {name}:");
+                for row in rows {
+                    println!("    {row}");
+                }
+            }
             if !throwaway {
                 println!(
                     "see them: psql {postgres} -c 'SELECT stream, version, payload FROM {} ORDER BY position LIMIT 10'",
                     r.table
+                );
+                println!(
+                    "          psql {postgres} -c 'SELECT * FROM orders LIMIT 10' -c 'SELECT * FROM customer_totals ORDER BY amount DESC LIMIT 10'"
                 );
             }
             ExitCode::SUCCESS

@@ -1,6 +1,7 @@
 //! `ordo demo`, the embedded default: in-process Kafka and Schema Registry,
 //! Avro events written with three schema versions, late and duplicated, land
-//! exactly once, in order, with reader schema v3's values.
+//! exactly once, in order, with reader schema v3's values; then the routes
+//! example's order events land in its event store and read models.
 
 mod support;
 
@@ -58,5 +59,25 @@ async fn the_demo_lands_every_event_once_with_its_values() {
     assert!(
         writers.iter().all(|&w| w > 500),
         "all three writers used: {writers:?}"
+    );
+    // The routes example ran too: every event in the event store, one row
+    // per order, each placed order counted once per customer.
+    assert!(stdout.contains("routes example"), "{stdout}");
+    assert!(stdout.contains("customer_totals (top 3)"), "{stdout}");
+    let one = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(one("SELECT count(*) FROM order_events").await, 3000);
+    assert_eq!(one("SELECT count(*) FROM orders").await, 30);
+    assert_eq!(
+        one("SELECT sum(orders)::bigint FROM customer_totals").await,
+        30 * 25,
+        "100 versions per order: 25 placed"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM orders WHERE status <> 'delivered'").await,
+        0,
+        "each order's last event (version 100) delivered it"
     );
 }

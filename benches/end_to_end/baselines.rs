@@ -91,7 +91,9 @@ pub(super) async fn copy_rates(
         let mut text = String::with_capacity(rows as usize * 160);
         for (key, last) in expected {
             for v in 1..=*last {
-                let payload = if case.orders {
+                let payload = if case.typed {
+                    String::from_utf8(ordo::demo::order_events::payload(key, v)).unwrap()
+                } else if case.orders {
                     ordo::demo::orders::expected(3, 3, key, v).to_string()
                 } else {
                     String::from_utf8(ordo::demo::data::payload(key, v)).unwrap()

@@ -3,8 +3,10 @@
 //! Starts an in-process Kafka cluster and an in-process Schema Registry,
 //! produces sample Avro order events written with three schema versions
 //! (interleaved; some out of order, some duplicated), runs Ordo with reader
-//! schema v3 into the given PostgreSQL until every partition is drained, and
-//! reports what landed.
+//! schema v3 into the given PostgreSQL until every partition is drained;
+//! then runs the routes example (`examples/orders/`: order events of four
+//! types into an event store and two read models) the same way, and reports
+//! what landed.
 
 pub mod data;
 pub mod mock;
@@ -48,6 +50,8 @@ pub struct Report {
     pub table: String,
     /// Records written with schema v1, v2 and v3.
     pub writers: [usize; 3],
+    /// The routes example's read models: a few rows of each, as text.
+    pub read_models: Vec<(String, Vec<String>)>,
 }
 
 /// Runs the demo with `events` events over `keys` keys into `postgres_url`.
@@ -99,34 +103,8 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
     };
     tracing::info!(produced, topic = TOPIC, high_watermarks = ?hw, "sample events produced");
 
-    let sink = crate::sink::prepare(
-        &settings.sink,
-        settings.group_id(),
-        settings.source.unrouted,
-    )
-    .await?;
-    let watcher = sink.clone();
-    let target = hw.clone();
-    let drained = async move {
-        loop {
-            if let Ok(stored) = watcher.stored_offsets(TOPIC).await {
-                let all = (0..PARTITIONS).all(|p| stored.get(&p) == target.get(p as usize));
-                if all {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    let shutdown = async {
-        tokio::select! {
-            _ = drained => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    crate::pipeline::run(&settings, sink, shutdown)
-        .await
-        .map_err(crate::RunError::from)?;
+    run_until_drained(&settings, TOPIC, &hw).await?;
+    let read_models = routes_example(&cluster, postgres_url, events, keys).await?;
     drop(cluster);
     drop(registry_server);
     Ok(Report {
@@ -142,7 +120,139 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
             .and_then(|pg| pg.routes.iter().find_map(|r| r.table.clone()))
             .unwrap_or_default(),
         writers,
+        read_models,
     })
+}
+
+/// Runs the pipeline `settings` describe until every partition of `topic`
+/// stored its high watermark (or Ctrl-C).
+async fn run_until_drained(settings: &Settings, topic: &str, hw: &[i64]) -> Result<(), DemoError> {
+    let sink = crate::sink::prepare(
+        &settings.sink,
+        settings.group_id(),
+        settings.source.unrouted,
+    )
+    .await?;
+    let watcher = sink.clone();
+    let target = hw.to_vec();
+    let topic = topic.to_string();
+    let drained = async move {
+        loop {
+            if let Ok(stored) = watcher.stored_offsets(&topic).await {
+                let all = (0..target.len()).all(|p| stored.get(&(p as i32)) == target.get(p));
+                if all {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let shutdown = async {
+        tokio::select! {
+            _ = drained => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    crate::pipeline::run(settings, sink, shutdown)
+        .await
+        .map_err(crate::RunError::from)?;
+    Ok(())
+}
+
+/// The routes example (`examples/orders/`): its configuration and read
+/// models.
+pub const ORDERS_CONFIG: &str = include_str!("../../examples/orders/ordo.toml");
+pub const ORDERS_SCHEMA: &str = include_str!("../../examples/orders/schema.sql");
+
+/// Runs the orders example on `cluster`: order events of four types into
+/// an event store and two read models; returns a few rows of each read model.
+async fn routes_example(
+    cluster: &mock::MockCluster,
+    postgres_url: &str,
+    events: usize,
+    keys: usize,
+) -> Result<Vec<(String, Vec<String>)>, DemoError> {
+    let topic = "orders";
+    cluster
+        .create_topic(topic, PARTITIONS)
+        .map_err(DemoError::Setup)?;
+    cluster
+        .create_topic(&format!("{topic}.dlq"), 1)
+        .map_err(DemoError::Setup)?;
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let vars = vec![
+        (
+            "ORDO_KAFKA__BOOTSTRAP_SERVERS".to_string(),
+            bootstrap.clone(),
+        ),
+        (
+            "ORDO_SINK__POSTGRES__URL".to_string(),
+            postgres_url.to_string(),
+        ),
+    ];
+    let settings = Settings::load_embedded(ORDERS_CONFIG, &vars)?;
+    let (client, connection) = tokio_postgres::connect(postgres_url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| {
+            DemoError::Setup(format!("cannot reach PostgreSQL for the read models: {e}"))
+        })?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(ORDERS_SCHEMA)
+        .await
+        .map_err(|e| DemoError::Setup(format!("examples/orders/schema.sql: {e}")))?;
+    let ds = order_events::generate(events, PARTITIONS, keys.max(1), 43);
+    let records = ds.records;
+    let hw = {
+        let bootstrap = bootstrap.clone();
+        tokio::task::spawn_blocking(move || {
+            produce(&bootstrap, topic, &records)?;
+            watermarks(&bootstrap, topic)
+        })
+        .await
+        .map_err(|e| DemoError::Setup(e.to_string()))?
+        .map_err(DemoError::Setup)?
+    };
+    tracing::info!(topic, high_watermarks = ?hw, "order events of four types produced");
+    run_until_drained(&settings, topic, &hw).await?;
+    let mut out = Vec::new();
+    for (name, query) in [
+        (
+            "orders by status",
+            "SELECT status || ': ' || count(*) FROM orders GROUP BY status ORDER BY status",
+        ),
+        (
+            "customer_totals (top 3)",
+            "SELECT customer || ': ' || orders || ' orders, ' || amount FROM customer_totals ORDER BY amount DESC, customer LIMIT 3",
+        ),
+        (
+            "order_events (event store)",
+            "SELECT count(*) || ' events of ' || count(DISTINCT stream) || ' orders' FROM order_events",
+        ),
+    ] {
+        let rows = client
+            .query(query, &[])
+            .await
+            .map_err(|e| DemoError::Setup(format!("reading {name}: {e}")))?;
+        out.push((name.to_string(), rows.iter().map(|r| r.get(0)).collect()));
+    }
+    Ok(out)
+}
+
+/// Each partition's high watermark of `topic`.
+fn watermarks(bootstrap: &str, topic: &str) -> Result<Vec<i64>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    (0..PARTITIONS)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map(|(_, high)| high)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// The demo's settings: the embedded configuration with reader schema v3
@@ -183,18 +293,7 @@ fn to_avro(records: &mut [data::Produced], ids: &[u32; 3]) -> Result<[usize; 3],
 /// Produces the records in order; returns each partition's high watermark.
 fn produce_all(bootstrap: &str, records: &[data::Produced]) -> Result<Vec<i64>, String> {
     produce(bootstrap, TOPIC, records)?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(|e| e.to_string())?;
-    (0..PARTITIONS)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-                .map(|(_, high)| high)
-                .map_err(|e| e.to_string())
-        })
-        .collect()
+    watermarks(bootstrap, TOPIC)
 }
 
 /// Produces records to their partitions in order (idempotently) and waits for all.

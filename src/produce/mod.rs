@@ -35,6 +35,11 @@ pub enum Shape {
     /// (`ordering.sequence = "field:meta.seq"`): the same rows as Avro, to
     /// compare the two formats.
     Orders,
+    /// Order events of four types (`type`: `order.placed`, `order.paid`,
+    /// `order.shipped`, `order.delivered` in turn; a placed one has
+    /// `data.customer` and `data.amount`), for routes
+    /// (`source.event_type = "field:type"`, `ordering.sequence = "field:version"`).
+    Typed,
 }
 
 /// What to produce.
@@ -335,6 +340,9 @@ fn produce_all(
                         crate::demo::orders::expected(3, 3, &key, *version)
                             .to_string()
                             .into_bytes()
+                    }
+                    None if options.shape == Shape::Typed => {
+                        crate::demo::order_events::payload(&key, *version)
                     }
                     None => crate::demo::data::payload(&key, *version),
                     Some(ids) => {

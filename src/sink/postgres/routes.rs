@@ -213,6 +213,10 @@ pub(super) struct StatementFailed {
 /// writers of one (route, key) never both run a statement. The statements
 /// of a batch are pipelined: sent together, run in order. The number of
 /// (event, route) runs.
+///
+/// The route's lock is part of the route's name space, not the schema's:
+/// two deployments running a route of the same name wait for each other,
+/// as their shared guard rows require anyway.
 pub(super) async fn run_sql(
     tx: &Transaction<'_>,
     routes: &Routes,
@@ -242,6 +246,23 @@ pub(super) async fn run_sql(
         return Ok(0);
     }
     let t = &routes.own;
+    // Statements of different partitions' transactions may touch the same
+    // rows (a customer's totals) in different orders: each SQL route runs
+    // in one transaction at a time (a lock held until commit, taken in
+    // name order), so they wait for each other instead of deadlocking.
+    let mut running: Vec<&str> = runs
+        .iter()
+        .map(|&(ri, _)| routes.sql[ri].name.as_str())
+        .collect();
+    running.sort_unstable();
+    running.dedup();
+    let serialize = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('ordo route ' || $1, 0))")
+        .await
+        .map_err(db)?;
+    for name in running {
+        tx.query(&serialize, &[&name]).await.map_err(db)?;
+    }
     let mut pairs: Vec<(&str, &str)> = runs
         .iter()
         .map(|&(ri, ei)| (routes.sql[ri].name.as_str(), events[ei].key.as_str()))
