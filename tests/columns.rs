@@ -173,7 +173,10 @@ async fn auto_columns_follow_the_reader_schema_and_hold_typed_values() {
         ["ALTER TABLE \"public\".\"orders\" ADD COLUMN \"note\" text;"],
         "{stdout}"
     );
-    assert!(stdout.contains("-- route default: table public.orders"), "{stdout}");
+    assert!(
+        stdout.contains("-- route default: table public.orders"),
+        "{stdout}"
+    );
     assert_eq!(column_types(&db).await, v1_columns, "plan runs nothing");
 
     // Reader v2 (v1 and v2 writers): `note` is added, once.

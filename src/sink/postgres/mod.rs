@@ -422,13 +422,19 @@ impl PostgresSink {
             &crate::process::owner_id(),
         )
         .await?;
-        self.prepare_statements().await
+        self.prepare_on(&client).await
     }
 
     /// Prepares every statement of every SQL route, so one PostgreSQL
     /// cannot run fails at start, naming the route and the statement.
     pub async fn prepare_statements(&self) -> Result<(), PostgresError> {
         let client = self.client().await?;
+        self.prepare_on(&client).await
+    }
+
+    /// [`Self::prepare_statements`] on a connection in hand (a pool of one
+    /// has no second).
+    async fn prepare_on(&self, client: &deadpool_postgres::Object) -> Result<(), PostgresError> {
         for route in &self.routes.sql {
             for (i, statement) in route.statements.iter().enumerate() {
                 client

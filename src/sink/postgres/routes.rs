@@ -19,6 +19,11 @@ use super::{PostgresConfig, SinkMode, Tables, Target};
 use crate::consume::source::Unrouted;
 use crate::record::Event;
 use crate::sink::route::Filter;
+use crate::sink::Lease;
+
+/// An event with the partition it came from: the batches of several
+/// partitions are written together.
+pub(super) type Row<'a> = (&'a Lease, &'a Event);
 
 /// A route into a table.
 #[derive(Debug, Clone)]
@@ -152,13 +157,13 @@ pub(super) async fn store_key_versions(
     tx: &Transaction<'_>,
     t: &Tables,
     group: &str,
-    events: &[Event],
+    events: &[Row<'_>],
     passed: &[(String, i64)],
 ) -> Result<(), tokio_postgres::Error> {
     let mut newest: HashMap<&str, i64> = HashMap::new();
     let all = events
         .iter()
-        .map(|e| (e.key.as_str(), e.sequence))
+        .map(|(_, e)| (e.key.as_str(), e.sequence))
         .chain(passed.iter().map(|(k, v)| (k.as_str(), *v)));
     for (key, version) in all {
         let slot = newest.entry(key).or_insert(version);
@@ -207,23 +212,27 @@ pub(super) struct StatementFailed {
     pub source: tokio_postgres::Error,
 }
 
-/// Runs the SQL routes for `events` (in order) of `topic`/`partition`: for
-/// each route, the events it takes whose version is above the route's last
-/// applied version of their key; the guard rows are locked first, so two
-/// writers of one (route, key) never both run a statement. The statements
-/// of a batch are pipelined: sent together, run in order. The number of
-/// (event, route) runs.
+/// Runs the SQL routes for `events` (each with the partition it came from;
+/// in order per partition): for each route, the events it takes whose
+/// version is above the route's last applied version of their key. The
+/// statements of a batch are pipelined: sent together, run in order. The
+/// number of (event, route) runs.
 ///
-/// The route's lock is part of the route's name space, not the schema's:
-/// two deployments running a route of the same name wait for each other,
-/// as their shared guard rows require anyway.
+/// Each SQL route runs in one transaction at a time: a lock on the route's
+/// name, held until commit, taken in name order. Statements of different
+/// partitions' transactions may touch the same rows (a customer's totals)
+/// in different orders, so they wait for each other instead of
+/// deadlocking; and the route's guard rows (its applied version per key)
+/// are read and moved by one writer at a time. The lock is part of the
+/// route's name space, not the schema's: two deployments running a route
+/// of the same name wait for each other, as their shared guard rows
+/// require anyway. The caller runs this last in its transaction, so the
+/// lock is held for as short a time as the commit allows.
 pub(super) async fn run_sql(
     tx: &Transaction<'_>,
     routes: &Routes,
     group: &str,
-    topic: &str,
-    partition: i32,
-    events: &[Event],
+    events: &[Row<'_>],
 ) -> Result<u64, StatementFailed> {
     let db = |e: tokio_postgres::Error| StatementFailed {
         route: String::new(),
@@ -232,12 +241,12 @@ pub(super) async fn run_sql(
     };
     // (route index, event index) in batch order.
     let mut runs: Vec<(usize, usize)> = Vec::new();
-    for (ei, e) in events.iter().enumerate() {
+    for (ei, (lease, e)) in events.iter().enumerate() {
         if e.delete {
             continue;
         }
         for (ri, r) in routes.sql.iter().enumerate() {
-            if r.filter.matches(topic, e.event_type.as_deref()) {
+            if r.filter.matches(&lease.topic, e.event_type.as_deref()) {
                 runs.push((ri, ei));
             }
         }
@@ -246,10 +255,6 @@ pub(super) async fn run_sql(
         return Ok(0);
     }
     let t = &routes.own;
-    // Statements of different partitions' transactions may touch the same
-    // rows (a customer's totals) in different orders: each SQL route runs
-    // in one transaction at a time (a lock held until commit, taken in
-    // name order), so they wait for each other instead of deadlocking.
     let mut running: Vec<&str> = runs
         .iter()
         .map(|&(ri, _)| routes.sql[ri].name.as_str())
@@ -265,42 +270,37 @@ pub(super) async fn run_sql(
     }
     let mut pairs: Vec<(&str, &str)> = runs
         .iter()
-        .map(|&(ri, ei)| (routes.sql[ri].name.as_str(), events[ei].key.as_str()))
+        .map(|&(ri, ei)| (routes.sql[ri].name.as_str(), events[ei].1.key.as_str()))
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
     let names: Vec<&str> = pairs.iter().map(|(r, _)| *r).collect();
     let keys: Vec<&str> = pairs.iter().map(|(_, k)| *k).collect();
-    let claim = tx
-        .prepare_cached(&format!(
-            "INSERT INTO {} (route, key, version) SELECT r, k, NULL \
-             FROM unnest($1::text[], $2::text[]) AS u(r, k) ON CONFLICT DO NOTHING",
-            t.route_versions
-        ))
-        .await
-        .map_err(db)?;
-    let lock = tx
+    // Under the route's lock, what is committed is the route's state.
+    let read = tx
         .prepare_cached(&format!(
             "SELECT g.route, g.key, g.version FROM {} AS g \
-             JOIN unnest($1::text[], $2::text[]) AS u(r, k) ON g.route = u.r AND g.key = u.k \
-             ORDER BY g.route, g.key FOR UPDATE OF g",
+             JOIN unnest($1::text[], $2::text[]) AS u(r, k) ON g.route = u.r AND g.key = u.k",
             t.route_versions
         ))
         .await
         .map_err(db)?;
-    tx.execute(&claim, &[&names, &keys]).await.map_err(db)?;
-    let rows = tx.query(&lock, &[&names, &keys]).await.map_err(db)?;
-    let mut applied: HashMap<(String, String), Option<i64>> = rows
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect();
+    let rows = tx.query(&read, &[&names, &keys]).await.map_err(db)?;
+    let mut applied: HashMap<(&str, &str), Option<i64>> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (route, key): (&str, &str) = (row.get(0), row.get(1));
+        // The pairs asked for hold the same text, borrowed for the batch.
+        if let Ok(i) = pairs.binary_search(&(route, key)) {
+            applied.insert(pairs[i], row.get(2));
+        }
+    }
     // A replayed event at or below a route's applied version runs only if
     // it was refused (then it ran nowhere): its mark is taken, once, by
     // whichever replay runs it.
     let behind: Vec<(&str, i64)> = events
         .iter()
-        .filter(|e| e.replayed)
-        .map(|e| (e.key.as_str(), e.sequence))
+        .filter(|(_, e)| e.replayed)
+        .map(|(_, e)| (e.key.as_str(), e.sequence))
         .collect();
     let mut refused: std::collections::HashSet<(String, i64)> = Default::default();
     if !behind.is_empty() {
@@ -324,27 +324,30 @@ pub(super) async fn run_sql(
     // below the applied one is not run again.
     let mut docs: HashMap<usize, serde_json::Value> = HashMap::new();
     let mut calls: Vec<(usize, usize, Vec<sql_route::TextParam>)> = Vec::new();
-    let mut moved: HashMap<(usize, &str), i64> = HashMap::new();
+    let mut moved: HashMap<(&str, &str), i64> = HashMap::new();
     let mut runs_done = 0u64;
     for &(ri, ei) in &runs {
-        let (route, event) = (&routes.sql[ri], &events[ei]);
-        let slot = applied
-            .entry((route.name.clone(), event.key.clone()))
-            .or_insert(None);
+        let (route, (lease, event)) = (&routes.sql[ri], &events[ei]);
+        let pair = (route.name.as_str(), event.key.as_str());
+        let slot = applied.entry(pair).or_insert(None);
         if slot.is_some_and(|v| event.sequence <= v) {
             if !refused.contains(&(event.key.clone(), event.sequence)) {
                 continue;
             }
         } else {
             *slot = Some(event.sequence);
-            moved.insert((ri, event.key.as_str()), event.sequence);
+            moved.insert(pair, event.sequence);
         }
         runs_done += 1;
         let doc = docs.entry(ei).or_insert_with(|| {
             serde_json::from_str(event.payload.as_str()).unwrap_or(serde_json::Value::Null)
         });
         for (si, statement) in route.statements.iter().enumerate() {
-            calls.push((ri, si, statement.values(event, topic, partition, doc)));
+            calls.push((
+                ri,
+                si,
+                statement.values(event, &lease.topic, lease.partition, doc),
+            ));
         }
     }
     let mut prepared: HashMap<(usize, usize), tokio_postgres::Statement> = HashMap::new();
@@ -378,18 +381,19 @@ pub(super) async fn run_sql(
         }
     });
     futures::future::try_join_all(sent).await?;
-    let mut done: Vec<(&str, &str, i64)> = moved
-        .into_iter()
-        .map(|((ri, key), v)| (routes.sql[ri].name.as_str(), key, v))
-        .collect();
+    if moved.is_empty() {
+        return Ok(runs_done);
+    }
+    let mut done: Vec<((&str, &str), i64)> = moved.into_iter().collect();
     done.sort_unstable();
-    let names: Vec<&str> = done.iter().map(|(r, _, _)| *r).collect();
-    let keys: Vec<&str> = done.iter().map(|(_, k, _)| *k).collect();
-    let versions: Vec<i64> = done.iter().map(|(_, _, v)| *v).collect();
+    let names: Vec<&str> = done.iter().map(|((r, _), _)| *r).collect();
+    let keys: Vec<&str> = done.iter().map(|((_, k), _)| *k).collect();
+    let versions: Vec<i64> = done.iter().map(|(_, v)| *v).collect();
     let record = tx
         .prepare_cached(&format!(
-            "UPDATE {} AS g SET version = u.v FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(r, k, v) \
-             WHERE g.route = u.r AND g.key = u.k",
+            "INSERT INTO {} AS g (route, key, version) \
+             SELECT r, k, v FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(r, k, v) \
+             ON CONFLICT (route, key) DO UPDATE SET version = EXCLUDED.version",
             t.route_versions
         ))
         .await

@@ -14,10 +14,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 
 use super::columns::{at, Column};
-use super::routes::{self, Routes, StatementFailed, TableRoute};
+use super::routes::{self, Routes, Row, StatementFailed, TableRoute};
 use super::{SinkMode, Tables};
 use crate::consume::source::Unrouted;
-use crate::record::Event;
 use crate::sink::{Batch, Lease, Written};
 
 pub enum WriteError {
@@ -175,7 +174,12 @@ pub async fn group(
     if moved.iter().any(|&n| n != 1) {
         return Err(WriteError::Fenced);
     }
-    let mut rows: Vec<(&Lease, &crate::record::Event)> = Vec::new();
+    if !routes.single {
+        let written = routed_group(&tx, routes, group, members).await?;
+        tx.commit().await?;
+        return Ok(written);
+    }
+    let mut rows: Vec<Row> = Vec::new();
     let mut written = Vec::with_capacity(members.len());
     let together = copied_together(routes);
     for (lease, batch) in members {
@@ -240,17 +244,29 @@ async fn body(
     lease: &Lease,
     batch: &Batch,
 ) -> Result<Written, WriteError> {
-    let t = &routes.own;
-    let mut written = Written::default();
+    extras(tx, routes, group, lease, batch).await?;
     if routes.single {
         let route = &routes.tables[0];
-        if !batch.events.is_empty() {
-            let events: Vec<&Event> = batch.events.iter().collect();
-            written = table_events(tx, route, append, lease, &events).await?;
+        if batch.events.is_empty() {
+            return Ok(Written::default());
         }
+        let rows: Vec<Row> = batch.events.iter().map(|e| (lease, e)).collect();
+        Ok(table_events(tx, route, append, &rows).await?)
     } else {
-        written = routed(tx, routes, append, group, lease, batch).await?;
+        Ok(routed(tx, routes, append, group, &[(lease, batch)]).await?)
     }
+}
+
+/// The rest of a batch: the gaps, the dead-letter marks and the versions
+/// passed.
+async fn extras(
+    tx: &Transaction<'_>,
+    routes: &Routes,
+    group: &str,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<(), tokio_postgres::Error> {
+    let t = &routes.own;
     if !batch.gaps.is_empty() {
         let keys: Vec<&str> = batch.gaps.iter().map(|g| g.key.as_str()).collect();
         let expected: Vec<i64> = batch.gaps.iter().map(|g| g.expected).collect();
@@ -314,7 +330,7 @@ async fn body(
         )
         .await?;
     }
-    Ok(written)
+    Ok(())
 }
 
 /// One table route's share of a batch.
@@ -322,86 +338,146 @@ async fn table_events(
     tx: &Transaction<'_>,
     route: &TableRoute,
     append: Append,
-    lease: &Lease,
-    events: &[&Event],
+    rows: &[Row<'_>],
 ) -> Result<Written, tokio_postgres::Error> {
     let (t, typed) = (&route.tables, &route.columns[..]);
     match route.mode {
         SinkMode::EventStore if append == Append::Copy && typed.is_empty() => {
-            copy(tx, t, lease, events).await
+            copy(tx, t, rows).await
         }
-        SinkMode::EventStore => insert(tx, t, typed, lease, events).await,
-        SinkMode::Projection => upsert(tx, t, typed, lease, events).await,
+        SinkMode::EventStore => insert(tx, t, typed, rows).await,
+        SinkMode::Projection => upsert(tx, t, typed, rows).await,
     }
 }
 
-/// A batch through several routes: each table route gets the events it
-/// takes, then the SQL routes run, then the key state moves. An event no
-/// route takes is refused (`source.unrouted = "dead_letter"`) or only
-/// moves its key (`ignore`). An event counts as applied once its routes
-/// committed; absorbed when each table route it went to had it already.
+/// Batches through several routes: each table route gets the events it
+/// takes, then the key state moves, then the SQL routes run (last: they
+/// hold their routes' locks until commit). An event no route takes is
+/// refused (`source.unrouted = "dead_letter"`) or only moves its key
+/// (`ignore`). An event counts as applied once its routes committed;
+/// absorbed when an event store route it went to had it already.
 async fn routed(
     tx: &Transaction<'_>,
     routes: &Routes,
     append: Append,
     group: &str,
-    lease: &Lease,
-    batch: &Batch,
+    members: &[(&Lease, &Batch)],
 ) -> Result<Written, WriteError> {
-    let topic = lease.topic.as_str();
     if routes.unrouted == Unrouted::DeadLetter {
-        if let Some(e) = batch.events.iter().find(|e| !routes.takes(topic, e)) {
-            return Err(WriteError::Unrouted {
-                key: e.key.clone(),
-                version: e.sequence,
-                event_type: e.event_type.as_deref().map(str::to_string),
-            });
+        for (lease, batch) in members {
+            if let Some(e) = batch.events.iter().find(|e| !routes.takes(&lease.topic, e)) {
+                return Err(WriteError::Unrouted {
+                    key: e.key.clone(),
+                    version: e.sequence,
+                    event_type: e.event_type.as_deref().map(str::to_string),
+                });
+            }
         }
     }
+    let all: Vec<Row> = members
+        .iter()
+        .flat_map(|(lease, batch)| batch.events.iter().map(move |e| (*lease, e)))
+        .collect();
     let mut absorbed = 0;
     for route in &routes.tables {
-        let events: Vec<&Event> = batch
-            .events
+        let rows: Vec<Row> = all
             .iter()
-            .filter(|e| route.filter.matches(topic, e.event_type.as_deref()))
-            .filter(|e| !e.delete || route.mode == SinkMode::Projection)
+            .filter(|(l, e)| route.filter.matches(&l.topic, e.event_type.as_deref()))
+            .filter(|(_, e)| !e.delete || route.mode == SinkMode::Projection)
+            .copied()
             .collect();
-        if !events.is_empty() {
-            let w = table_events(tx, route, append, lease, &events).await?;
-            absorbed = absorbed.max(w.absorbed);
+        if !rows.is_empty() {
+            let w = table_events(tx, route, append, &rows).await?;
+            if route.mode == SinkMode::EventStore {
+                absorbed = absorbed.max(w.absorbed);
+            }
         }
     }
+    let passed: Vec<(String, i64)> = members
+        .iter()
+        .flat_map(|(_, b)| b.passed.iter().cloned())
+        .collect();
+    routes::store_key_versions(tx, &routes.own, group, &all, &passed).await?;
     if !routes.sql.is_empty() {
-        routes::run_sql(tx, routes, group, topic, lease.partition, &batch.events).await?;
+        routes::run_sql(tx, routes, group, &all).await?;
     }
-    routes::store_key_versions(tx, &routes.own, group, &batch.events, &batch.passed).await?;
-    let events = batch.events.len() as u64;
+    let events = all.len() as u64;
     Ok(Written {
         applied: events - absorbed.min(events),
         absorbed: absorbed.min(events),
     })
 }
 
+/// The batches of several partitions through the routes, in one
+/// transaction: each table route's events of every batch in one statement
+/// (one `COPY` into an event store), the SQL routes' statements of every
+/// batch in one pipeline. A batch whose event store events may be present
+/// already (`INSERT ... ON CONFLICT`, which counts what it absorbs only for
+/// the whole statement) is written on its own first.
+async fn routed_group(
+    tx: &Transaction<'_>,
+    routes: &Routes,
+    group: &str,
+    members: &[(Lease, Batch)],
+) -> Result<Vec<Written>, WriteError> {
+    let stores = routes.tables.iter().any(|r| r.mode == SinkMode::EventStore);
+    let copy_all = routes
+        .tables
+        .iter()
+        .all(|r| r.mode != SinkMode::EventStore || r.columns.is_empty());
+    let mut written = vec![Written::default(); members.len()];
+    let mut together = Vec::new();
+    for (i, (lease, batch)) in members.iter().enumerate() {
+        extras(tx, routes, group, lease, batch).await?;
+        if !stores || (copy_all && copies(routes, batch)) {
+            together.push(i);
+        } else {
+            written[i] = routed(tx, routes, Append::Insert, group, &[(lease, batch)]).await?;
+        }
+    }
+    let batches: Vec<(&Lease, &Batch)> = together
+        .iter()
+        .map(|&i| (&members[i].0, &members[i].1))
+        .collect();
+    if !batches.is_empty() {
+        // Copied whole or refused whole: nothing of these is absorbed.
+        routed(tx, routes, Append::Copy, group, &batches).await?;
+        for &i in &together {
+            written[i] = Written {
+                applied: members[i].1.events.len() as u64,
+                absorbed: 0,
+            };
+        }
+    }
+    Ok(written)
+}
+
 struct Columns<'a> {
     keys: Vec<&'a str>,
     versions: Vec<i64>,
     payloads: Vec<JsonParam<'a>>,
+    topics: Vec<&'a str>,
+    partitions: Vec<i32>,
     offsets: Vec<i64>,
     timestamps: Vec<Option<i64>>,
 }
 
-fn columns<'a>(events: impl Iterator<Item = &'a crate::record::Event>) -> Columns<'a> {
+fn columns<'a>(rows: impl Iterator<Item = Row<'a>>) -> Columns<'a> {
     let mut c = Columns {
         keys: vec![],
         versions: vec![],
         payloads: vec![],
+        topics: vec![],
+        partitions: vec![],
         offsets: vec![],
         timestamps: vec![],
     };
-    for e in events {
+    for (lease, e) in rows {
         c.keys.push(&e.key);
         c.versions.push(e.sequence);
         c.payloads.push(JsonParam(e.payload.as_str()));
+        c.topics.push(&lease.topic);
+        c.partitions.push(lease.partition);
         c.offsets.push(e.offset);
         c.timestamps.push(e.timestamp_ms);
     }
@@ -446,13 +522,12 @@ fn system_time(ms: i64) -> Option<SystemTime> {
 async fn copy(
     tx: &Transaction<'_>,
     t: &Tables,
-    lease: &Lease,
-    events: &[&Event],
+    rows: &[Row<'_>],
 ) -> Result<Written, tokio_postgres::Error> {
-    let applied = copy_rows(tx, t, events.iter().map(|e| (lease, *e))).await?;
+    let applied = copy_rows(tx, t, rows.iter().copied()).await?;
     Ok(Written {
         applied,
-        absorbed: events.len() as u64 - applied,
+        absorbed: rows.len() as u64 - applied,
     })
 }
 
@@ -460,7 +535,7 @@ async fn copy(
 async fn copy_rows<'a>(
     tx: &Transaction<'_>,
     t: &Tables,
-    rows: impl Iterator<Item = (&'a Lease, &'a crate::record::Event)>,
+    rows: impl Iterator<Item = Row<'a>>,
 ) -> Result<u64, tokio_postgres::Error> {
     let statement = tx
         .prepare_cached(&format!(
@@ -556,11 +631,11 @@ fn typed_values<'a>(
     out
 }
 
-/// A batch statement's parameters: `$1`..`$7` the events' columns and the
-/// lease's topic and partition, then `extra`, then the typed columns' arrays.
+/// A batch statement's parameters: `$1`..`$7` the events' columns (each
+/// event's topic and partition among them), then `extra`, then the typed
+/// columns' arrays.
 fn params<'a>(
     c: &'a Columns<'a>,
-    lease: &'a Lease,
     extra: &[&'a (dyn ToSql + Sync)],
     typed: &'a [Vec<Option<String>>],
 ) -> Vec<&'a (dyn ToSql + Sync)> {
@@ -568,8 +643,8 @@ fn params<'a>(
         &c.keys,
         &c.versions,
         &c.payloads,
-        &lease.topic,
-        &lease.partition,
+        &c.topics,
+        &c.partitions,
         &c.offsets,
         &c.timestamps,
     ];
@@ -583,18 +658,17 @@ async fn insert(
     tx: &Transaction<'_>,
     t: &Tables,
     typed: &[Column],
-    lease: &Lease,
-    events: &[&Event],
+    rows: &[Row<'_>],
 ) -> Result<Written, tokio_postgres::Error> {
-    let c = columns(events.iter().copied());
+    let c = columns(rows.iter().copied());
     let x = typed_sql(typed, 7);
-    let values = typed_values(typed, events.iter().copied());
+    let values = typed_values(typed, rows.iter().map(|(_, e)| *e));
     let stmt = tx
         .prepare_cached(&format!(
             "INSERT INTO {} (stream, version, {}topic, partition, \"offset\", event_time{}) \
-             SELECT s, v, {}$4, $5, o, to_timestamp(ts / 1000.0){} \
-             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]{}) \
-             WITH ORDINALITY AS u(s, v, p, o, ts{}, n) ORDER BY n \
+             SELECT s, v, {}tp, pn, o, to_timestamp(ts / 1000.0){} \
+             FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::text[], $5::int[], $6::bigint[], $7::bigint[]{}) \
+             WITH ORDINALITY AS u(s, v, p, tp, pn, o, ts{}, n) ORDER BY n \
              ON CONFLICT (stream, version) DO NOTHING",
             t.target,
             if t.payload { "payload, " } else { "" },
@@ -605,11 +679,11 @@ async fn insert(
             x.aliases
         ))
         .await?;
-    let params = params(&c, lease, &[], &values);
+    let params = params(&c, &[], &values);
     let applied = tx.execute(&stmt, &params).await?;
     Ok(Written {
         applied,
-        absorbed: events.len() as u64 - applied,
+        absorbed: rows.len() as u64 - applied,
     })
 }
 
@@ -624,28 +698,27 @@ async fn upsert(
     tx: &Transaction<'_>,
     t: &Tables,
     typed: &[Column],
-    lease: &Lease,
-    events: &[&Event],
+    rows: &[Row<'_>],
 ) -> Result<Written, tokio_postgres::Error> {
-    let mut newest: BTreeMap<&str, &crate::record::Event> = BTreeMap::new();
-    for &e in events {
-        let slot = newest.entry(e.key.as_str()).or_insert(e);
-        if e.sequence > slot.sequence {
-            *slot = e;
+    let mut newest: BTreeMap<&str, Row> = BTreeMap::new();
+    for &(lease, e) in rows {
+        let slot = newest.entry(e.key.as_str()).or_insert((lease, e));
+        if e.sequence > slot.1.sequence {
+            *slot = (lease, e);
         }
     }
-    let (deletes, upserts): (Vec<&crate::record::Event>, Vec<&crate::record::Event>) =
-        newest.values().copied().partition(|e| e.delete);
+    let (deletes, upserts): (Vec<Row>, Vec<Row>) =
+        newest.values().copied().partition(|(_, e)| e.delete);
     let mut applied = 0;
     if !upserts.is_empty() {
         let c = columns(upserts.iter().copied());
         let x = typed_sql(typed, 8);
-        let values = typed_values(typed, upserts.iter().copied());
+        let values = typed_values(typed, upserts.iter().map(|(_, e)| *e));
         let stmt = tx
             .prepare_cached(&format!(
                 "INSERT INTO {} AS cur (key, version, {}topic, partition, \"offset\", event_time, updated_at{}) \
-                 SELECT k, v, {}$4, $5, o, to_timestamp(ts / 1000.0), now(){} \
-                 FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $6::bigint[], $7::bigint[]{}) AS u(k, v, s, o, ts{}) \
+                 SELECT k, v, {}tp, pn, o, to_timestamp(ts / 1000.0), now(){} \
+                 FROM unnest($1::text[], $2::bigint[], $3::jsonb[], $4::text[], $5::int[], $6::bigint[], $7::bigint[]{}) AS u(k, v, s, tp, pn, o, ts{}) \
                  WHERE NOT EXISTS (SELECT 1 FROM {} AS d WHERE d.target_table = $8 AND d.key = u.k AND d.version >= u.v) \
                  ON CONFLICT (key) DO UPDATE SET version = EXCLUDED.version, {}\
                  topic = EXCLUDED.topic, partition = EXCLUDED.partition, \"offset\" = EXCLUDED.\"offset\", \
@@ -663,12 +736,12 @@ async fn upsert(
                 x.updates
             ))
             .await?;
-        let params = params(&c, lease, &[&t.target_display], &values);
+        let params = params(&c, &[&t.target_display], &values);
         applied += tx.execute(&stmt, &params).await?;
     }
     if !deletes.is_empty() {
-        let keys: Vec<&str> = deletes.iter().map(|e| e.key.as_str()).collect();
-        let versions: Vec<i64> = deletes.iter().map(|e| e.sequence).collect();
+        let keys: Vec<&str> = deletes.iter().map(|(_, e)| e.key.as_str()).collect();
+        let versions: Vec<i64> = deletes.iter().map(|(_, e)| e.sequence).collect();
         tx.execute(
             &format!(
                 "DELETE FROM {} AS cur USING unnest($1::text[], $2::bigint[]) AS u(k, v) \
@@ -695,7 +768,7 @@ async fn upsert(
             .await?;
     }
     Ok(Written {
-        applied: applied.min(events.len() as u64),
-        absorbed: (events.len() as u64).saturating_sub(applied),
+        applied: applied.min(rows.len() as u64),
+        absorbed: (rows.len() as u64).saturating_sub(applied),
     })
 }
