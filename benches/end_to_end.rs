@@ -4,7 +4,8 @@
 //! the event store's shape; and Ordo's end-to-end latency at a fixed rate.
 //!
 //! Each case is `format/mode/keys` (`json`, `json_orders`, `json_typed` or
-//! `avro`; `event_store`, `projection` or `routes`), or
+//! `avro`; `event_store`, `event_store_route` (the same as one explicit
+//! route), `projection` or `routes`), or
 //! `latency/format/mode/keys`; `json_typed` is order events of four types
 //! (`ordo produce --shape typed`) and `routes` the three routes of the
 //! documented shape (an event store of everything, a projection of
@@ -106,6 +107,9 @@ struct Case {
     /// The three routes of the documented shape (an event store `events`,
     /// a projection, an SQL route), in place of one table.
     routes: bool,
+    /// One explicit event store route (`[[sink.postgres.routes]]`) in place
+    /// of `table` and `mode`: the same fast path.
+    one_route: bool,
     keys: u64,
 }
 
@@ -129,11 +133,14 @@ fn parse_case(text: &str) -> Case {
         },
         typed: format == "json_typed",
         projection: match mode {
-            "event_store" | "routes" => false,
+            "event_store" | "event_store_route" | "routes" => false,
             "projection" => true,
-            other => panic!("case {text}: mode {other}: event_store, projection or routes"),
+            other => panic!(
+                "case {text}: mode {other}: event_store, event_store_route, projection or routes"
+            ),
         },
         routes: mode == "routes",
+        one_route: mode == "event_store_route",
         keys: keys
             .parse()
             .unwrap_or_else(|_| panic!("case {text}: keys {keys}")),
@@ -157,7 +164,7 @@ async fn print_statement_stats(client: &tokio_postgres::Client) {
     let rows = client
         .query(
             "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) \
-             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8",
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 40",
             &[],
         )
         .await
@@ -467,6 +474,10 @@ async fn prepare(case: &Case, partitions: i32) -> Run {
             .batch_execute(support::routes::CUSTOMER_TOTALS)
             .await
             .unwrap();
+    }
+    if case.one_route {
+        setup.mode = "";
+        setup.tail = "[[sink.postgres.routes]]\nname = \"all_events\"\ntable = \"events\"\nmode = \"event_store\"\n".into();
     }
     if case.latency {
         // The mock cluster answers a fetch that finds no new data only after
