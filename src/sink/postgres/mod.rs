@@ -137,7 +137,7 @@ pub fn describe_pg(e: &tokio_postgres::Error) -> String {
 
 /// Quotes a constant of Ordo's own configuration (a table's name) as an SQL
 /// string literal, for statements prepared once; data is always bound.
-fn quote_literal(text: &str) -> String {
+pub(super) fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
@@ -649,7 +649,7 @@ impl PostgresSink {
             .prepare_cached(&self.key_state_statement())
             .await
             .map_err(self.query_error("preparing the key state lookup"))?;
-        let rows = if self.routes.single {
+        let rows = if self.routes.single || self.routes.store.is_some() {
             client.query(&stmt, &[&keys]).await
         } else {
             client.query(&stmt, &[&keys, &self.group]).await
@@ -707,7 +707,10 @@ impl PostgresSink {
     pub fn key_state_statement(&self) -> String {
         match (self.routes.single, self.routes.tables.first()) {
             (true, Some(r)) => key_state_sql(&r.tables, r.mode),
-            _ => routes::key_versions_sql(&self.routes.own),
+            _ => match self.routes.store {
+                Some(i) => routes::store_key_state_sql(&self.routes, &self.routes.tables[i]),
+                None => routes::key_versions_sql(&self.routes.own),
+            },
         }
     }
 
@@ -715,7 +718,10 @@ impl PostgresSink {
     fn key_state_table(&self) -> &str {
         match (self.routes.single, self.routes.tables.first()) {
             (true, Some(r)) => &r.tables.target_display,
-            _ => "ordo_key_versions",
+            _ => match self.routes.store {
+                Some(i) => &self.routes.tables[i].tables.target_display,
+                None => "ordo_key_versions",
+            },
         }
     }
 

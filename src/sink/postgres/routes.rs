@@ -52,6 +52,11 @@ pub(crate) struct Routes {
     pub own: Tables,
     /// One table route takes every event: the table is the key state.
     pub single: bool,
+    /// The event store route that takes every event, if any (the first):
+    /// its table is the key state, as a single table's is (with the
+    /// versions passed and the keys projections deleted), so no key state
+    /// of its own is written. Without one, `ordo_key_versions` is.
+    pub store: Option<usize>,
     pub unrouted: Unrouted,
 }
 
@@ -97,6 +102,11 @@ impl Routes {
             });
         }
         let single = pg.single_table().is_some();
+        let store = tables.iter().position(|r| {
+            r.mode == SinkMode::EventStore
+                && r.filter.topics.is_none()
+                && r.filter.event_types.is_none()
+        });
         let own = match tables.first() {
             Some(t) => t.tables.clone(),
             None => Tables::new(&pg.schema, "ordo_offsets", true),
@@ -106,6 +116,7 @@ impl Routes {
             sql,
             own,
             single,
+            store,
             unrouted,
         })
     }
@@ -151,8 +162,105 @@ pub(super) fn key_versions_sql(t: &Tables) -> String {
     )
 }
 
+/// The key state read from the event store route that takes every event
+/// ([`Routes::store`]): a stream's highest version there, or a version
+/// passed to the dead-letter topic or deleted from a projection by a
+/// tombstone (neither reaches the event store).
+pub(super) fn store_key_state_sql(routes: &Routes, store: &TableRoute) -> String {
+    let side = |table: &str, target: &str, alias: &str| {
+        let target = super::quote_literal(target);
+        format!(
+            "CASE WHEN (SELECT min({alias}0.key) FROM {table} AS {alias}0 WHERE {alias}0.target_table = {target}) IS NOT NULL \
+             THEN (SELECT {alias}.version FROM {table} AS {alias} WHERE {alias}.target_table = {target} AND {alias}.key = k.key) END"
+        )
+    };
+    let t = &store.tables;
+    let mut sides = vec![side(&t.passed_versions, &t.target_display, "x")];
+    for (i, r) in routes.tables.iter().enumerate() {
+        if r.mode == SinkMode::Projection {
+            let d = &r.tables;
+            sides.push(side(&d.deleted_keys, &d.target_display, &format!("d{i}_")));
+        }
+    }
+    format!(
+        "SELECT s.key, s.version FROM (\
+         SELECT k.key, GREATEST((SELECT max(e.version) FROM {} AS e WHERE e.stream = k.key), {}) AS version \
+         FROM unnest($1::text[]) AS k(key) OFFSET 0) AS s WHERE s.version IS NOT NULL",
+        t.target,
+        sides.join(", ")
+    )
+}
+
+/// Records the versions passed to the dead-letter topic (refused in every
+/// route; a replay of its letter then applies it once) and those no route
+/// took (`source.unrouted = "ignore"`), where the event store route that
+/// takes every event is the key state ([`Routes::store`]).
+pub(super) async fn store_passed(
+    tx: &Transaction<'_>,
+    routes: &Routes,
+    store: &TableRoute,
+    group: &str,
+    passed: &[(String, i64)],
+    ignored: &[(&str, i64)],
+) -> Result<(), tokio_postgres::Error> {
+    let mut newest: HashMap<&str, i64> = HashMap::new();
+    for (key, version) in passed
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .chain(ignored.iter().copied())
+    {
+        let slot = newest.entry(key).or_insert(version);
+        *slot = (*slot).max(version);
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let mut pairs: Vec<(&str, i64)> = newest.into_iter().collect();
+    pairs.sort_unstable();
+    let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+    let versions: Vec<i64> = pairs.iter().map(|(_, v)| *v).collect();
+    let t = &store.tables;
+    tx.execute(
+        &format!(
+            "INSERT INTO {} AS x (target_table, key, version) \
+             SELECT $1, k, v FROM unnest($2::text[], $3::bigint[]) AS u(k, v) \
+             ON CONFLICT (target_table, key) DO UPDATE SET version = EXCLUDED.version, recorded_at = now() \
+             WHERE x.version < EXCLUDED.version",
+            t.passed_versions
+        ),
+        &[&t.target_display, &keys, &versions],
+    )
+    .await?;
+    store_refused(tx, &routes.own, group, passed).await
+}
+
+/// Records the events refused in every route and dead-lettered: a replay
+/// of its letter applies it once.
+async fn store_refused(
+    tx: &Transaction<'_>,
+    t: &Tables,
+    group: &str,
+    passed: &[(String, i64)],
+) -> Result<(), tokio_postgres::Error> {
+    if passed.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = passed.iter().map(|(k, _)| k.as_str()).collect();
+    let versions: Vec<i64> = passed.iter().map(|(_, v)| *v).collect();
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {} (consumer_group, key, version) \
+             SELECT $1, k, v FROM unnest($2::text[], $3::bigint[]) AS u(k, v) ON CONFLICT DO NOTHING",
+            t.refused_events
+        ))
+        .await?;
+    tx.execute(&stmt, &[&group, &keys, &versions]).await?;
+    Ok(())
+}
+
 /// Records each key's highest version handled by the batch (applied in
-/// its routes, or passed to the dead-letter topic).
+/// its routes, or passed to the dead-letter topic), where no event store
+/// route is the key state.
 pub(super) async fn store_key_versions(
     tx: &Transaction<'_>,
     t: &Tables,
@@ -187,20 +295,7 @@ pub(super) async fn store_key_versions(
         ))
         .await?;
     tx.execute(&stmt, &[&group, &keys, &versions]).await?;
-    if !passed.is_empty() {
-        // Refused in every route: a replay of its letter applies it once.
-        let keys: Vec<&str> = passed.iter().map(|(k, _)| k.as_str()).collect();
-        let versions: Vec<i64> = passed.iter().map(|(_, v)| *v).collect();
-        let stmt = tx
-            .prepare_cached(&format!(
-                "INSERT INTO {} (consumer_group, key, version) \
-                 SELECT $1, k, v FROM unnest($2::text[], $3::bigint[]) AS u(k, v) ON CONFLICT DO NOTHING",
-                t.refused_events
-            ))
-            .await?;
-        tx.execute(&stmt, &[&group, &keys, &versions]).await?;
-    }
-    Ok(())
+    store_refused(tx, t, group, passed).await
 }
 
 /// A statement of an SQL route failed: which, and why.

@@ -397,7 +397,17 @@ async fn routed(
         .iter()
         .flat_map(|(_, b)| b.passed.iter().cloned())
         .collect();
-    routes::store_key_versions(tx, &routes.own, group, &all, &passed).await?;
+    match routes.store {
+        Some(i) => {
+            let ignored: Vec<(&str, i64)> = all
+                .iter()
+                .filter(|(l, e)| !routes.takes(&l.topic, e))
+                .map(|(_, e)| (e.key.as_str(), e.sequence))
+                .collect();
+            routes::store_passed(tx, routes, &routes.tables[i], group, &passed, &ignored).await?;
+        }
+        None => routes::store_key_versions(tx, &routes.own, group, &all, &passed).await?,
+    }
     if !routes.sql.is_empty() {
         routes::run_sql(tx, routes, group, &all).await?;
     }
