@@ -25,6 +25,7 @@ pub mod demo;
 pub mod dlq;
 pub mod kafka;
 pub mod mask;
+pub mod offsets;
 pub mod order;
 pub mod pipeline;
 pub mod process;

@@ -53,6 +53,12 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The stored offsets (kept in PostgreSQL with the data; Kafka's
+    /// committed offsets are an advisory copy): show, set, skip.
+    Offsets {
+        #[command(subcommand)]
+        command: OffsetsCommand,
+    },
     /// Produce a load of keyed, versioned events (some late, some twice, some
     /// poison) to a topic of the configured cluster, and write the end state
     /// the sink must reach.
@@ -74,6 +80,68 @@ enum Command {
         #[arg(long)]
         throwaway: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum OffsetsCommand {
+    /// Per topic and partition: the stored next offset, its owner and
+    /// epoch, when it was last written, the watermarks, the lag (offsets and
+    /// seconds) and Kafka's committed copy.
+    Show {
+        /// One JSON object per partition, a line each.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves stored offsets: replicas that own a moved partition drop what
+    /// they hold for it and resume from the new offset, without a restart.
+    /// A rewind re-reads events the per-key guards then drop (nothing is
+    /// applied twice).
+    Set {
+        #[command(flatten)]
+        to: SetTarget,
+        /// Only this topic (default: every topic of source.topics).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only these partitions, e.g. 0,3.
+        #[arg(long)]
+        partitions: Option<String>,
+        /// Print what would move, move nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Moves one partition forward past a range of records (a broken
+    /// producer's), which are never processed nor dead-lettered; the skip is
+    /// recorded (`ordo offsets show`, `ordo_skipped_offsets_total`).
+    Skip {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// The first offset to process again.
+        #[arg(long)]
+        to_offset: i64,
+        /// Print what would move, move nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct SetTarget {
+    /// To each partition's low watermark (reprocess everything kept).
+    #[arg(long)]
+    to_earliest: bool,
+    /// To each partition's high watermark (skip everything not processed).
+    #[arg(long)]
+    to_latest: bool,
+    /// To this offset in every chosen partition.
+    #[arg(long)]
+    to_offset: Option<i64>,
+    /// To the first record at or after this time (RFC 3339, or epoch
+    /// milliseconds), from the broker's time index.
+    #[arg(long)]
+    to_timestamp: Option<String>,
 }
 
 #[derive(Args)]
@@ -293,6 +361,7 @@ fn main() -> ExitCode {
                 command: SchemaCommand::Check { json },
             } => schema_check(&settings, json).await,
             Command::Dlq { command } => dlq(&settings, command).await,
+            Command::Offsets { command } => offsets(&settings, command).await,
             Command::Sink {
                 command: SinkCommand::Plan,
             } => sink_plan(&settings).await,
@@ -532,6 +601,123 @@ async fn sink_plan(settings: &Settings) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn offsets(settings: &Settings, command: OffsetsCommand) -> anyhow::Result<ExitCode> {
+    use ordo::offsets::{MoveRequest, OffsetsError, Target};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let result = async {
+        match command {
+            OffsetsCommand::Show { json } => {
+                let reports = ordo::offsets::show(settings).await?;
+                print_offsets(&reports, json);
+                Ok(())
+            }
+            OffsetsCommand::Set {
+                to,
+                topic,
+                partitions,
+                dry_run,
+            } => {
+                let target = if to.to_earliest {
+                    Target::Earliest
+                } else if to.to_latest {
+                    Target::Latest
+                } else if let Some(n) = to.to_offset {
+                    Target::Offset(n)
+                } else if let Some(t) = &to.to_timestamp {
+                    Target::Timestamp(ordo::offsets::parse_timestamp(t, now)?)
+                } else {
+                    return Err(OffsetsError::Input("one of --to-earliest, --to-latest, --to-offset, --to-timestamp".into()));
+                };
+                let partitions = partitions
+                    .as_deref()
+                    .map(ordo::offsets::parse_partitions)
+                    .transpose()?;
+                let request = MoveRequest {
+                    topic,
+                    partitions,
+                    target,
+                    skip: false,
+                    dry_run,
+                };
+                let moved = ordo::offsets::set(settings, &request).await?;
+                print_moves(&moved, dry_run);
+                Ok(())
+            }
+            OffsetsCommand::Skip {
+                topic,
+                partition,
+                to_offset,
+                dry_run,
+            } => {
+                let request = MoveRequest {
+                    topic: Some(topic),
+                    partitions: Some(vec![partition]),
+                    target: Target::Offset(to_offset),
+                    skip: true,
+                    dry_run,
+                };
+                let moved = ordo::offsets::set(settings, &request).await?;
+                print_moves(&moved, dry_run);
+                Ok(())
+            }
+        }
+    };
+    match result.await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(OffsetsError::Input(why)) => {
+            eprintln!("ordo offsets: {why}; nothing moved");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(anyhow::anyhow!("ordo offsets: {e}; nothing moved")),
+    }
+}
+
+fn print_offsets(reports: &[ordo::offsets::PartitionReport], json: bool) {
+    if json {
+        for r in reports {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+        return;
+    }
+    let show = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    println!(
+        "{:<24} {:>9} {:>12} {:>12} {:>12} {:>10} {:>9} {:>12} {:>8} {:>8}  {:<24} owner",
+        "topic", "partition", "next_offset", "low", "high", "lag", "lag_s", "kafka_commit", "epoch", "skipped", "updated_at"
+    );
+    for r in reports {
+        println!(
+            "{:<24} {:>9} {:>12} {:>12} {:>12} {:>10} {:>9} {:>12} {:>8} {:>8}  {:<24} {}{}",
+            r.topic,
+            r.partition,
+            show(r.next_offset),
+            r.low_watermark,
+            r.high_watermark,
+            show(r.lag_offsets),
+            r.lag_seconds.map_or("-".to_string(), |s| format!("{s:.1}")),
+            show(r.kafka_committed),
+            show(r.epoch),
+            r.skipped_offsets,
+            r.updated_at.as_deref().unwrap_or("-"),
+            r.owner.as_deref().unwrap_or("-"),
+            if r.moved { " (moved; its owner resumes from here)" } else { "" }
+        );
+    }
+}
+
+fn print_moves(moved: &[ordo::offsets::Moved], dry_run: bool) {
+    for m in moved {
+        let from = m.from.map_or("(never stored)".to_string(), |f| f.to_string());
+        println!("{} {}: {} -> {}", m.topic, m.partition, from, m.to);
+    }
+    if dry_run {
+        println!("dry run: nothing moved ({} partitions would move)", moved.len());
+    } else {
+        println!("moved {} partitions; their owners resume from the new offsets", moved.len());
+    }
 }
 
 async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCode> {

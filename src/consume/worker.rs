@@ -6,6 +6,11 @@
 //! resume, store the advisory offset). One I/O effect is in flight at a
 //! time; a drain request or a breaker change is heard while it is.
 //! Nothing is acknowledged to Kafka before the sink has committed it.
+//!
+//! An operator may move the partition's stored offset (`ordo offsets set`
+//! or `skip`): the worker looks for that every [`MOVE_CHECK`] and at once
+//! when a write is fenced, and then drops everything it holds, moves the
+//! partition to the new offset and goes on from there under a new lease.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,6 +37,14 @@ use crate::telemetry::partition::Reporter;
 /// How long a draining worker keeps retrying its last batch.
 const DRAIN_WRITE_BUDGET: Duration = Duration::from_secs(25);
 
+/// How often a worker looks whether an operator moved its partition's
+/// offset (a fenced write makes it look at once).
+pub const MOVE_CHECK: Duration = Duration::from_secs(3);
+
+type MoveCheck = Pin<
+    Box<dyn Future<Output = Result<Option<crate::sink::postgres::offsets::TakenMove>, SinkError>> + Send>,
+>;
+
 /// Messages from the rebalance callback to a worker.
 pub enum Control {
     /// Finish the batch in flight, commit it, reply with the stored next offset, and stop.
@@ -57,6 +70,7 @@ pub struct Worker {
     lease: Arc<Lease>,
     topic: Arc<str>,
     machine: Partition,
+    cfg: Arc<Config>,
     report: Reporter,
 }
 
@@ -73,8 +87,10 @@ impl Worker {
             max_event_types: shared.max_event_types,
         };
         let topic: Arc<str> = lease.topic.as_str().into();
+        let cfg = Arc::new(cfg);
         Self {
-            machine: Partition::new(Arc::new(cfg), &lease, Instant::now()),
+            machine: Partition::new(cfg.clone(), &lease, Instant::now()),
+            cfg,
             report: Reporter::new(
                 topic.clone(),
                 lease.partition,
@@ -102,6 +118,8 @@ impl Worker {
         let mut in_flight: Option<InFlight> = None;
         let mut published = None;
         let mut drain: Option<(Option<oneshot::Sender<Option<i64>>>, tokio::time::Instant)> = None;
+        let mut move_check: Option<MoveCheck> = None;
+        let mut next_move_check = tokio::time::Instant::now() + MOVE_CHECK;
         loop {
             while let Some(effect) = self.machine.poll_effect() {
                 match effect {
@@ -116,7 +134,13 @@ impl Worker {
                     Effect::Pause => self.pause(),
                     Effect::Resume => self.resume(),
                     Effect::StoreAdvisory(next) => self.store_advisory(next),
-                    Effect::Note(note) => self.report.note(note),
+                    Effect::Note(note) => {
+                        if matches!(note, super::partition::Note::HandedOver { .. }) {
+                            // A move fences the owner too: look at once.
+                            next_move_check = tokio::time::Instant::now();
+                        }
+                        self.report.note(note)
+                    }
                     Effect::Drained(next) => return self.drained(drain.and_then(|d| d.0), next),
                 }
             }
@@ -161,6 +185,33 @@ impl Worker {
                     }
                     Err(_) => breaker_open = false,
                 },
+                _ = tokio::time::sleep_until(next_move_check),
+                    if drain.is_none() && move_check.is_none() => {
+                    let (sink, owner, lease) =
+                        (self.shared.sink.clone(), self.shared.owner.clone(), self.lease.clone());
+                    move_check = Some(Box::pin(async move { sink.take_moved(&lease, &owner).await }));
+                }
+                Some(checked) = futures::future::OptionFuture::from(move_check.as_mut()),
+                    if move_check.is_some() => {
+                    move_check = None;
+                    next_move_check = tokio::time::Instant::now() + MOVE_CHECK;
+                    match checked {
+                        Ok(Some(taken)) => {
+                            if drain.is_some() {
+                                continue;
+                            }
+                            // What was in flight was fenced by the move's epoch.
+                            in_flight = None;
+                            published = None;
+                            if !self.take_up(taken).await {
+                                return;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(topic = %self.topic, partition = self.lease.partition,
+                            error = %e, "cannot look whether the partition's offset was moved"),
+                    }
+                }
                 _ = tokio::time::sleep_until(timeout) => {
                     let now = Instant::now();
                     self.machine.timeout(now);
@@ -357,6 +408,44 @@ impl Worker {
             }
             Done::Failed(e) => self.machine.sink_failed(now, e),
         }
+    }
+
+    /// Takes up an operator's move of the partition's offset: everything
+    /// held is dropped (nothing of it was written after the move: the
+    /// move's epoch fenced it), the partition is moved to the new offset
+    /// and a fresh machine goes on from there. False if the partition could
+    /// not be moved: it stays paused and stopped.
+    async fn take_up(&mut self, taken: crate::sink::postgres::offsets::TakenMove) -> bool {
+        let partition = self.lease.partition;
+        self.pause();
+        let (offset, position) = super::lease::start_offset(&taken.lease, self.shared.start_from);
+        tracing::info!(topic = %self.topic, partition, kind = %taken.kind,
+            from_offset = taken.from, to_offset = taken.to, epoch = taken.lease.epoch,
+            held_events = self.machine.held_events(),
+            "the partition's offset was moved by an operator: what was held is dropped, and the partition resumes from the new offset");
+        let m = crate::telemetry::metrics::metrics();
+        m.offset_moves
+            .with_label_values(&[&*self.topic, taken.kind.as_str()])
+            .inc();
+        if taken.kind == "skip" {
+            let skipped = taken.to - taken.from.unwrap_or(taken.to);
+            m.skipped_offsets
+                .with_label_values(&[&*self.topic])
+                .inc_by(skipped.max(0) as u64);
+        }
+        if let Err(e) = super::lease::seek(&self.consumer, &self.topic, partition, offset).await {
+            let why = format!("cannot move the partition to the offset an operator set ({offset:?}): {e}");
+            crate::telemetry::health::health().stopped(&self.topic, partition, &why);
+            tracing::error!(topic = %self.topic, partition, error = %why, "partition stopped");
+            return false;
+        }
+        self.machine = Partition::new(self.cfg.clone(), &taken.lease, Instant::now());
+        self.lease = Arc::new(taken.lease);
+        super::lease::announce(&self.lease, position);
+        let state = *self.shared.breaker.subscribe().borrow();
+        self.machine.breaker(Instant::now(), state);
+        self.resume();
+        true
     }
 
     /// Answers the drain and says what the partition did.

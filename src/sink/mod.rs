@@ -103,6 +103,17 @@ pub trait Sink: Send + Sync {
     /// as a dead letter, so a former owner sends none.
     async fn holds(&self, lease: &Lease) -> Result<bool, SinkError>;
 
+    /// The partition's lease again, at the offset an operator moved it to
+    /// (`ordo offsets set` / `skip`) while `owner` held `lease`; `None` if
+    /// it was not moved (or another replica holds it now).
+    async fn take_moved(
+        &self,
+        _lease: &Lease,
+        _owner: &str,
+    ) -> Result<Option<postgres::offsets::TakenMove>, SinkError> {
+        Ok(None)
+    }
+
     /// Each route of the sink and what is wrong with it (a table of the
     /// wrong shape, a statement the database cannot prepare), for `ordo
     /// check`; changes nothing.

@@ -100,6 +100,10 @@ pub struct Metrics {
     pub gaps: IntCounterVec,
     /// Partitions whose lease another replica took (a handover, not a failure).
     pub handovers: IntCounterVec,
+    /// Moves of a partition's offset by an operator that this replica took up.
+    pub offset_moves: IntCounterVec,
+    /// Offsets passed over by `ordo offsets skip`, as this replica took them up.
+    pub skipped_offsets: IntCounterVec,
     /// `ordering.gap_timeout_ms` in seconds (for the held-events alert).
     pub gap_timeout_seconds: Gauge,
     /// 1, labelled with Ordo's version.
@@ -257,6 +261,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
             ),
             &["topic"],
         )?,
+        offset_moves: IntCounterVec::new(
+            Opts::new(
+                "ordo_offset_moves_total",
+                "Moves of a partition's stored offset by an operator (ordo offsets set or skip) that this replica took up",
+            ),
+            &["topic", "kind"],
+        )?,
+        skipped_offsets: IntCounterVec::new(
+            Opts::new(
+                "ordo_skipped_offsets_total",
+                "Offsets passed over by ordo offsets skip (records never processed), as this replica took the move up",
+            ),
+            &["topic"],
+        )?,
         gap_timeout_seconds: Gauge::new(
             "ordo_ordering_gap_timeout_seconds",
             "ordering.gap_timeout_ms, in seconds: how long an event may normally wait for its gap",
@@ -321,6 +339,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     m.registry.register(Box::new(m.retries.clone()))?;
     m.registry.register(Box::new(m.gaps.clone()))?;
     m.registry.register(Box::new(m.handovers.clone()))?;
+    m.registry.register(Box::new(m.offset_moves.clone()))?;
+    m.registry.register(Box::new(m.skipped_offsets.clone()))?;
     Ok(m)
 }
 
@@ -343,6 +363,7 @@ impl Metrics {
             }
             self.gaps.with_label_values(&[topic]).inc_by(0);
             self.handovers.with_label_values(&[topic]).inc_by(0);
+            self.skipped_offsets.with_label_values(&[topic]).inc_by(0);
         }
     }
 
@@ -401,6 +422,8 @@ mod tests {
             .inc_by(0);
         m.gaps.with_label_values(&["x"]).inc_by(0);
         m.handovers.with_label_values(&["x"]).inc_by(0);
+        m.offset_moves.with_label_values(&["x", "set"]).inc_by(0);
+        m.skipped_offsets.with_label_values(&["x"]).inc_by(0);
         let text = m.render();
         for name in [
             "ordo_consumer_lag_offsets",
@@ -423,6 +446,8 @@ mod tests {
             "ordo_retries_total",
             "ordo_gaps_total",
             "ordo_handovers_total",
+            "ordo_offset_moves_total",
+            "ordo_skipped_offsets_total",
             "ordo_consumer_lag_committed_offsets",
             "ordo_held_oldest_age_seconds",
             "ordo_ordering_gap_timeout_seconds",

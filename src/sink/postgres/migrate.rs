@@ -114,6 +114,24 @@ const MIGRATIONS: &[(i32, &str)] = &[
         recorded_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (consumer_group, key, version));",
     ),
+    // Offsets an operator moved (`ordo offsets set` / `skip`): the move is
+    // marked on the partition's row (its owner takes the lease again and
+    // resumes from there) and recorded, with who moved it and how.
+    (
+        8,
+        "ALTER TABLE {offsets} ADD COLUMN IF NOT EXISTS moved boolean NOT NULL DEFAULT false;
+     CREATE TABLE IF NOT EXISTS {offset_moves} (
+        id bigserial PRIMARY KEY,
+        consumer_group text NOT NULL,
+        topic text NOT NULL,
+        partition integer NOT NULL,
+        from_offset bigint,
+        to_offset bigint NOT NULL,
+        kind text NOT NULL,
+        command text NOT NULL,
+        host text NOT NULL,
+        moved_at timestamptz NOT NULL DEFAULT now());",
+    ),
 ];
 
 // The key columns compare bytewise (`COLLATE "C"`): keys are identifiers,
@@ -172,6 +190,7 @@ fn fill(sql: &str, t: &Tables) -> String {
         .replace("{key_versions}", &t.key_versions)
         .replace("{route_versions}", &t.route_versions)
         .replace("{refused_events}", &t.refused_events)
+        .replace("{offset_moves}", &t.offset_moves)
         .replace("{target}", &t.target)
 }
 

@@ -5,6 +5,7 @@ mod config;
 pub mod connect;
 mod group;
 mod migrate;
+pub mod offsets;
 mod routes;
 pub mod sql_route;
 mod write;
@@ -162,6 +163,7 @@ pub(crate) struct Tables {
     pub key_versions: String,
     pub route_versions: String,
     pub refused_events: String,
+    pub offset_moves: String,
     pub migrations: String,
     /// Whether the whole payload is stored (`payload` / `state`).
     pub payload: bool,
@@ -188,6 +190,7 @@ impl Tables {
             key_versions: q("ordo_key_versions"),
             route_versions: q("ordo_route_versions"),
             refused_events: q("ordo_refused_events"),
+            offset_moves: q("ordo_offset_moves"),
             payload,
             schema_name: schema_name.to_string(),
             table_name: table.to_string(),
@@ -585,7 +588,7 @@ impl PostgresSink {
             "INSERT INTO {} AS o (consumer_group, topic, partition, next_offset, epoch, owner, updated_at) \
              VALUES ($1, $2, $3, NULL, 1, $4, now()) \
              ON CONFLICT (consumer_group, topic, partition) DO UPDATE \
-             SET epoch = o.epoch + 1, owner = EXCLUDED.owner, updated_at = now() \
+             SET epoch = o.epoch + 1, owner = EXCLUDED.owner, moved = false, updated_at = now() \
              RETURNING next_offset, epoch",
             self.routes.own.offsets
         );
@@ -594,7 +597,28 @@ impl PostgresSink {
             .await
             .map_err(self.query_error(&format!("taking the lease of {topic}/{partition}")))?;
         let next_offset: Option<i64> = row.get(0);
-        let dead_lettered = client
+        let dead_lettered = self
+            .dead_lettered_from(&client, topic, partition, next_offset)
+            .await?;
+        Ok(Lease {
+            topic: topic.to_string(),
+            partition,
+            epoch: row.get(1),
+            next_offset,
+            dead_lettered,
+        })
+    }
+
+    /// The offsets at or after `next_offset` whose records are in the
+    /// dead-letter topic already.
+    async fn dead_lettered_from(
+        &self,
+        client: &deadpool_postgres::Object,
+        topic: &str,
+        partition: i32,
+        next_offset: Option<i64>,
+    ) -> Result<Vec<i64>, PostgresError> {
+        Ok(client
             .query(
                 &format!(
                     "SELECT \"offset\" FROM {} WHERE consumer_group = $1 AND topic = $2 \
@@ -609,14 +633,7 @@ impl PostgresSink {
             )))?
             .iter()
             .map(|r| r.get(0))
-            .collect();
-        Ok(Lease {
-            topic: topic.to_string(),
-            partition,
-            epoch: row.get(1),
-            next_offset,
-            dead_lettered,
-        })
+            .collect())
     }
 
     /// Whether `lease` is still the partition's: no other worker took it since.
@@ -921,6 +938,14 @@ impl super::Sink for PostgresSink {
 
     async fn holds(&self, lease: &Lease) -> Result<bool, SinkError> {
         Ok(PostgresSink::holds(self, lease).await?)
+    }
+
+    async fn take_moved(
+        &self,
+        lease: &Lease,
+        owner: &str,
+    ) -> Result<Option<offsets::TakenMove>, SinkError> {
+        Ok(PostgresSink::take_moved(self, lease, owner).await?)
     }
 
     async fn check_routes(&self) -> Vec<(String, Option<String>)> {
