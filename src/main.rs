@@ -630,7 +630,9 @@ async fn offsets(settings: &Settings, command: OffsetsCommand) -> anyhow::Result
                 } else if let Some(t) = &to.to_timestamp {
                     Target::Timestamp(ordo::offsets::parse_timestamp(t, now)?)
                 } else {
-                    return Err(OffsetsError::Input("one of --to-earliest, --to-latest, --to-offset, --to-timestamp".into()));
+                    return Err(OffsetsError::Input(
+                        "one of --to-earliest, --to-latest, --to-offset, --to-timestamp".into(),
+                    ));
                 };
                 let partitions = partitions
                     .as_deref()
@@ -686,7 +688,17 @@ fn print_offsets(reports: &[ordo::offsets::PartitionReport], json: bool) {
     let show = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
     println!(
         "{:<24} {:>9} {:>12} {:>12} {:>12} {:>10} {:>9} {:>12} {:>8} {:>8}  {:<24} owner",
-        "topic", "partition", "next_offset", "low", "high", "lag", "lag_s", "kafka_commit", "epoch", "skipped", "updated_at"
+        "topic",
+        "partition",
+        "next_offset",
+        "low",
+        "high",
+        "lag",
+        "lag_s",
+        "kafka_commit",
+        "epoch",
+        "skipped",
+        "updated_at"
     );
     for r in reports {
         println!(
@@ -703,20 +715,32 @@ fn print_offsets(reports: &[ordo::offsets::PartitionReport], json: bool) {
             r.skipped_offsets,
             r.updated_at.as_deref().unwrap_or("-"),
             r.owner.as_deref().unwrap_or("-"),
-            if r.moved { " (moved; its owner resumes from here)" } else { "" }
+            if r.moved {
+                " (moved; its owner resumes from here)"
+            } else {
+                ""
+            }
         );
     }
 }
 
 fn print_moves(moved: &[ordo::offsets::Moved], dry_run: bool) {
     for m in moved {
-        let from = m.from.map_or("(never stored)".to_string(), |f| f.to_string());
+        let from = m
+            .from
+            .map_or("(never stored)".to_string(), |f| f.to_string());
         println!("{} {}: {} -> {}", m.topic, m.partition, from, m.to);
     }
     if dry_run {
-        println!("dry run: nothing moved ({} partitions would move)", moved.len());
+        println!(
+            "dry run: nothing moved ({} partitions would move)",
+            moved.len()
+        );
     } else {
-        println!("moved {} partitions; their owners resume from the new offsets", moved.len());
+        println!(
+            "moved {} partitions; their owners resume from the new offsets",
+            moved.len()
+        );
     }
 }
 

@@ -75,12 +75,16 @@ pub fn parse_timestamp(text: &str, now_ms: i64) -> Result<i64, OffsetsError> {
 pub fn parse_partitions(text: &str) -> Result<Vec<i32>, OffsetsError> {
     text.split(',')
         .map(|p| {
-            p.trim().parse::<i32>().ok().filter(|p| *p >= 0).ok_or_else(|| {
-                OffsetsError::Input(format!(
-                    "--partitions {text}: `{}` is not a partition number (expected e.g. 0,3)",
-                    p.trim()
-                ))
-            })
+            p.trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| {
+                    OffsetsError::Input(format!(
+                        "--partitions {text}: `{}` is not a partition number (expected e.g. 0,3)",
+                        p.trim()
+                    ))
+                })
         })
         .collect()
 }
@@ -148,7 +152,11 @@ impl Kafka {
     fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), OffsetsError> {
         self.consumer
             .fetch_watermarks(topic, partition, KAFKA_TIMEOUT)
-            .map_err(|e| OffsetsError::Kafka(format!("reading the watermarks of {topic}/{partition}: {e}")))
+            .map_err(|e| {
+                OffsetsError::Kafka(format!(
+                    "reading the watermarks of {topic}/{partition}: {e}"
+                ))
+            })
     }
 
     /// Kafka's committed offsets of the group.
@@ -246,7 +254,8 @@ async fn sink(settings: &Settings) -> Result<PostgresSink, OffsetsError> {
         .postgres
         .as_ref()
         .ok_or_else(|| OffsetsError::Input("sink.postgres: required, but not set".into()))?;
-    let sink = PostgresSink::connect(pg, settings.group_id(), settings.sink.batch_max_events).await?;
+    let sink =
+        PostgresSink::connect(pg, settings.group_id(), settings.sink.batch_max_events).await?;
     // Ordo's own tables as `ordo run` leaves them (the moves need the
     // newest): migrated first where they are older.
     if !sink.plan_own().await?.is_empty() {
@@ -311,7 +320,11 @@ pub async fn show(settings: &Settings) -> Result<Vec<PartitionReport>, OffsetsEr
         let behind: Vec<(String, i32, i64)> = reports
             .iter()
             .filter_map(|r| match r.lag_offsets {
-                Some(l) if l > 0 => Some((r.topic.clone(), r.partition, r.next_offset?.max(r.low_watermark))),
+                Some(l) if l > 0 => Some((
+                    r.topic.clone(),
+                    r.partition,
+                    r.next_offset?.max(r.low_watermark),
+                )),
                 _ => None,
             })
             .collect();
@@ -386,7 +399,12 @@ pub async fn set(settings: &Settings, request: &MoveRequest) -> Result<Vec<Moved
     let command: Vec<String> = std::env::args().collect();
     let kind = if request.skip { "skip" } else { "set" };
     let moved = sink
-        .move_offsets(&moves, kind, &command.join(" "), &crate::process::owner_id())
+        .move_offsets(
+            &moves,
+            kind,
+            &command.join(" "),
+            &crate::process::owner_id(),
+        )
         .await?;
     for m in &moved {
         tracing::info!(topic = %m.topic, partition = m.partition, from_offset = m.from,

@@ -42,7 +42,10 @@ const DRAIN_WRITE_BUDGET: Duration = Duration::from_secs(25);
 pub const MOVE_CHECK: Duration = Duration::from_secs(3);
 
 type MoveCheck = Pin<
-    Box<dyn Future<Output = Result<Option<crate::sink::postgres::offsets::TakenMove>, SinkError>> + Send>,
+    Box<
+        dyn Future<Output = Result<Option<crate::sink::postgres::offsets::TakenMove>, SinkError>>
+            + Send,
+    >,
 >;
 
 /// Messages from the rebalance callback to a worker.
@@ -434,7 +437,9 @@ impl Worker {
                 .inc_by(skipped.max(0) as u64);
         }
         if let Err(e) = super::lease::seek(&self.consumer, &self.topic, partition, offset).await {
-            let why = format!("cannot move the partition to the offset an operator set ({offset:?}): {e}");
+            let why = format!(
+                "cannot move the partition to the offset an operator set ({offset:?}): {e}"
+            );
             crate::telemetry::health::health().stopped(&self.topic, partition, &why);
             tracing::error!(topic = %self.topic, partition, error = %why, "partition stopped");
             return false;

@@ -164,7 +164,10 @@ impl PostgresSink {
     ) -> Result<Option<TakenMove>, PostgresError> {
         let client = self.client().await?;
         let t = &self.routes.own;
-        let what = format!("taking the moved lease of {}/{}", lease.topic, lease.partition);
+        let what = format!(
+            "taking the moved lease of {}/{}",
+            lease.topic, lease.partition
+        );
         let row = client
             .query_opt(
                 &format!(
@@ -197,7 +200,11 @@ impl PostgresSink {
             .await?;
         let (kind, from, to) = match last {
             Some(r) => (r.get(0), r.get(1), r.get(2)),
-            None => ("set".to_string(), lease.next_offset, next_offset.unwrap_or(0)),
+            None => (
+                "set".to_string(),
+                lease.next_offset,
+                next_offset.unwrap_or(0),
+            ),
         };
         Ok(Some(TakenMove {
             lease: Lease {
