@@ -1,5 +1,6 @@
 //! A compacted topic into a projection: upserts and tombstones of each key
-//! interleaved, late and duplicated, across a SIGKILL and a restart. The
+//! interleaved, late and duplicated, across a SIGKILL and a restart, then
+//! read again from the start (`ordo offsets set --to-earliest`). The
 //! projection ends as each key's last state, deleted keys absent, and no
 //! older version brings a deleted row back (not even one sent back from the
 //! dead-letter topic, which bypasses the ordering buffer).
@@ -120,7 +121,7 @@ async fn projection(db: &TestDb) -> HashMap<String, (i64, serde_json::Value)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tombstones_delete_in_key_order_across_a_kill_and_nothing_is_resurrected() {
+async fn tombstones_delete_in_key_order_across_a_kill_and_a_rewind_and_nothing_is_resurrected() {
     let kafka = Kafka::start();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -226,6 +227,31 @@ async fn tombstones_delete_in_key_order_across_a_kill_and_nothing_is_resurrected
     }
     produce_raw(&kafka.bootstrap(), &setup.topic, &again);
     let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    check(&projection(&db).await);
+
+    // A rewind of every partition to its start, Ordo running: the whole
+    // history is read again, and no deleted key comes back.
+    let path = config.to_str().expect("path");
+    let (status, stdout, stderr) =
+        support::ordo::run_to_end(&["offsets", "set", "--to-earliest", "--config", path]);
+    assert!(status.success(), "{stdout}{stderr}");
+    let deadline = Deadline::new("the rewind taken up", Duration::from_secs(60));
+    loop {
+        let pending: i64 = client
+            .query_one(
+                "SELECT count(*) FROM ordo_offsets WHERE consumer_group = $1 AND moved",
+                &[&setup.group],
+            )
+            .await
+            .expect("moved")
+            .get(0);
+        if pending == 0 {
+            break;
+        }
+        assert!(ordo.running(), "ordo exited:\n{}", ordo.log_text());
+        deadline.tick().await;
+    }
     data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
     assert!(ordo.terminate(Duration::from_secs(30)).success());
     check(&projection(&db).await);
