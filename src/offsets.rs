@@ -182,12 +182,12 @@ impl Kafka {
     }
 
     /// The first offset at or after `ms` in each partition (the broker's
-    /// time index); the high watermark where no record is that recent.
+    /// time index); `None` where the broker found no record that recent.
     fn offsets_for_time(
         &self,
         parts: &[(String, i32, i64)],
         ms: i64,
-    ) -> Result<HashMap<(String, i32), i64>, OffsetsError> {
+    ) -> Result<HashMap<(String, i32), Option<i64>>, OffsetsError> {
         let mut tpl = TopicPartitionList::new();
         for (t, p, _) in parts {
             tpl.add_partition_offset(t, *p, Offset::Offset(ms))
@@ -198,14 +198,14 @@ impl Kafka {
             .offsets_for_times(tpl, KAFKA_TIMEOUT)
             .map_err(|e| OffsetsError::Kafka(format!("looking up offsets by time: {e}")))?;
         let mut out = HashMap::new();
-        for (t, p, high) in parts {
+        for (t, p, _) in parts {
             let at = found
                 .find_partition(t, *p)
                 .map(|e| e.offset())
                 .unwrap_or(Offset::End);
             let offset = match at {
-                Offset::Offset(o) if o >= 0 => o,
-                _ => *high,
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
             };
             out.insert((t.clone(), *p), offset);
         }
@@ -413,6 +413,57 @@ pub async fn set(settings: &Settings, request: &MoveRequest) -> Result<Vec<Moved
     Ok(moved)
 }
 
+/// Each partition's first offset at or after `ms`, from the broker's time
+/// index; the high watermark where it has no record that recent. That
+/// answer is checked against the partition's last record: a broker that
+/// answers "none" while its last record is that recent cannot look up by
+/// time (a move to the end would skip everything), and the move is refused.
+fn by_time(
+    kafka: &Kafka,
+    parts: &[(String, i32, i64, i64)],
+    ms: i64,
+) -> Result<HashMap<(String, i32), i64>, OffsetsError> {
+    let found = kafka.offsets_for_time(
+        &parts
+            .iter()
+            .map(|(t, p, _, h)| (t.clone(), *p, *h))
+            .collect::<Vec<_>>(),
+        ms,
+    )?;
+    let none: Vec<(String, i32, i64)> = parts
+        .iter()
+        .filter(|(t, p, low, high)| found.get(&(t.clone(), *p)) == Some(&None) && high > low)
+        .map(|(t, p, _, high)| (t.clone(), *p, high - 1))
+        .collect();
+    let last = kafka.timestamps_at(&none);
+    for (t, p, at) in &none {
+        match last.get(&(t.clone(), *p)) {
+            Some(ts) if *ts < ms => {}
+            Some(ts) => {
+                return Err(OffsetsError::Kafka(format!(
+                    "topic {t} partition {p}: the broker found no record at or after {ms} ms, \
+                     but its record at offset {at} has timestamp {ts} ms: it cannot look offsets \
+                     up by time; move with --to-offset instead"
+                )))
+            }
+            None => {
+                return Err(OffsetsError::Kafka(format!(
+                    "topic {t} partition {p}: the broker found no record at or after {ms} ms, \
+                     and its last record (offset {at}) could not be read to confirm it"
+                )))
+            }
+        }
+    }
+    Ok(parts
+        .iter()
+        .map(|(t, p, _, high)| {
+            let key = (t.clone(), *p);
+            let at = found.get(&key).copied().flatten().unwrap_or(*high);
+            (key, at)
+        })
+        .collect())
+}
+
 fn plan_moves(
     kafka: &Kafka,
     topics: &[String],
@@ -440,15 +491,7 @@ fn plan_moves(
         }
     }
     let by_time = match req.target {
-        Target::Timestamp(ms) => Some(
-            kafka.offsets_for_time(
-                &parts
-                    .iter()
-                    .map(|(t, p, _, h)| (t.clone(), *p, *h))
-                    .collect::<Vec<_>>(),
-                ms,
-            )?,
-        ),
+        Target::Timestamp(ms) => Some(by_time(kafka, &parts, ms)?),
         _ => None,
     };
     let mut moves = Vec::new();
@@ -485,4 +528,44 @@ fn plan_moves(
         });
     }
     Ok(moves)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc_3339_or_epoch_milliseconds_and_not_in_the_future() {
+        let now = 1_765_000_000_000;
+        assert_eq!(
+            parse_timestamp("1764999999000", now).unwrap(),
+            1_764_999_999_000
+        );
+        assert_eq!(
+            parse_timestamp("2025-12-06T05:46:39Z", now).unwrap(),
+            1_764_999_999_000
+        );
+        assert_eq!(
+            parse_timestamp("2025-12-06T06:46:39+01:00", now).unwrap(),
+            1_764_999_999_000
+        );
+        let future = parse_timestamp("1765000000001", now)
+            .unwrap_err()
+            .to_string();
+        assert!(future.contains("in the future"), "{future}");
+        let bad = parse_timestamp("yesterday", now).unwrap_err().to_string();
+        assert!(
+            bad.contains("--to-timestamp yesterday") && bad.contains("RFC 3339"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn partitions_are_a_comma_list_of_numbers() {
+        assert_eq!(parse_partitions("0,3, 5").unwrap(), vec![0, 3, 5]);
+        for bad in ["0,x", "-1", "", "1,,2"] {
+            let e = parse_partitions(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a partition number"), "{bad}: {e}");
+        }
+    }
 }

@@ -99,6 +99,30 @@ async fn offsets_are_shown_rewound_to_the_start_with_two_replicas_and_skipped() 
     assert_eq!(data::stored_offsets(&client, &s.group, &s.topic).await, hw);
     assert!(moves(&client, &s.group).await.is_empty());
 
+    // By time: a broker whose time index answers "no record that recent"
+    // while its last record is (the mock cluster has no time index) is not
+    // trusted with the move: it would skip everything. Refused, nothing moved.
+    let minute_ago = (std::time::SystemTime::now() - Duration::from_secs(60))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let (status, stdout, stderr) = run_to_end(&[
+        "offsets",
+        "set",
+        "--to-timestamp",
+        &minute_ago,
+        "--config",
+        &path,
+    ]);
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("cannot look offsets up by time") && stderr.contains("nothing moved"),
+        "{stderr}"
+    );
+    assert_eq!(data::stored_offsets(&client, &s.group, &s.topic).await, hw);
+    assert!(moves(&client, &s.group).await.is_empty());
+
     // Rewind everything with both replicas running: they re-read every
     // partition, the guards drop what was applied, every route stays exact.
     let (status, stdout, stderr) =
