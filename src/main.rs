@@ -158,9 +158,16 @@ struct ProduceArgs {
     /// With --rate: produce for this many seconds.
     #[arg(long)]
     duration: Option<u64>,
-    /// Distinct keys the events are spread over.
+    /// Distinct keys the events are spread over, named `key-00000000`
+    /// upwards, each from version 1: a second run into the same topic
+    /// writes the same keys and versions again (duplicates to Ordo) unless
+    /// given another --key-prefix.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// Put before each key's name, e.g. `run2-` (keys `run2-key-00000000`
+    /// ...), so a second run's events are new ones; --expected names them so.
+    #[arg(long, default_value = "")]
+    key_prefix: String,
     /// Fraction of events held back to arrive late.
     #[arg(long, default_value_t = 0.05)]
     late: f64,
@@ -485,6 +492,7 @@ async fn produce(settings: &Settings, args: ProduceArgs) -> anyhow::Result<ExitC
         compression: args.compression,
         linger_ms: args.linger_ms,
         seed: args.seed,
+        key_prefix: args.key_prefix.clone(),
         expected: args.expected.clone(),
     };
     let progress = indicatif::ProgressBar::new(0).with_style(

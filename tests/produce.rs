@@ -174,3 +174,61 @@ async fn what_ordo_produce_writes_lands_as_its_expected_end_state_json_orders() 
 async fn what_ordo_produce_writes_lands_as_its_expected_end_state_avro() {
     produce_then_consume(Events::Avro).await;
 }
+
+/// A second run into the same topic with another `--key-prefix` writes new
+/// keys, so both runs' expected end states hold together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_with_a_key_prefix_adds_new_keys_beside_the_first() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
+    kafka.create_topic(&setup.topic, PARTITIONS);
+    let config = setup.write(dir.path(), "ordo.toml");
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for (run, prefix) in [(1, ""), (2, "run2-")] {
+        let expected = dir.path().join(format!("expected-{run}.csv"));
+        let (config, file) = (config.clone(), expected.clone());
+        let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "produce",
+                "--config",
+                config.to_str().unwrap(),
+                "--events",
+                "900",
+                "--keys",
+                "30",
+                "--expected",
+                file.to_str().unwrap(),
+            ];
+            if !prefix.is_empty() {
+                args.extend(["--key-prefix", prefix]);
+            }
+            run_to_end(&args)
+        })
+        .await
+        .unwrap();
+        assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+        for (key, version) in data::expected_state(&expected) {
+            assert!(key.starts_with(prefix), "{key}");
+            assert!(last.insert(key, version).is_none(), "a key of both runs");
+        }
+    }
+    assert_eq!(last.len(), 60);
+    let hw = kafka.high_watermarks(&setup.topic, PARTITIONS);
+    let mut ordo = Ordo::start(&config, dir.path().join("ordo.log"));
+    let client = db.client().await;
+    data::wait_stored_offsets(&client, &mut ordo, &setup.group, &setup.topic, &hw).await;
+    let landed: BTreeMap<String, i64> = client
+        .query(
+            "SELECT stream, max(version) FROM events GROUP BY stream",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(landed, last);
+    assert!(ordo.terminate(Duration::from_secs(30)).success());
+}

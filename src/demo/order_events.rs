@@ -30,7 +30,10 @@ pub fn event_type(version: i64) -> &'static str {
 /// The customer of an order stream: streams `acct-0000` to `acct-0003`
 /// belong to `cust-0000`, and so on (a name without a number: one of 50).
 pub fn customer(stream: &str) -> String {
-    let digits = stream.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let digits = stream
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or_default();
     let n = match digits.parse::<usize>() {
         Ok(n) => n / STREAMS_PER_CUSTOMER,
         Err(_) => {

@@ -65,6 +65,10 @@ pub struct ProduceOptions {
     /// librdkafka `linger.ms`.
     pub linger_ms: u64,
     pub seed: u64,
+    /// Put before each key's name (`<prefix>key-00000001`): a second run
+    /// into the same topic then writes new keys rather than duplicates of
+    /// the first run's.
+    pub key_prefix: String,
     /// Where to write the expected end state (`key,last_version` lines).
     pub expected: Option<PathBuf>,
 }
@@ -334,7 +338,7 @@ fn produce_all(
         };
         let (key, payload) = match &event {
             Event::Good { key, version } => {
-                let key = plan::key_name(*key);
+                let key = format!("{}{}", options.key_prefix, plan::key_name(*key));
                 let payload = match ids {
                     None if options.shape == Shape::Orders => {
                         crate::demo::orders::expected(3, 3, &key, *version)
@@ -408,7 +412,12 @@ fn produce_all(
         let write = || -> std::io::Result<()> {
             let mut out = std::io::BufWriter::new(std::fs::File::create(file)?);
             for (key, version) in plan.last_versions() {
-                writeln!(out, "{},{version}", plan::key_name(key))?;
+                writeln!(
+                    out,
+                    "{}{},{version}",
+                    options.key_prefix,
+                    plan::key_name(key)
+                )?;
             }
             out.flush()
         };
