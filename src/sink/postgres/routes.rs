@@ -162,6 +162,19 @@ pub(super) fn key_versions_sql(t: &Tables) -> String {
     )
 }
 
+/// Each key's highest version among `pairs`, as two arrays in key order
+/// (rows locked in one order: concurrent batches cannot deadlock on them).
+fn newest_per_key<'a>(pairs: impl Iterator<Item = (&'a str, i64)>) -> (Vec<&'a str>, Vec<i64>) {
+    let mut newest: HashMap<&str, i64> = HashMap::new();
+    for (key, version) in pairs {
+        let slot = newest.entry(key).or_insert(version);
+        *slot = (*slot).max(version);
+    }
+    let mut sorted: Vec<(&str, i64)> = newest.into_iter().collect();
+    sorted.sort_unstable();
+    sorted.into_iter().unzip()
+}
+
 /// The key state read from the event store route that takes every event
 /// ([`Routes::store`]): a stream's highest version there, or a version
 /// passed to the dead-letter topic or deleted from a projection by a
@@ -203,22 +216,15 @@ pub(super) async fn store_passed(
     passed: &[(String, i64)],
     ignored: &[(&str, i64)],
 ) -> Result<(), tokio_postgres::Error> {
-    let mut newest: HashMap<&str, i64> = HashMap::new();
-    for (key, version) in passed
-        .iter()
-        .map(|(k, v)| (k.as_str(), *v))
-        .chain(ignored.iter().copied())
-    {
-        let slot = newest.entry(key).or_insert(version);
-        *slot = (*slot).max(version);
-    }
-    if newest.is_empty() {
+    let (keys, versions) = newest_per_key(
+        passed
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .chain(ignored.iter().copied()),
+    );
+    if keys.is_empty() {
         return Ok(());
     }
-    let mut pairs: Vec<(&str, i64)> = newest.into_iter().collect();
-    pairs.sort_unstable();
-    let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
-    let versions: Vec<i64> = pairs.iter().map(|(_, v)| *v).collect();
     let t = &store.tables;
     tx.execute(
         &format!(
@@ -268,23 +274,15 @@ pub(super) async fn store_key_versions(
     events: &[Row<'_>],
     passed: &[(String, i64)],
 ) -> Result<(), tokio_postgres::Error> {
-    let mut newest: HashMap<&str, i64> = HashMap::new();
-    let all = events
-        .iter()
-        .map(|(_, e)| (e.key.as_str(), e.sequence))
-        .chain(passed.iter().map(|(k, v)| (k.as_str(), *v)));
-    for (key, version) in all {
-        let slot = newest.entry(key).or_insert(version);
-        *slot = (*slot).max(version);
-    }
-    if newest.is_empty() {
+    let (keys, versions) = newest_per_key(
+        events
+            .iter()
+            .map(|(_, e)| (e.key.as_str(), e.sequence))
+            .chain(passed.iter().map(|(k, v)| (k.as_str(), *v))),
+    );
+    if keys.is_empty() {
         return Ok(());
     }
-    let mut pairs: Vec<(&str, i64)> = newest.into_iter().collect();
-    // Rows locked in one order: concurrent batches cannot deadlock on them.
-    pairs.sort_unstable();
-    let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
-    let versions: Vec<i64> = pairs.iter().map(|(_, v)| *v).collect();
     let stmt = tx
         .prepare_cached(&format!(
             "INSERT INTO {} AS kv (consumer_group, key, version) \
