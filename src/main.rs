@@ -237,6 +237,11 @@ enum DlqCommand {
         /// Show at most this many.
         #[arg(long)]
         limit: Option<usize>,
+        /// Show every letter; by default a letter that repeats a source
+        /// record lettered before it (same ordo.source.topic, partition and
+        /// offset) is counted, not shown.
+        #[arg(long)]
+        all_copies: bool,
     },
     /// Send dead letters back to their source topic and partition (or --to
     /// another topic). Resumable: progress is the --group's committed offsets.
@@ -759,9 +764,11 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCod
             select,
             json,
             limit,
+            all_copies,
         } => {
             let topics = select.topics(settings);
-            ordo::dlq::command::inspect(&client, topics, &select.filter(), json, limit).await?;
+            ordo::dlq::command::inspect(&client, topics, &select.filter(), json, limit, all_copies)
+                .await?;
         }
         DlqCommand::Replay {
             select,

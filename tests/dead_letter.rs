@@ -493,3 +493,144 @@ async fn a_record_is_dead_lettered_once_across_restarts_while_a_gap_holds_the_of
     );
     assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
 }
+
+/// A replica paused while it waits to send a dead letter loses its Kafka
+/// session; the group gives its partition to another replica, which takes
+/// the lease and letters the records. Resumed, the old owner still holds the
+/// record and still believes it owns the partition (two owners at once):
+/// its next attempt checks the lease first and is fenced, so it writes no
+/// letter. Each poison record is lettered once, under the new owner's epoch,
+/// and the table is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_owner_resumed_after_its_partition_moved_writes_no_dead_letter() {
+    use rdkafka::bindings::rd_kafka_resp_err_t as Err;
+    const PRODUCE: i16 = 0;
+    let kafka = Kafka::Mock(ordo::demo::mock::MockCluster::start(1).expect("mock cluster"));
+    let Kafka::Mock(cluster) = &kafka else {
+        unreachable!()
+    };
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        dead_letter: true,
+        dead_letter_extra: "send_timeout_ms = 500".into(),
+        ..Setup::event_store(kafka.bootstrap(), db.url.clone(), "events")
+    };
+    kafka.create_topic(&setup.topic, 1);
+    let dlq = format!("{}.dlq", setup.topic);
+    kafka.create_topic(&dlq, 1);
+    let event = |v: i64| data::Produced {
+        partition: 0,
+        key: Some(b"a".to_vec()),
+        payload: data::payload("a", v),
+    };
+    let poison = |n: u8| data::Produced {
+        partition: 0,
+        key: Some(vec![b'p', n]),
+        payload: b"{not json".to_vec(),
+    };
+    kafka.produce(
+        &setup.topic,
+        &[
+            event(1),
+            event(2),
+            poison(1),
+            poison(2),
+            poison(3),
+            event(3),
+            event(4),
+        ],
+    );
+    // Every dead-letter write fails (retriably) until the errors are cleared.
+    cluster.push_request_errors(
+        PRODUCE,
+        &[Err::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
+    );
+    let replicas = setup.replicas(dir.path(), 2);
+    let mut old = replicas[0].start();
+    let client = db.client().await;
+    let lease = || async {
+        client
+            .query_one(
+                "SELECT epoch, owner FROM ordo_offsets WHERE consumer_group = $1 AND topic = $2",
+                &[&setup.group, &setup.topic],
+            )
+            .await
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+            .ok()
+    };
+    let deadline = Deadline::new("the first owner waits to letter", Duration::from_secs(60));
+    while !old.log_text().contains("waits for dead_letter_topic") {
+        assert!(old.running(), "{}", old.log_text());
+        deadline.tick().await;
+    }
+    let (old_epoch, old_owner) = lease().await.expect("the first owner's lease");
+
+    // Paused, its session expires; the other replica gets the partition and
+    // takes the lease.
+    old.pause();
+    let mut new = replicas[1].start();
+    let deadline = Deadline::new(
+        "the second replica takes the lease",
+        Duration::from_secs(90),
+    );
+    let new_epoch = loop {
+        assert!(new.running(), "{}", new.log_text());
+        match lease().await {
+            Some((epoch, owner)) if owner != old_owner => break epoch,
+            _ => deadline.tick().await,
+        }
+    };
+    assert!(new_epoch > old_epoch);
+    cluster.clear_request_errors(PRODUCE);
+    data::wait_stored_offsets(&client, &mut new, &setup.group, &setup.topic, &[7]).await;
+
+    // Resumed, the old owner tries again with the record it holds.
+    old.resume();
+    let deadline = Deadline::new("the old owner fenced", Duration::from_secs(60));
+    while !old
+        .log_text()
+        .contains("another replica took the partition's lease")
+    {
+        assert!(old.running(), "{}", old.log_text());
+        deadline.tick().await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        kafka.high_watermarks(&dlq, 1),
+        vec![3],
+        "one letter per poison record"
+    );
+    let letters = kafka.read_all(&dlq, 3);
+    for m in &letters {
+        assert_eq!(
+            header_text(m, "ordo.lease.epoch"),
+            new_epoch.to_string(),
+            "lettered by the new owner"
+        );
+    }
+    let keys: Vec<Vec<u8>> = letters
+        .iter()
+        .map(|m| m.key().unwrap_or_default().to_vec())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![b"p\x01".to_vec(), b"p\x02".to_vec(), b"p\x03".to_vec()]
+    );
+    let versions: Vec<i64> = client
+        .query("SELECT version FROM events ORDER BY position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(
+        data::stored_offsets(&client, &setup.group, &setup.topic).await,
+        vec![7]
+    );
+    for r in [&mut old, &mut new] {
+        assert!(r.running(), "{}", r.log_text());
+        assert_eq!(r.terminate(Duration::from_secs(30)).code(), Some(0));
+    }
+}

@@ -1,7 +1,8 @@
 //! `/metrics`, `/healthz` and `/readyz` of a running Ordo: lag per owned
 //! partition equals the broker's high watermark minus the next offset to
 //! process; a stopped partition makes the replica not ready; dead-letter
-//! depth is measured from the broker, so it is right after a replay and a restart.
+//! depth is measured from the broker, so it is right after a replay and a
+//! restart, and counts a record lettered twice once (as inspect and replay do).
 
 mod support;
 
@@ -191,6 +192,44 @@ async fn dead_letter_depth_comes_from_the_broker_on_every_replica_and_after_a_re
         }
     }
 
+    // A second letter of the first poison record (as a crash between the
+    // broker's acknowledgement and the commit leaves): the depth, inspect
+    // and every replay count the record once.
+    let first = kafka.read_all(&dlq, 3).remove(0);
+    kafka.produce_copy(&first);
+    assert_eq!(kafka.high_watermarks(&dlq, 1), vec![4]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for base in &bases {
+        let (_, text) = get(&format!("{base}/metrics")).await;
+        assert_eq!(value(&text, &series), Some(3.0), "{base}: {text}");
+    }
+    let inspect = |extra: &'static [&'static str]| {
+        let config = configs[0].config.to_str().unwrap().to_string();
+        let mut args = vec!["dlq", "inspect", "--json", "--config", &config];
+        args.extend_from_slice(extra);
+        let (status, stdout, stderr) = run_to_end(&args);
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        let letters: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON letter"))
+            .collect();
+        (letters, stderr)
+    };
+    let (letters, stderr) = inspect(&[]);
+    assert_eq!(letters.len(), 3, "each source record once: {letters:?}");
+    assert!(
+        stderr.contains(&format!(
+            "{dlq}: 4 letters, 3 source records; 1 letters repeat"
+        )),
+        "{stderr}"
+    );
+    let (letters, _) = inspect(&["--all-copies"]);
+    assert_eq!(letters.len(), 4);
+    assert_eq!(
+        letters[3]["copy_of"],
+        serde_json::json!({"partition": 0, "offset": 0})
+    );
+
     // Replays run to the parked topic; each returns its summary line.
     let replay = |extra: &'static [&'static str]| {
         let config = configs[0].config.clone();
@@ -216,31 +255,38 @@ async fn dead_letter_depth_comes_from_the_broker_on_every_replica_and_after_a_re
         "{out}"
     );
     let out = replay(&["--dry-run"]).await.unwrap();
-    assert!(out.contains("scanned 3, would replay 3"), "{out}");
+    assert!(
+        out.contains("scanned 4, would replay 3")
+            && out.contains("copies of a source record seen before 1"),
+        "{out}"
+    );
     for base in &bases {
         wait_metric(base, &series, 3.0).await;
     }
     // One that matches the last two replays them; the first stays, and so
-    // does the committed offset in front of it: depth 1.
+    // do its copy and the committed offset in front of it: depth 1.
     let out = replay(&["--from-offset", "1"]).await.unwrap();
     assert!(
-        out.contains("scanned 3, replayed 2, filtered out 1"),
+        out.contains("scanned 4, replayed 2, filtered out 1"),
         "{out}"
     );
     for base in &bases {
         wait_metric(base, &series, 1.0).await;
     }
-    // The unfiltered replay sends only the one left: every letter replayed
-    // exactly once, and only now is the depth 0, on either replica.
+    // The unfiltered replay sends only the one left (its copy is marked
+    // handled, not sent): every record replayed exactly once, and only now
+    // is the depth 0, on either replica.
     let out = replay(&[]).await.unwrap();
     assert!(
-        out.contains("scanned 3, replayed 1,") && out.contains("handled by an earlier replay 2"),
+        out.contains("scanned 4, replayed 1,")
+            && out.contains("handled by an earlier replay 2")
+            && out.contains("copies of a source record seen before 1"),
         "{out}"
     );
     assert_eq!(
-        kafka.read_all(&parked, 3).len(),
-        3,
-        "each letter replayed once"
+        kafka.high_watermarks(&parked, 1),
+        vec![3],
+        "each source record replayed once"
     );
     for base in &bases {
         wait_metric(base, &series, 0.0).await;

@@ -48,6 +48,22 @@ type MoveCheck = Pin<
     >,
 >;
 
+/// Why one attempt at a dead letter failed: the worker is not (or cannot
+/// tell it is) the partition's owner, or the send failed.
+enum LetterAttempt {
+    Owner(SinkError),
+    Send(DeadLetterError),
+}
+
+impl std::fmt::Display for LetterAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LetterAttempt::Owner(e) => e.fmt(f),
+            LetterAttempt::Send(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Messages from the rebalance callback to a worker.
 pub enum Control {
     /// Finish the batch in flight, commit it, reply with the stored next offset, and stop.
@@ -330,32 +346,13 @@ impl Worker {
 
     /// Sends a letter, written again while the failure is transient; with
     /// `[mask]` on, the letter never carries a clear value. Only the
-    /// partition's owner sends: the lease is checked first (through the
-    /// breaker, like a write), and a lease another worker took is a fence.
+    /// partition's owner sends: the lease is checked (through the breaker,
+    /// like a write) before every attempt, so a worker that waited for the
+    /// dead-letter topic while another replica took the partition is fenced
+    /// instead of sending a second letter for the record.
     fn send(&self, letter: Letter) -> InFlight {
         let (p, lease) = (self.shared.clone(), self.lease.clone());
         Box::pin(async move {
-            let holds = retry(
-                "checking the lease before a dead letter",
-                operation::SINK_CHECK_LEASE,
-                None,
-                &p.retry,
-                &p.breaker,
-                || p.sink.holds(&lease),
-            )
-            .await;
-            match holds {
-                Ok(true) => {}
-                Ok(false) => {
-                    let fenced = SinkError::Fenced {
-                        topic: lease.topic.clone(),
-                        partition: lease.partition,
-                        epoch: lease.epoch,
-                    };
-                    return Done::Failed(fenced);
-                }
-                Err(e) => return Done::Failed(e),
-            }
             let Some(dl) = &p.dead_letters else {
                 let off = DeadLetterError {
                     topic: String::new(),
@@ -376,16 +373,47 @@ impl Worker {
                     (crate::record::headers::ROUTE, letter.route.as_deref()),
                 ],
             );
-            let sent = dl
-                .send_waiting(
-                    &record,
-                    crate::dlq::ErrorClass::Permanent,
-                    &letter.why,
-                    lease.epoch,
-                    &p.retry,
-                )
-                .await;
-            Done::Lettered(letter, sent)
+            let (shared, lease_ref, record_ref, why) = (&p, &*lease, &*record, &letter.why);
+            let sent = crate::sink::retry::wait_for(
+                "dead_letter_topic",
+                &format!("partition {}/{}", lease.topic, lease.partition),
+                &p.retry,
+                |e: &LetterAttempt| matches!(e, LetterAttempt::Send(e) if !e.permanent),
+                || async move {
+                    let holds = retry(
+                        "checking the lease before a dead letter",
+                        operation::SINK_CHECK_LEASE,
+                        None,
+                        &shared.retry,
+                        &shared.breaker,
+                        || shared.sink.holds(lease_ref),
+                    )
+                    .await
+                    .map_err(LetterAttempt::Owner)?;
+                    if !holds {
+                        return Err(LetterAttempt::Owner(SinkError::Fenced {
+                            topic: lease_ref.topic.clone(),
+                            partition: lease_ref.partition,
+                            epoch: lease_ref.epoch,
+                        }));
+                    }
+                    dl.send(
+                        record_ref,
+                        crate::dlq::ErrorClass::Permanent,
+                        why,
+                        1,
+                        lease_ref.epoch,
+                    )
+                    .await
+                    .map_err(LetterAttempt::Send)
+                },
+            )
+            .await;
+            match sent {
+                Ok(()) => Done::Lettered(letter, Ok(())),
+                Err(LetterAttempt::Send(e)) => Done::Lettered(letter, Err(e)),
+                Err(LetterAttempt::Owner(e)) => Done::Failed(e),
+            }
         })
     }
 

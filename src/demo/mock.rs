@@ -113,6 +113,11 @@ impl MockCluster {
         }
     }
 
+    /// Drops the errors still queued for requests of `api_key`.
+    pub fn clear_request_errors(&self, api_key: i16) {
+        unsafe { rd::rd_kafka_mock_clear_request_errors(self.mc, api_key) }
+    }
+
     /// Makes broker `id` advertise `host:port` instead of its own listener
     /// (to put a TLS or SASL front before it).
     /// Broker ids start at 1.

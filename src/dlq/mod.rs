@@ -22,6 +22,7 @@ pub mod command;
 pub mod handled;
 pub mod read;
 pub mod replay;
+pub mod sources;
 
 /// The record a dead letter carries: the record itself, or with `[mask]`
 /// on, its payload masked (`ordo.payload = masked`) or, when it cannot be
@@ -293,27 +294,5 @@ impl DeadLetters {
                 topic,
                 reason: e.to_string(),
             })
-    }
-
-    /// [`DeadLetters::send`], written again (backoff with full jitter, no
-    /// attempt limit) while the failure is transient (a broker away, a
-    /// timeout): the caller's partition waits, not ready, and nothing passes
-    /// the record. A permanent failure is returned.
-    pub async fn send_waiting(
-        &self,
-        record: &Record,
-        class: ErrorClass,
-        error: &str,
-        epoch: i64,
-        retry: &crate::sink::retry::RetryConfig,
-    ) -> Result<(), DeadLetterError> {
-        crate::sink::retry::wait_for(
-            "dead_letter_topic",
-            &format!("partition {}/{}", record.topic, record.partition),
-            retry,
-            |e: &DeadLetterError| !e.permanent,
-            || self.send(record, class, error, 1, epoch),
-        )
-        .await
     }
 }

@@ -49,6 +49,17 @@ fn text(bytes: &[u8]) -> String {
 }
 
 impl Letter {
+    /// The source record the letter is about (see [`super::sources`]).
+    pub fn source(&self) -> super::sources::Source {
+        super::sources::Source::new(
+            self.source_topic.as_deref(),
+            self.source_partition,
+            self.source_offset,
+            self.partition,
+            self.offset,
+        )
+    }
+
     fn of(m: &BorrowedMessage<'_>) -> Letter {
         let raw_headers: Vec<(String, Option<Vec<u8>>)> = m
             .headers()

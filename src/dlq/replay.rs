@@ -10,6 +10,8 @@
 //! says to mark it handled; letters replayed past it are remembered and not
 //! sent again. A replayed record carries `ordo.replay.count`; a dead letter
 //! whose record was already replayed `max_replays` times is not replayed again.
+//! A letter repeating a source record seen before it in the scan (see
+//! [`super::sources`]) is never sent: the record is replayed once.
 
 use std::time::Duration;
 
@@ -53,6 +55,10 @@ pub struct ReplayReport {
     pub already_handled: u64,
     /// Not replayed but marked handled (`skip_unreplayed`).
     pub skipped: u64,
+    /// Letters repeating a source record seen before them in the scan: they
+    /// share its fate (marked handled when it was replayed or handled, left
+    /// alone when it was), and are never sent.
+    pub copies: u64,
     /// Why the replay stopped before the end, if it did.
     pub stopped_early: Option<String>,
 }
@@ -126,20 +132,35 @@ pub async fn replay(
     let producer: FutureProducer = producer_cfg.create().map_err(ReplayError::Producer)?;
     let mut report = ReplayReport::default();
     let mut pending = Vec::new();
+    // Each source record seen: whether its letter was (or, dry, would be) handled.
+    let mut seen: std::collections::HashMap<super::sources::Source, bool> =
+        std::collections::HashMap::new();
     loop {
         let letter = scan.next_letter()?;
         let mut done = letter.is_none();
         if let Some(letter) = letter {
             report.scanned += 1;
             progress.inc(1);
+            let source = letter.source();
+            let copy_of_handled = seen.get(&source).copied();
             if scan.was_handled(&letter) {
                 report.already_handled += 1;
+                seen.insert(source, true);
             } else if !options.dry_run && !scan.can_handle(&letter) {
                 report.stopped_early = Some(format!(
                     "partition {} has too many letters handled out of order above its committed offset to record more; replay what was left alone (or use --skip-unreplayed), then run again",
                     letter.partition
                 ));
                 done = true;
+            } else if let Some(handled) = copy_of_handled {
+                report.copies += 1;
+                on_letter(
+                    &letter,
+                    "not replayed: a copy of a letter of the same source record",
+                );
+                if handled && !options.dry_run {
+                    scan.handle(&letter);
+                }
             } else {
                 let target = options.to.clone().or(letter.source_topic.clone());
                 let left_alone = if !options.filter.matches(&letter) {
@@ -171,6 +192,7 @@ pub async fn replay(
                 } else {
                     false
                 };
+                seen.insert(source, !left_alone || options.skip_unreplayed);
                 if left_alone {
                     if options.skip_unreplayed {
                         report.skipped += 1;

@@ -1,8 +1,9 @@
 //! Measures from the broker what only the broker knows: each owned
 //! partition's high watermark (lag = high watermark - next offset to process,
 //! and high watermark - the sink's stored offset)
-//! and each dead-letter topic's depth (records after the replay group's
-//! committed offset), so both are right after a restart and across replicas.
+//! and each dead-letter topic's depth (source records among the letters
+//! after the replay group's committed offset, each counted once), so both
+//! are right after a restart and across replicas.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::health::{health, Position};
 use super::metrics::metrics;
+use crate::dlq::handled::Handled;
+use crate::dlq::sources::{Depth, Source};
 use crate::kafka::{KafkaProperties, RecordingContext};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,20 +49,43 @@ pub async fn run(kafka: KafkaProperties, interval: Duration, dlq_topics: Vec<Str
     let probe: Option<BaseConsumer<RecordingContext>> = probe_cfg
         .create_with_context(RecordingContext::default())
         .ok();
-    let consumer = std::sync::Arc::new((consumer, probe));
+    let mut reader_cfg = crate::dlq::connection_config(&kafka);
+    reader_cfg
+        .set("group.id", "ordo-dlq-depth")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("queued.max.messages.kbytes", "4096");
+    let reader: Option<BaseConsumer<RecordingContext>> = reader_cfg
+        .create_with_context(RecordingContext::default())
+        .ok();
+    let clients = std::sync::Arc::new(Clients {
+        consumer,
+        probe,
+        reader,
+        depths: std::sync::Mutex::new(BTreeMap::new()),
+    });
     loop {
-        let c = consumer.clone();
+        let c = clients.clone();
         let topics = dlq_topics.clone();
-        let _ = tokio::task::spawn_blocking(move || measure(&c.0, c.1.as_ref(), &topics)).await;
+        let _ = tokio::task::spawn_blocking(move || measure(&c, &topics)).await;
         tokio::time::sleep(interval).await;
     }
 }
 
-fn measure(
-    consumer: &BaseConsumer<RecordingContext>,
-    probe: Option<&BaseConsumer<RecordingContext>>,
-    dlq_topics: &[String],
-) {
+/// The clients a measurement uses, and what it keeps between measurements.
+struct Clients {
+    /// Watermarks and the replay group's committed offsets.
+    consumer: BaseConsumer<RecordingContext>,
+    /// Reads the oldest unprocessed record of lagging partitions.
+    probe: Option<BaseConsumer<RecordingContext>>,
+    /// Reads new dead letters to count their sources.
+    reader: Option<BaseConsumer<RecordingContext>>,
+    /// Per dead-letter topic, the letters not yet handled.
+    depths: std::sync::Mutex<BTreeMap<String, Depth>>,
+}
+
+fn measure(clients: &Clients, dlq_topics: &[String]) {
+    let (consumer, probe) = (&clients.consumer, clients.probe.as_ref());
     let mut lagging = Vec::new();
     for ((topic, partition), position, stored) in health().positions() {
         let (low, high) = match consumer.fetch_watermarks(&topic, partition, TIMEOUT) {
@@ -108,8 +134,13 @@ fn measure(
             });
         }
     }
+    let mut depths = match clients.depths.lock() {
+        Ok(d) => d,
+        Err(poisoned) => poisoned.into_inner(),
+    };
     for topic in dlq_topics {
-        match dlq_depth(consumer, topic) {
+        let state = depths.entry(topic.clone()).or_default();
+        match dlq_depth(consumer, clients.reader.as_ref(), topic, state) {
             Ok(depth) => metrics().dlq_depth.with_label_values(&[topic]).set(depth),
             Err(e) => tracing::debug!(topic, error = %e, "cannot measure the dead-letter depth"),
         }
@@ -171,12 +202,19 @@ fn oldest_unprocessed_ages(
     ages
 }
 
-/// Records of `topic` the replay group has not handled: after its committed
-/// offsets, less those its commit metadata says were handled above them.
+/// Source records among the letters of `topic` the replay group has not
+/// handled: letters after its committed offsets, less those its commit
+/// metadata says were handled above them, counted by source record (see
+/// [`crate::dlq::sources`]). `reader` reads the letters written since the
+/// last measurement into `state`; without it, letters count one by one.
 fn dlq_depth(
     consumer: &BaseConsumer<RecordingContext>,
+    reader: Option<&BaseConsumer<RecordingContext>>,
     topic: &str,
+    state: &mut Depth,
 ) -> Result<i64, rdkafka::error::KafkaError> {
+    use rdkafka::Message;
+    const READ_AT_MOST: usize = 200_000;
     let meta = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let partitions: Vec<i32> = meta
         .topics()
@@ -188,24 +226,58 @@ fn dlq_depth(
         tpl.add_partition(topic, *p);
     }
     let committed = consumer.committed_offsets(tpl, TIMEOUT)?;
-    let committed: BTreeMap<i32, crate::dlq::handled::Handled> = committed
+    let committed: BTreeMap<i32, Handled> = committed
         .elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((
-                e.partition(),
-                crate::dlq::handled::Handled::committed(o, e.metadata()),
-            )),
+            Offset::Offset(o) => Some((e.partition(), Handled::committed(o, e.metadata()))),
             _ => None,
         })
         .collect();
-    let mut depth = 0;
+    let none = Handled::default();
+    let mut highs = BTreeMap::new();
+    let mut ends = BTreeMap::new();
+    let mut reads = TopicPartitionList::new();
     for p in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-        let (done, handled_above) = committed
-            .get(&p)
-            .map_or((low, 0), |pr| (pr.next().max(low), pr.handled_above(high)));
-        depth += (high - done - handled_above).max(0);
+        highs.insert(p, high);
+        let handled = committed.get(&p).unwrap_or(&none);
+        if let Some(from) = state.prune(p, low, high, handled) {
+            if reads
+                .add_partition_offset(topic, p, Offset::Offset(from))
+                .is_ok()
+            {
+                ends.insert(p, high);
+            }
+        }
     }
-    Ok(depth)
+    if let (Some(reader), false) = (reader, ends.is_empty()) {
+        reader.assign(&reads)?;
+        let started = std::time::Instant::now();
+        let mut read = 0;
+        while !ends.is_empty() && read < READ_AT_MOST && started.elapsed() < TIMEOUT {
+            match reader.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let p = m.partition();
+                    let Some(end) = ends.get(&p).copied() else {
+                        continue;
+                    };
+                    if m.offset() < end {
+                        let handled = committed.get(&p).unwrap_or(&none).is_handled(m.offset());
+                        state.add(p, m.offset(), &Source::of_message(&m), handled);
+                        read += 1;
+                    }
+                    if m.offset() + 1 >= end {
+                        ends.remove(&p);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(topic, error = %e, "cannot read a dead letter to count its source")
+                }
+                None => {}
+            }
+        }
+        let _ = reader.unassign();
+    }
+    Ok(state.depth(&highs))
 }

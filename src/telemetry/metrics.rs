@@ -191,7 +191,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         dlq_depth: IntGaugeVec::new(
             Opts::new(
                 "ordo_dlq_depth_records",
-                "Records in the dead-letter topic not yet replayed (measured from the broker)",
+                "Source records in the dead-letter topic not yet replayed, a record lettered twice counted once (measured from the broker)",
             ),
             &["dlq_topic"],
         )?,

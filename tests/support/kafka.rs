@@ -67,6 +67,38 @@ impl Kafka {
         ordo::demo::produce(&self.bootstrap(), topic, records).expect("produce");
     }
 
+    /// Writes `m` again, key, value and headers, to its topic and partition:
+    /// a second letter for one source record, as a crash after the broker's
+    /// acknowledgement leaves.
+    pub fn produce_copy(&self, m: &rdkafka::message::OwnedMessage) {
+        use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("producer");
+        let mut headers = OwnedHeaders::new();
+        if let Some(hs) = m.headers() {
+            for h in hs.iter() {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(m.topic())
+            .partition(m.partition())
+            .headers(headers);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(v) = m.payload() {
+            record = record.payload(v);
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
     /// High watermark of each partition.
     pub fn high_watermarks(&self, topic: &str, partitions: i32) -> Vec<i64> {
         let consumer: BaseConsumer = ClientConfig::new()

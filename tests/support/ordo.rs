@@ -320,6 +320,17 @@ impl Ordo {
         self.wait(timeout)
     }
 
+    /// Stops the process (SIGSTOP) where it is, as a long pause (a stalled
+    /// VM, a stop-the-world) would: its Kafka session expires meanwhile.
+    pub fn pause(&mut self) {
+        kill(self.pid(), Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&mut self) {
+        kill(self.pid(), Signal::SIGCONT).expect("SIGCONT");
+    }
+
     /// Kills the process at once, as a crash would.
     pub fn crash(&mut self) {
         let _ = kill(self.pid(), Signal::SIGKILL);
