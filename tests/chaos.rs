@@ -3,8 +3,9 @@
 //! seeded-random moments and restarted, PostgreSQL goes down across a
 //! rebalance, every broker goes down and comes back, and dead-letter writes
 //! fail for a while. In the end: nothing lost, nothing doubled, every key in
-//! order, every poison record in the dead-letter topic, and no replica exited
-//! or stopped a partition on its own.
+//! order, every poison record in the dead-letter topic, `ordo dlq inspect`,
+//! `replay --dry-run` and `ordo_dlq_depth_records` each counting exactly the
+//! poison records, and no replica exited or stopped a partition on its own.
 //!
 //! Its own test binary: it stops the PostgreSQL cluster the binary's tests share.
 
@@ -203,7 +204,7 @@ async fn replicas_survive_kills_outages_and_failing_dead_letters_exactly() {
         .filter(|(k, _, _)| k.starts_with("poison-"))
         .collect();
     assert!(!poison_in_topic.is_empty());
-    for (key, partition, offset) in poison_in_topic {
+    for (key, partition, offset) in poison_in_topic.iter().cloned() {
         let copies = letters
             .iter()
             .filter(|m| rdkafka::Message::key(*m) == Some(key.as_bytes()))
@@ -237,6 +238,63 @@ async fn replicas_survive_kills_outages_and_failing_dead_letters_exactly() {
         letters.len(),
         fleet.kills
     );
+    // Whatever the topic holds, every count a user sees names each poison
+    // record exactly once: inspect, a dry replay and the depth metric.
+    let poison_sources: std::collections::BTreeSet<(String, i32, i64)> = poison_in_topic
+        .iter()
+        .map(|(_, p, o)| (setup.topic.clone(), *p, *o))
+        .collect();
+    let config = replicas[0].config.to_str().unwrap().to_string();
+    let inspect = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            support::ordo::run_to_end(&["dlq", "inspect", "--json", "--config", &config])
+        })
+    };
+    let (status, stdout, stderr) = inspect.await.unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let shown: std::collections::BTreeSet<(String, i32, i64)> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON letter");
+            (
+                v["source_topic"].as_str().unwrap_or_default().to_string(),
+                v["source_partition"].as_i64().unwrap_or(-1) as i32,
+                v["source_offset"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stdout.lines().count(),
+        poison_sources.len(),
+        "inspect: {stderr}"
+    );
+    assert_eq!(
+        shown, poison_sources,
+        "inspect shows each poison record once"
+    );
+    let dry = tokio::task::spawn_blocking(move || {
+        support::ordo::run_to_end(&["dlq", "replay", "--dry-run", "--config", &config])
+    });
+    let (status, stdout, stderr) = dry.await.unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!(", would replay {},", poison_sources.len())),
+        "{stdout}"
+    );
+    let series = format!("ordo_dlq_depth_records{{dlq_topic=\"{dlq}\"}}");
+    let want = format!("{series} {}", poison_sources.len());
+    let deadline = support::Deadline::new(want.clone(), Duration::from_secs(30));
+    loop {
+        let text = match reqwest::get(format!("{}/metrics", replicas[0].base())).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.lines().any(|l| l == want) {
+            break;
+        }
+        deadline.tick().await;
+    }
     for r in &mut fleet.running {
         assert!(r.terminate(Duration::from_secs(30)).success());
     }
