@@ -361,7 +361,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    ordo::telemetry::logging::init(&settings.log.level, settings.log.format);
+    // `check` prints a report, with what librdkafka said about a failure in
+    // the line that fails: its log lines would only interleave with it.
+    let level = match cli.command {
+        Command::Check => format!("{},librdkafka=off", settings.log.level),
+        _ => settings.log.level.clone(),
+    };
+    ordo::telemetry::logging::init(&level, settings.log.format);
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run => match stops {

@@ -82,11 +82,18 @@ async fn unreachable_broker_and_database_are_named() {
 
     let s = setup(dead_kafka.clone(), db.url.clone());
     let path = s.write(dir.path(), "no-kafka.toml");
-    let (status, stdout, _) = run_to_end(&["check", "--config", path.to_str().unwrap()]);
+    let (status, stdout, stderr) = run_to_end(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1));
     assert!(
         stdout.contains(&format!("FAIL  Kafka at {dead_kafka}")),
         "{stdout}"
+    );
+    // What librdkafka said is in the report's line, not logged around it.
+    assert!(stdout.contains("librdkafka: "), "{stdout}");
+    assert!(
+        !stdout.contains("\"target\":\"librdkafka\"")
+            && !stderr.contains("\"target\":\"librdkafka\""),
+        "{stdout}\n{stderr}"
     );
     assert!(
         stdout.contains("ok    PostgreSQL at 127.0.0.1:"),

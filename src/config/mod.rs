@@ -142,7 +142,11 @@ impl Settings {
             if !path.is_file() {
                 return Err(ConfigError::File {
                     file: path.to_path_buf(),
-                    reason: "no such file".into(),
+                    reason: if path.is_dir() {
+                        "is a directory; --config takes a TOML file such as ordo.toml".into()
+                    } else {
+                        "no such file".into()
+                    },
                 });
             }
             builder = builder.add_source(
@@ -193,6 +197,23 @@ impl Settings {
                 reason,
             }
         })?;
+        // librdkafka's properties are dotted; a variable cannot carry dots,
+        // so `ORDO_KAFKA__BOOTSTRAP_SERVERS` names `bootstrap.servers`. In a
+        // file, an unquoted `bootstrap_servers` is a mistake: say so.
+        for key in settings.kafka.0.keys().filter(|k| k.contains('_')) {
+            let full = format!("kafka.{key}");
+            let origin = origin_of(&full);
+            if !origin.starts_with("environment variable") {
+                return Err(ConfigError::Key {
+                    origin,
+                    key: full,
+                    reason: format!(
+                        "librdkafka properties are dotted: write `\"{}\" = ...` (quoted)",
+                        key.replace('_', ".")
+                    ),
+                });
+            }
+        }
         settings.kafka = KafkaProperties(
             std::mem::take(&mut settings.kafka.0)
                 .into_iter()
@@ -551,7 +572,7 @@ fn origin_of(key: &str, file: Option<&Path>, embedded: bool, vars: &[(String, St
 
 /// The values each configuration enum accepts, by the enum's name (a unit
 /// test keeps them equal to what the enums deserialize).
-const ENUM_VALUES: [(&str, &[&str]); 9] = [
+const ENUM_VALUES: [(&str, &[&str]); 10] = [
     ("SinkMode", &["event_store", "projection"]),
     ("SinkKind", &["postgres"]),
     ("StartFrom", &["earliest", "latest"]),
@@ -564,6 +585,7 @@ const ENUM_VALUES: [(&str, &[&str]); 9] = [
         "SubjectNameStrategy",
         &["topic_name", "record_name", "topic_record_name"],
     ),
+    ("PgType", crate::sink::postgres::columns::TYPE_NAMES),
 ];
 
 /// A deserialization error as a user reads it: the key that is wrong (a

@@ -35,6 +35,7 @@ fn enum_values_listed_are_the_enums_values() {
     check::<crate::decode::FormatKind>("FormatKind");
     check::<crate::decode::avro::KeyFormat>("KeyFormat");
     check::<crate::decode::avro::registry::SubjectNameStrategy>("SubjectNameStrategy");
+    check::<crate::sink::postgres::columns::PgType>("PgType");
 }
 
 #[test]
@@ -139,6 +140,44 @@ fn env_overrides_file_and_maps_kafka_underscores() {
     );
     assert_eq!(s.kafka.get("session.timeout.ms").unwrap(), "7000");
     assert_eq!(s.source.topics, vec!["a".to_string(), "b".to_string()]);
+}
+
+#[test]
+fn an_unquoted_kafka_key_in_a_file_is_refused_with_its_dotted_form() {
+    let text = GOOD.replace(
+        "\"bootstrap.servers\" = \"127.0.0.1:9092\"",
+        "\"bootstrap.servers\" = \"127.0.0.1:9092\"\nbootstrap_servers = \"other:9092\"",
+    );
+    let e = load(&text, &[]).unwrap_err().to_string();
+    assert!(e.contains("key `kafka.bootstrap_servers`"), "{e}");
+    assert!(
+        e.contains("write `\"bootstrap.servers\" = ...` (quoted)"),
+        "{e}"
+    );
+    assert!(e.contains(".toml"), "{e}");
+}
+
+#[test]
+fn a_bad_column_type_lists_the_valid_types() {
+    let text = GOOD.replace("mode = \"event_store\"", "mode = \"projection\"")
+        + "columns = [{ name = \"total\", type = \"money\", path = \"total\" }]\n";
+    let e = load(&text, &[]).unwrap_err().to_string();
+    assert!(e.contains("`money` is not a valid value"), "{e}");
+    assert!(
+        e.contains("`double precision`") && e.contains("`timestamptz`"),
+        "{e}"
+    );
+    assert!(!e.contains("PgType"), "{e}");
+}
+
+#[test]
+fn a_directory_given_as_the_config_file_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Settings::load_with_env(Some(dir.path()), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is a directory"), "{e}");
+    assert!(!e.contains("no such file"), "{e}");
 }
 
 #[test]

@@ -249,6 +249,16 @@ fn split_ssl_params(url: &str) -> Result<(String, Vec<(String, String)>), String
         };
         return Ok((rest, taken));
     }
+    if let Some((scheme, _)) = url.split_once("://") {
+        let hint = if scheme.starts_with("jdbc:") {
+            " (a JDBC URL: drop `jdbc:`)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "`{scheme}://...` is not a PostgreSQL URL{hint}: expected `postgres://user@host:5432/dbname` or `host=... dbname=...`"
+        ));
+    }
     // key=value form: values may be single-quoted with backslash escapes.
     let mut kept = vec![];
     let mut chars = url.chars().peekable();
@@ -414,6 +424,28 @@ mod tests {
             c.config.get_ssl_mode(),
             tokio_postgres::config::SslMode::Require
         );
+    }
+
+    #[test]
+    fn a_url_of_another_scheme_is_named_as_not_postgres() {
+        for (url, hint) in [
+            (
+                "jdbc:postgresql://db:5432/app?user=u&password=secret",
+                "drop `jdbc:`",
+            ),
+            ("http://db:5432/app", "not a PostgreSQL URL"),
+        ] {
+            let e = Connection::from_config(&pg(url))
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(
+                e.contains("is not a PostgreSQL URL") && e.contains(hint),
+                "{e}"
+            );
+            assert!(e.contains("postgres://user@host:5432/dbname"), "{e}");
+            assert!(!e.contains("secret") && !e.contains("expected `=`"), "{e}");
+        }
     }
 
     #[test]
