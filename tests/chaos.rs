@@ -204,7 +204,7 @@ async fn replicas_survive_kills_outages_and_failing_dead_letters_exactly() {
         .filter(|(k, _, _)| k.starts_with("poison-"))
         .collect();
     assert!(!poison_in_topic.is_empty());
-    for (key, partition, offset) in poison_in_topic.iter().cloned() {
+    for (key, partition, offset) in &poison_in_topic {
         let copies = letters
             .iter()
             .filter(|m| rdkafka::Message::key(*m) == Some(key.as_bytes()))
@@ -215,7 +215,7 @@ async fn replicas_survive_kills_outages_and_failing_dead_letters_exactly() {
             for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
                 let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
                 let at = |l: &&str| {
-                    l.contains(&key)
+                    l.contains(key.as_str())
                         || (l.contains(&format!("partition={partition}"))
                             && (l.contains(&format!("offset={offset}"))
                                 || l.contains("drained")
