@@ -262,6 +262,11 @@ pub async fn run(
         "consuming"
     );
 
+    let membership = tokio::spawn(crate::consume::membership::watch(
+        consumer.clone(),
+        settings.group_id().to_string(),
+        settings.kafka.get("session.timeout.ms").cloned(),
+    ));
     // While the breaker is open the sink is checked apart from the writes,
     // so they resume as soon as it answers.
     let watching = {
@@ -288,6 +293,7 @@ pub async fn run(
     };
 
     watching.abort();
+    membership.abort();
     tracing::info!("stopping: draining partitions");
     consumer.context().close();
     // The shutdown deadline (ShutdownConfig) ends the process regardless;

@@ -469,3 +469,74 @@ async fn lag_matches_the_broker_for_each_owned_partition_across_rebalances() {
     assert!(owners.values().all(|&i| i == 0), "{owners:?}");
     assert_eq!(second.terminate(Duration::from_secs(30)).code(), Some(0));
 }
+
+/// A replica the group gives no partition says, after a few seconds, that
+/// it waits for the group and why that can take `session.timeout.ms`; the
+/// one with the partition says nothing of the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_without_partitions_says_it_waits_for_the_group() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::event_store(kafka.bootstrap(), db.url.clone(), "events");
+    kafka.create_topic(&setup.topic, 1);
+    kafka.produce(&setup.topic, &[record(0, "a", 1)]);
+    let configs = setup.replicas(dir.path(), 2);
+    for c in &configs {
+        let text = std::fs::read_to_string(&c.config).unwrap();
+        std::fs::write(
+            &c.config,
+            text.replace("format = \"text\"", "format = \"json\""),
+        )
+        .unwrap();
+    }
+    let mut first = configs[0].start();
+    let client = db.client().await;
+    data::wait_stored_offsets(&client, &mut first, &setup.group, &setup.topic, &[1]).await;
+    let mut second = configs[1].start();
+    let said = |o: &Ordo| {
+        o.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v["message"].as_str().is_some_and(|m| {
+                    m.starts_with("no partition assigned yet: waiting for the consumer group")
+                })
+            })
+    };
+    let deadline = Deadline::new("the spare replica says it waits", Duration::from_secs(30));
+    let line = loop {
+        assert!(second.running(), "{}", second.log_text());
+        if let Some(line) = said(&second) {
+            break line;
+        }
+        deadline.tick().await;
+    };
+    assert_eq!(
+        line["session_timeout_ms"],
+        serde_json::json!(6000),
+        "{line}"
+    );
+    assert!(line["waited_s"].as_u64().is_some_and(|s| s >= 5), "{line}");
+    assert!(said(&first).is_none(), "{}", first.log_text());
+    // Every field of every line is typed: no Rust Debug text of an Option.
+    let assigned = first
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .inspect(|v| {
+            for (field, value) in v.as_object().into_iter().flatten() {
+                let text = value.as_str().unwrap_or_default();
+                assert!(
+                    !text.starts_with("Some(") && text != "None",
+                    "{field} = {value} in {v}"
+                );
+            }
+        })
+        .filter(|v| v["message"] == "partition assigned")
+        .count();
+    assert!(assigned >= 1, "{}", first.log_text());
+    for o in [&mut first, &mut second] {
+        assert_eq!(o.terminate(Duration::from_secs(30)).code(), Some(0));
+    }
+}

@@ -60,7 +60,7 @@ pub(super) fn announce(lease: &Lease, position: Position) {
     tracing::info!(
         topic = %lease.topic,
         partition = lease.partition,
-        next_offset = ?lease.next_offset,
+        next_offset = lease.next_offset,
         epoch = lease.epoch,
         "partition assigned"
     );

@@ -15,6 +15,7 @@ mod context;
 mod coordinator;
 mod flow;
 mod lease;
+pub mod membership;
 pub mod memory;
 pub mod partition;
 mod progress;

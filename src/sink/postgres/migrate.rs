@@ -262,8 +262,9 @@ pub async fn plan<C: GenericClient>(
         .collect();
     if !missing.is_empty() {
         plan.refused.push(format!(
-            "table {} does not fit sink mode {mode:?}: missing column(s) {}",
+            "table {} does not fit sink mode `{}`: missing column(s) {}",
             t.target_display,
+            mode.as_str(),
             missing.join(", ")
         ));
     }
@@ -432,6 +433,8 @@ async fn apply_plan(
         )
         .await
         .map_err(err("recording a schema change"))?;
+        // One line, however the statement is laid out.
+        let statement = statement.split_whitespace().collect::<Vec<_>>().join(" ");
         tracing::info!(table = %t.target_display, route = %route.name, %statement, "target table changed");
     }
     Ok(())
