@@ -249,3 +249,93 @@ async fn malformed_payload_stops_only_its_partition_and_loses_nothing() {
     );
     assert!(ordo.terminate(Duration::from_secs(30)).success());
 }
+
+/// `ordo check` finds what `ordo run` would trip on at start, and `run`
+/// needs no privilege it does not use: a role given `USAGE, CREATE` on an
+/// existing schema (and not `CREATE` on the database) passes both and lands
+/// events; the same role without `CREATE` on the schema fails `check`,
+/// naming the grant and the route that needs it, as `run` would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_a_missing_grant_that_run_needs_and_run_needs_no_other() {
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = db.client().await;
+    let role = unique("newbie");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; CREATE SCHEMA app; GRANT USAGE, CREATE ON SCHEMA app TO {role}; \
+             REVOKE CREATE ON DATABASE {} FROM PUBLIC",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let url = db
+        .url
+        .replacen("postgres://ordo@", &format!("postgres://{role}@"), 1);
+    let s = Setup {
+        http: format!("127.0.0.1:{}", free_port()),
+        ..setup(kafka.bootstrap(), url)
+    };
+    kafka.create_topic(&s.topic, 1);
+    let write = |s: &Setup, name: &str, table: &str| {
+        let path = s.write(dir.path(), name);
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "table = \"events\"",
+            &format!("table = \"{table}\"\nschema = \"app\""),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let check = |path: &std::path::Path| run_to_end(&["check", "--config", path.to_str().unwrap()]);
+
+    let path = write(&s, "granted.toml", "events");
+    let (status, stdout, stderr) = check(&path);
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("ok    grants"), "{stdout}");
+    kafka.produce(
+        &s.topic,
+        &(1..=3)
+            .map(|v| Produced {
+                partition: 0,
+                key: Some(b"a".to_vec()),
+                payload: data::payload("a", v),
+            })
+            .collect::<Vec<_>>(),
+    );
+    let mut ordo = Ordo::start(&path, dir.path().join("granted.log"));
+    let client = db.client().await;
+    let deadline = Deadline::new("events landed in app.events", Duration::from_secs(60));
+    loop {
+        assert!(ordo.running(), "{}", ordo.log_text());
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM app.events", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if rows == 3 {
+            break;
+        }
+        deadline.tick().await;
+    }
+    assert_eq!(ordo.terminate(Duration::from_secs(30)).code(), Some(0));
+
+    // Without CREATE on the schema, a new route table cannot be created.
+    admin
+        .batch_execute(&format!("REVOKE CREATE ON SCHEMA app FROM {role}"))
+        .await
+        .unwrap();
+    let path = write(&s, "revoked.toml", "events_v2");
+    let (status, stdout, _) = check(&path);
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  grants")
+            && stdout.contains(&format!("role {role} lacks CREATE ON SCHEMA"))
+            && stdout.contains("route default creates table app.events_v2 in it"),
+        "{stdout}"
+    );
+    // The table it has keeps passing: nothing to create there.
+    let path = write(&s, "kept.toml", "events");
+    let (status, stdout, _) = check(&path);
+    assert_eq!(status.code(), Some(0), "{stdout}");
+}

@@ -357,15 +357,34 @@ pub async fn run(
     tx.execute("SELECT pg_advisory_xact_lock(7283119401)", &[])
         .await
         .map_err(err("locking migrations"))?;
-    tx.batch_execute(&fill(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.\"ordo_schema_migrations\" (
-            version integer PRIMARY KEY,
-            applied_at timestamptz NOT NULL DEFAULT now())",
-        t,
-    ))
-    .await
-    .map_err(err("creating the migrations table"))?;
+    // Only what is missing is created: `CREATE ... IF NOT EXISTS` needs the
+    // privilege to create even when there is nothing to create, and a role
+    // given an existing schema needs no CREATE on the database.
+    let (schema, _) = t.schema_and_table();
+    let present = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+                    to_regclass(quote_ident($1) || '.ordo_schema_migrations') IS NOT NULL",
+            &[&schema],
+        )
+        .await
+        .map_err(err("looking for Ordo's schema"))?;
+    let (schema_exists, migrations_exist): (bool, bool) = (present.get(0), present.get(1));
+    if !schema_exists {
+        tx.batch_execute(&fill("CREATE SCHEMA IF NOT EXISTS {schema}", t))
+            .await
+            .map_err(err("creating the schema"))?;
+    }
+    if !migrations_exist {
+        tx.batch_execute(&fill(
+            "CREATE TABLE IF NOT EXISTS {schema}.\"ordo_schema_migrations\" (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+            t,
+        ))
+        .await
+        .map_err(err("creating the migrations table"))?;
+    }
     let applied: Vec<i32> = tx
         .query(&format!("SELECT version FROM {}", t.migrations), &[])
         .await

@@ -3,6 +3,7 @@
 pub mod columns;
 mod config;
 pub mod connect;
+mod grants;
 mod group;
 mod migrate;
 pub mod offsets;
@@ -523,6 +524,28 @@ impl PostgresSink {
                 return out;
             }
         };
+        if let Ok(plans) = &plans {
+            let what = "grants: what `ordo run` needs of PostgreSQL".to_string();
+            let problem = match self.plan_own().await {
+                Err(e) => Some(e.to_string()),
+                Ok(own) => {
+                    let routes: Vec<_> = self
+                        .routes
+                        .tables
+                        .iter()
+                        .zip(plans.iter().map(|p| &p.plan))
+                        .collect();
+                    match grants::missing(&**client, &self.routes.own, !own.is_empty(), &routes)
+                        .await
+                    {
+                        Ok(missing) if missing.is_empty() => None,
+                        Ok(missing) => Some(missing.join("; ")),
+                        Err(e) => Some(describe_pg(&e)),
+                    }
+                }
+            };
+            out.push((what, problem));
+        }
         for r in &self.routes.sql {
             let mut problems = Vec::new();
             for (i, statement) in r.statements.iter().enumerate() {
