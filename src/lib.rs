@@ -50,6 +50,19 @@ pub enum RunError {
     Http(#[from] telemetry::http::HttpError),
 }
 
+impl RunError {
+    /// True when a sink refused Ordo's login: a configuration to fix (the
+    /// binary exits 2, as for a bad value), not an outage to wait out.
+    pub fn is_authentication_failure(&self) -> bool {
+        match self {
+            RunError::Sink(e) | RunError::Consume(consume::ConsumeError::Sink(e)) => {
+                sink::is_authentication_failure(e)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Runs the pipeline until `shutdown` resolves or a fatal error occurs.
 pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     telemetry::http::start(&settings.http).await?;

@@ -397,7 +397,17 @@ fn main() -> ExitCode {
                 }
                 ordo::config::LogFormat::Text => eprintln!("ordo: {e:#}"),
             }
-            ExitCode::FAILURE
+            // A refused login is fixed in the configuration, like a bad value.
+            let refused_login = |link: &(dyn std::error::Error + 'static)| {
+                link.downcast_ref::<ordo::RunError>()
+                    .is_some_and(ordo::RunError::is_authentication_failure)
+                    || ordo::sink::is_authentication_failure(link)
+            };
+            if e.chain().any(refused_login) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -339,3 +339,94 @@ async fn check_names_a_missing_grant_that_run_needs_and_run_needs_no_other() {
     let (status, stdout, _) = check(&path);
     assert_eq!(status.code(), Some(0), "{stdout}");
 }
+
+/// A role that must give a password: without one, `check` and `run` say
+/// the server asks for one and where Ordo takes it from (run exits 2 at
+/// once, not waiting "until it is back"); `PGPASSWORD` is honoured and
+/// shown as the source; a wrong one is an authentication failure naming the
+/// key it came from, and the password itself is never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_named_as_one_with_where_the_password_came_from() {
+    use support::ordo::run_to_end_with_env;
+    let kafka = Kafka::start();
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = db.client().await;
+    let role = unique("pw");
+    // Members of `ordo_password_login` log in with a password.
+    let hba = support::postgres::cluster().dir.join("data/pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).unwrap();
+    if !text.contains("+ordo_password_login") {
+        std::fs::write(
+            &hba,
+            format!("host all +ordo_password_login 127.0.0.1/32 scram-sha-256\n{text}"),
+        )
+        .unwrap();
+    }
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE ordo_password_login; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             CREATE ROLE {role} LOGIN PASSWORD 'right-horse' IN ROLE ordo_password_login; \
+             GRANT CREATE ON DATABASE {} TO {role}; GRANT CREATE ON SCHEMA public TO {role}; \
+             SELECT pg_reload_conf();",
+            db.name
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = db
+        .url
+        .replacen("postgres://ordo@", &format!("postgres://{role}@"), 1);
+    let s = setup(kafka.bootstrap(), url);
+    kafka.create_topic(&s.topic, 1);
+    let path = s.write(dir.path(), "ordo.toml");
+    let config = path.to_str().unwrap();
+
+    let (status, stdout, _) = run_to_end_with_env(&["check", "--config", config], &[]);
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("refused to authenticate user {role}"))
+            && stdout.contains("the server asks for a password and none is set")
+            && stdout.contains("sink.postgres.password_file")
+            && stdout.contains("PGPASSWORD"),
+        "{stdout}"
+    );
+    let started = std::time::Instant::now();
+    let (status, _, stderr) = run_to_end_with_env(&["run", "--config", config], &[]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        stderr.contains("the server asks for a password and none is set")
+            && !stderr.contains("until it is back"),
+        "{stderr}"
+    );
+
+    let (status, stdout, _) = run_to_end_with_env(
+        &["check", "--config", config],
+        &[("PGPASSWORD", "right-horse")],
+    );
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("user {role}, password from PGPASSWORD")),
+        "{stdout}"
+    );
+
+    let wrong = s.write(dir.path(), "wrong.toml");
+    let text = std::fs::read_to_string(&wrong).unwrap().replacen(
+        "[sink.postgres]\n",
+        "[sink.postgres]\npassword = \"wrong-horse\"\n",
+        1,
+    );
+    std::fs::write(&wrong, text).unwrap();
+    let (status, stdout, stderr) = run_to_end_with_env(
+        &["check", "--config", wrong.to_str().unwrap()],
+        &[("PGPASSWORD", "right-horse")],
+    );
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("28P01")
+            && stdout.contains("the password came from sink.postgres.password"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("wrong-horse") && !stderr.contains("wrong-horse"));
+}

@@ -39,6 +39,25 @@ pub enum SinkError {
     },
 }
 
+/// True when `e` (one link of an error chain) is a sink refusing Ordo's
+/// login: a configuration to fix, not an outage to wait out.
+pub fn is_authentication_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let postgres = |e: &(dyn std::error::Error + 'static)| {
+        matches!(
+            e.downcast_ref::<super::postgres::PostgresError>(),
+            Some(super::postgres::PostgresError::Authentication { .. })
+        )
+    };
+    match e.downcast_ref::<SinkError>() {
+        Some(SinkError::Transient(inner) | SinkError::Refused(inner) | SinkError::Fatal(inner)) => {
+            postgres(inner.as_ref())
+        }
+        Some(SinkError::GaveUp { last, .. }) => is_authentication_failure(last.as_ref()),
+        Some(_) => false,
+        None => postgres(e),
+    }
+}
+
 impl SinkError {
     /// True when the sink refused the data itself: another record may well go through.
     pub fn is_record_error(&self) -> bool {

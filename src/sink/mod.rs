@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use config::{SinkConfig, SinkKind};
-pub use error::{BoxError, SinkError};
+pub use error::{is_authentication_failure, BoxError, SinkError};
 
 use crate::order::Gap;
 use crate::record::Event;

@@ -224,9 +224,17 @@ pub fn binary() -> String {
 
 /// Runs `ordo <args>` to completion: (status, stdout, stderr).
 pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+    run_to_end_with_env(args, &[])
+}
+
+/// [`run_to_end`] with these environment variables set (`PGPASSWORD` is
+/// removed unless given).
+pub fn run_to_end_with_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let out = Command::new(binary())
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("PGPASSWORD")
+        .envs(env.iter().copied())
         .output()
         .expect("run ordo");
     (

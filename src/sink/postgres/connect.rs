@@ -97,7 +97,13 @@ impl TlsSettings {
 pub struct Connection {
     pub config: tokio_postgres::Config,
     pub tls: TlsSettings,
+    /// Where the password comes from (see [`PASSWORD_PRECEDENCE`]), or
+    /// `None` when none is set.
+    pub password_from: Option<&'static str>,
 }
+
+/// Where Ordo takes the PostgreSQL password from, first found wins.
+pub const PASSWORD_PRECEDENCE: &str = "sink.postgres.password_file, else sink.postgres.password (or ORDO_SINK__POSTGRES__PASSWORD), else the URL's, else PGPASSWORD";
 
 /// What is wrong with the `[sink.postgres]` settings; never carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +124,15 @@ impl Connection {
     /// Parses `pg.url`, takes the `ssl*` keys out of it and applies the
     /// `[sink.postgres]` keys over them.
     pub fn from_config(pg: &PostgresConfig) -> Result<Connection, ConnectionError> {
+        Self::from_config_and_env(pg, std::env::var("PGPASSWORD").ok())
+    }
+
+    /// [`Connection::from_config`], with the value of `PGPASSWORD` given
+    /// (libpq's variable: the password when no other is set).
+    pub fn from_config_and_env(
+        pg: &PostgresConfig,
+        pgpassword: Option<String>,
+    ) -> Result<Connection, ConnectionError> {
         let (rest, ssl) = split_ssl_params(&pg.url).map_err(|r| bad("sink.postgres.url", r))?;
         let mut config: tokio_postgres::Config = rest.parse().map_err(|e| {
             // tokio-postgres's message names the key or value at fault, never the password.
@@ -164,7 +179,7 @@ impl Connection {
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
-        if let Some(file) = &pg.password_file {
+        let password_from = if let Some(file) = &pg.password_file {
             let text = std::fs::read_to_string(file).map_err(|e| {
                 bad(
                     "sink.postgres.password_file",
@@ -172,10 +187,23 @@ impl Connection {
                 )
             })?;
             config.password(text.trim_end_matches(['\r', '\n']));
+            Some("sink.postgres.password_file")
         } else if let Some(p) = &pg.password {
             config.password(p.as_str());
-        }
-        Ok(Connection { config, tls })
+            Some("sink.postgres.password")
+        } else if config.get_password().is_some() {
+            Some("the URL")
+        } else if let Some(p) = pgpassword.filter(|p| !p.is_empty()) {
+            config.password(p);
+            Some("PGPASSWORD")
+        } else {
+            None
+        };
+        Ok(Connection {
+            config,
+            tls,
+            password_from,
+        })
     }
 
     /// The OpenSSL connector for this mode: which CAs, whether the host name is checked.
@@ -346,6 +374,48 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// True when the server refused the login (a wrong password, no password
+/// where one is asked for, a `pg_hba.conf` rejection).
+pub fn is_authentication(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(code) => {
+            *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        }
+        None => {
+            let mut link: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(l) = link {
+                if l.to_string().contains("password missing") {
+                    return true;
+                }
+                link = l.source();
+            }
+            false
+        }
+    }
+}
+
+/// An authentication failure as a user fixes it: what the server said and
+/// where the password came from (never the password).
+pub fn explain_authentication(e: &tokio_postgres::Error, password_from: Option<&str>) -> String {
+    let said = match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    };
+    match password_from {
+        None => format!(
+            "{said}: the server asks for a password and none is set (Ordo takes it from {PASSWORD_PRECEDENCE})"
+        ),
+        Some(from) => format!(
+            "{said} (the password came from {from}; Ordo takes it from {PASSWORD_PRECEDENCE})"
+        ),
+    }
+}
+
 /// Says why a connection failed: the server's own message for a refused
 /// login, or what went wrong in the TLS handshake in words a person can act on.
 pub fn explain_connect_error(e: &tokio_postgres::Error, tls: &TlsSettings) -> String {
@@ -469,6 +539,38 @@ mod tests {
         let c = Connection::from_config(&p).unwrap();
         assert_eq!(c.tls.mode, SslMode::Disable);
         assert_eq!(c.config.get_password(), Some(&b"from-env"[..]));
+    }
+
+    #[test]
+    fn the_password_comes_from_the_first_source_set_and_says_which() {
+        let from = |p: &PostgresConfig, env: Option<&str>| {
+            let c = Connection::from_config_and_env(p, env.map(String::from)).unwrap();
+            (c.password_from, c.config.get_password().map(<[u8]>::to_vec))
+        };
+        let mut p = pg("postgres://ordo:in-url@db/app");
+        assert_eq!(
+            from(&p, Some("env")),
+            (Some("the URL"), Some(b"in-url".to_vec()))
+        );
+        p.password = Some("key".into());
+        assert_eq!(
+            from(&p, Some("env")),
+            (Some("sink.postgres.password"), Some(b"key".to_vec()))
+        );
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "file\n").unwrap();
+        p.password_file = Some(f.path().into());
+        assert_eq!(
+            from(&p, None),
+            (Some("sink.postgres.password_file"), Some(b"file".to_vec()))
+        );
+        let p = pg("postgres://ordo@db/app");
+        assert_eq!(
+            from(&p, Some("env")),
+            (Some("PGPASSWORD"), Some(b"env".to_vec()))
+        );
+        assert_eq!(from(&p, Some("")), (None, None));
+        assert_eq!(from(&p, None), (None, None));
     }
 
     #[test]

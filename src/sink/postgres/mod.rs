@@ -37,6 +37,14 @@ use connect::{Connection, TlsSettings};
 pub enum PostgresError {
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
+    /// The server refused the login: retrying with the same password
+    /// cannot pass.
+    #[error("PostgreSQL at {target} refused to authenticate user {user}: {reason}")]
+    Authentication {
+        target: String,
+        user: String,
+        reason: String,
+    },
     #[error("PostgreSQL at {target}: {what}: {}", describe_pg(source))]
     Query {
         target: String,
@@ -93,7 +101,9 @@ impl PostgresError {
             PostgresError::Query { source, .. } | PostgresError::Route { source, .. } => {
                 write::is_transient(source)
             }
-            PostgresError::Schema { .. } | PostgresError::Unrouted { .. } => false,
+            PostgresError::Schema { .. }
+            | PostgresError::Unrouted { .. }
+            | PostgresError::Authentication { .. } => false,
         }
     }
 }
@@ -255,6 +265,9 @@ pub struct PostgresSink {
     pool: Pool,
     target: String,
     tls: TlsSettings,
+    /// The user Ordo logs in as, and where its password comes from.
+    user: String,
+    password_from: Option<&'static str>,
     group: String,
     /// Every route, and where the key state is.
     routes: std::sync::Arc<routes::Routes>,
@@ -332,6 +345,8 @@ impl PostgresSink {
             cfg.application_name("ordo");
         }
         let target = describe_target(&cfg);
+        let user = cfg.get_user().unwrap_or("(libpq default)").to_string();
+        let password_from = connection.password_from;
         let manager = Manager::from_config(
             cfg,
             tls,
@@ -353,6 +368,8 @@ impl PostgresSink {
             pool,
             target,
             tls: connection.tls,
+            user,
+            password_from,
             group: group.to_string(),
             routes: std::sync::Arc::new(routes),
             commits: pg.group_commit.then(|| {
@@ -395,13 +412,21 @@ impl PostgresSink {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, PostgresError> {
-        self.pool.get().await.map_err(|e| PostgresError::Connect {
-            target: self.target.clone(),
-            reason: match e {
-                deadpool_postgres::PoolError::Backend(e) => {
-                    connect::explain_connect_error(&e, &self.tls)
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) if connect::is_authentication(&e) => {
+                PostgresError::Authentication {
+                    target: self.target.clone(),
+                    user: self.user.clone(),
+                    reason: connect::explain_authentication(&e, self.password_from),
                 }
-                other => other.to_string(),
+            }
+            deadpool_postgres::PoolError::Backend(e) => PostgresError::Connect {
+                target: self.target.clone(),
+                reason: connect::explain_connect_error(&e, &self.tls),
+            },
+            other => PostgresError::Connect {
+                target: self.target.clone(),
+                reason: other.to_string(),
             },
         })
     }
@@ -923,9 +948,14 @@ impl super::Sink for PostgresSink {
 
     fn describe(&self) -> String {
         format!(
-            "PostgreSQL at {} ({}), routes: {}",
+            "PostgreSQL at {} ({}; user {}, {}), routes: {}",
             self.target,
             self.tls.describe(),
+            self.user,
+            match self.password_from {
+                Some(from) => format!("password from {from}"),
+                None => "no password".to_string(),
+            },
             self.routes.describe()
         )
     }
