@@ -200,7 +200,9 @@ impl Settings {
         // librdkafka's properties are dotted; a variable cannot carry dots,
         // so `ORDO_KAFKA__BOOTSTRAP_SERVERS` names `bootstrap.servers`. In a
         // file, an unquoted `bootstrap_servers` is a mistake: say so.
-        for key in settings.kafka.0.keys().filter(|k| k.contains('_')) {
+        // (`<property>_file` names a file holding the property's value.)
+        let unquoted = |k: &&String| k.strip_suffix("_file").unwrap_or(k).contains('_');
+        for key in settings.kafka.0.keys().filter(unquoted) {
             let full = format!("kafka.{key}");
             let origin = origin_of(&full);
             if !origin.starts_with("environment variable") {
@@ -208,8 +210,9 @@ impl Settings {
                     origin,
                     key: full,
                     reason: format!(
-                        "librdkafka properties are dotted: write `\"{}\" = ...` (quoted)",
-                        key.replace('_', ".")
+                        "librdkafka properties are dotted: write `\"{}{}\" = ...` (quoted)",
+                        key.strip_suffix("_file").unwrap_or(key).replace('_', "."),
+                        if key.ends_with("_file") { "_file" } else { "" }
                     ),
                 });
             }

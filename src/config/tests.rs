@@ -155,6 +155,20 @@ fn an_unquoted_kafka_key_in_a_file_is_refused_with_its_dotted_form() {
         "{e}"
     );
     assert!(e.contains(".toml"), "{e}");
+    // The file form of a property stays as it is written.
+    let f = file("secret");
+    let with = |line: String| {
+        GOOD.replace(
+            "\"group.id\" = \"ordo\"",
+            &format!("\"group.id\" = \"ordo\"\n{line}"),
+        )
+    };
+    let path = f.path().display().to_string();
+    assert!(load(&with(format!("\"sasl.password_file\" = \"{path}\"")), &[]).is_ok());
+    let e = load(&with(format!("sasl_password_file = \"{path}\"")), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("write `\"sasl.password_file\" = ...`"), "{e}");
 }
 
 #[test]
