@@ -34,6 +34,24 @@ fn header_text(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
     String::from_utf8_lossy(header(m, name).unwrap_or_else(|| panic!("header {name}"))).into_owned()
 }
 
+/// Version `v` of key `a`, on partition 0.
+fn event(v: i64) -> data::Produced {
+    data::Produced {
+        partition: 0,
+        key: Some(b"a".to_vec()),
+        payload: data::payload("a", v),
+    }
+}
+
+/// Poison record `n` (key `p<n>`, not JSON), on partition 0.
+fn poison(n: u8) -> data::Produced {
+    data::Produced {
+        partition: 0,
+        key: Some(vec![b'p', n]),
+        payload: b"{not json".to_vec(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_land() {
     let kafka = Kafka::start();
@@ -422,16 +440,6 @@ async fn a_record_is_dead_lettered_once_across_restarts_while_a_gap_holds_the_of
     kafka.create_topic(&setup.topic, 1);
     let dlq = format!("{}.dlq", setup.topic);
     kafka.create_topic(&dlq, 1);
-    let event = |v: i64| data::Produced {
-        partition: 0,
-        key: Some(b"a".to_vec()),
-        payload: data::payload("a", v),
-    };
-    let poison = |n: u8| data::Produced {
-        partition: 0,
-        key: Some(vec![b'p', n]),
-        payload: b"{not json".to_vec(),
-    };
     // Version 2 waits for version 1: the stored offset stays at 0 while the
     // poison records behind it are dead-lettered.
     kafka.produce(&setup.topic, &[event(2), poison(1), poison(2), poison(3)]);
@@ -519,16 +527,6 @@ async fn an_old_owner_resumed_after_its_partition_moved_writes_no_dead_letter() 
     kafka.create_topic(&setup.topic, 1);
     let dlq = format!("{}.dlq", setup.topic);
     kafka.create_topic(&dlq, 1);
-    let event = |v: i64| data::Produced {
-        partition: 0,
-        key: Some(b"a".to_vec()),
-        payload: data::payload("a", v),
-    };
-    let poison = |n: u8| data::Produced {
-        partition: 0,
-        key: Some(vec![b'p', n]),
-        payload: b"{not json".to_vec(),
-    };
     kafka.produce(
         &setup.topic,
         &[
