@@ -338,6 +338,32 @@ async fn check_names_a_missing_grant_that_run_needs_and_run_needs_no_other() {
     let path = write(&s, "kept.toml", "events");
     let (status, stdout, _) = check(&path);
     assert_eq!(status.code(), Some(0), "{stdout}");
+
+    // A table of the wrong shape: check fails on the route, run refuses it
+    // at start, each saying why once.
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE app.wrong (id int PRIMARY KEY, data jsonb); GRANT ALL ON app.wrong TO {role}"
+        ))
+        .await
+        .unwrap();
+    let path = write(&s, "wrong.toml", "wrong");
+    let (status, stdout, _) = check(&path);
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "FAIL  route default -> table app.wrong (event_store): missing column(s) stream"
+        ),
+        "{stdout}"
+    );
+    let (status, _, stderr) = run_to_end(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("missing column(s)").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("does not fit sink mode").count(),
+        1,
+        "{stderr}"
+    );
 }
 
 /// A role that must give a password: without one, `check` and `run` say

@@ -261,12 +261,9 @@ pub async fn plan<C: GenericClient>(
         .filter(|c| !existing.contains_key(*c))
         .collect();
     if !missing.is_empty() {
-        plan.refused.push(format!(
-            "table {} does not fit sink mode `{}`: missing column(s) {}",
-            t.target_display,
-            mode.as_str(),
-            missing.join(", ")
-        ));
+        // The error around it names the table and the mode.
+        plan.refused
+            .push(format!("missing column(s) {}", missing.join(", ")));
     }
     for c in columns {
         let col = quote_ident(&c.name);
