@@ -593,6 +593,8 @@ async fn an_old_owner_resumed_after_its_partition_moved_writes_no_dead_letter() 
         assert!(old.running(), "{}", old.log_text());
         deadline.tick().await;
     }
+    // The letters must *stay* three: a window for a send the old owner had
+    // in flight to land, had it sent one.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         kafka.high_watermarks(&dlq, 1),

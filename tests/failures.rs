@@ -364,6 +364,23 @@ async fn check_names_a_missing_grant_that_run_needs_and_run_needs_no_other() {
         1,
         "{stderr}"
     );
+
+    // A migration of Ordo's own tables left to apply (as after an upgrade)
+    // needs the owner of the tables it alters, and of no other.
+    admin
+        .batch_execute(
+            "DELETE FROM app.ordo_schema_migrations WHERE version = 8; \
+             ALTER TABLE app.ordo_offsets OWNER TO ordo; ALTER TABLE app.ordo_gaps OWNER TO ordo",
+        )
+        .await
+        .unwrap();
+    let (status, stdout, _) = check(&write(&s, "upgrade.toml", "events"));
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("role {role} lacks ownership of app.ordo_offsets")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ownership of app.ordo_gaps"), "{stdout}");
 }
 
 /// A role that must give a password: without one, `check` and `run` say
@@ -399,10 +416,17 @@ async fn a_refused_login_is_named_as_one_with_where_the_password_came_from() {
         ))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let url = db
         .url
         .replacen("postgres://ordo@", &format!("postgres://{role}@"), 1);
+    // The reloaded rules are in force once a login without a password is refused.
+    let deadline = Deadline::new("pg_hba.conf reloaded", Duration::from_secs(30));
+    while tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .is_ok()
+    {
+        deadline.tick().await;
+    }
     let s = setup(kafka.bootstrap(), url);
     kafka.create_topic(&s.topic, 1);
     let path = s.write(dir.path(), "ordo.toml");

@@ -198,6 +198,9 @@ async fn dead_letter_depth_comes_from_the_broker_on_every_replica_and_after_a_re
     let first = kafka.read_all(&dlq, 3).remove(0);
     kafka.produce_copy(&first);
     assert_eq!(kafka.high_watermarks(&dlq, 1), vec![4]);
+    // Nothing to wait for: the depth must *stay* 3. Two seconds are ten
+    // measurements (measure_interval_ms = 200); counting letters, it would
+    // read 4 by then.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for base in &bases {
         let (_, text) = get(&format!("{base}/metrics")).await;

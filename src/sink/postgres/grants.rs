@@ -104,13 +104,13 @@ impl Ask {
 }
 
 /// What the role lacks, each naming the grant and why run needs it; empty
-/// when it has everything. `own_pending` is whether Ordo's own migrations
-/// have steps left to apply; `routes` pairs each table route with its
+/// when it has everything. `own_pending` is the DDL of Ordo's own
+/// migrations left to apply; `routes` pairs each table route with its
 /// pending DDL.
 pub async fn missing<C: GenericClient>(
     client: &C,
     own: &Tables,
-    own_pending: bool,
+    own_pending: &[String],
     routes: &[(&TableRoute, &Plan)],
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     let row = client
@@ -132,7 +132,8 @@ pub async fn missing<C: GenericClient>(
     };
     let (schema, _) = own.schema_and_table();
     let own_schema = schema_exists(client, schema).await?;
-    if !own_schema || own_pending {
+    let creates = own_pending.iter().any(|ddl| ddl.contains("CREATE "));
+    if !own_schema || creates {
         asks.push(create_in(
             schema,
             own_schema,
@@ -143,10 +144,16 @@ pub async fn missing<C: GenericClient>(
         if !table_exists(client, schema, table).await? {
             continue;
         }
-        if own_pending {
+        // ALTER and DROP need the table's owner.
+        let name = format!("{}.{}", quote_ident(schema), quote_ident(table));
+        let changed = own_pending.iter().any(|ddl| {
+            ddl.contains(&format!("ALTER TABLE {name}"))
+                || ddl.contains(&format!("DROP TABLE IF EXISTS {name}"))
+        });
+        if changed {
             asks.push((
                 Ask::Owner(schema.into(), table.into()),
-                "Ordo's pending migrations may alter its own tables".into(),
+                "a pending migration of Ordo's own tables alters it".into(),
             ));
         }
         for p in OWN_TABLE_PRIVILEGES {

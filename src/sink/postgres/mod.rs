@@ -560,9 +560,7 @@ impl PostgresSink {
                         .iter()
                         .zip(plans.iter().map(|p| &p.plan))
                         .collect();
-                    match grants::missing(&**client, &self.routes.own, !own.is_empty(), &routes)
-                        .await
-                    {
+                    match grants::missing(&**client, &self.routes.own, &own, &routes).await {
                         Ok(missing) if missing.is_empty() => None,
                         Ok(missing) => Some(missing.join("; ")),
                         Err(e) => Some(describe_pg(&e)),
