@@ -5,7 +5,10 @@
 #   scripts/demo.sh [--keep] [ordo demo options, e.g. --events 50000]
 #
 # Without --keep the PostgreSQL cluster is stopped and its directory removed on
-# exit; with --keep it stays up, and the script prints how to reach and stop it.
+# exit. With --keep, `ordo demo --keep` keeps its in-process Kafka cluster and
+# Schema Registry running until Ctrl-C (printing their addresses and a
+# configuration for each of two empty topics), and PostgreSQL stays up after
+# it: the script prints how to reach and stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keep=0
@@ -19,8 +22,10 @@ done
 scripts/setup.sh demo
 cargo build --release --bin ordo
 ordo="${CARGO_TARGET_DIR:-target}/release/ordo"
+keep_arg=()
+[ "$keep" = 1 ] && keep_arg=(--keep)
 if [ -n "${DEMO_POSTGRES_URL:-}" ]; then
-  exec "$ordo" demo --postgres "$DEMO_POSTGRES_URL" "${args[@]}"
+  exec "$ordo" demo --postgres "$DEMO_POSTGRES_URL" "${keep_arg[@]}" "${args[@]}"
 fi
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$bin/initdb" ] || { echo "PostgreSQL server binaries not found; run scripts/setup.sh demo, or set DEMO_POSTGRES_URL" >&2; exit 1; }
@@ -46,8 +51,12 @@ as_pg "$bin/pg_ctl" -D "$dir/data" -o "-p $port -k $dir -c listen_addresses=127.
 as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U ordo ordo
 url="postgres://ordo@127.0.0.1:$port/ordo"
 throwaway=(--throwaway)
-[ "$keep" = 1 ] && throwaway=()
-"$ordo" demo --postgres "$url" "${throwaway[@]}" "${args[@]}"
+if [ "$keep" = 1 ]; then
+  throwaway=()
+  echo "PostgreSQL for the demo (kept after it): psql $url"
+  echo "stop it and remove its data with: $stop"
+fi
+"$ordo" demo --postgres "$url" "${throwaway[@]}" "${keep_arg[@]}" "${args[@]}"
 if command -v psql >/dev/null; then
   psql "$url" -c 'SELECT stream, count(*) AS events, min(version), max(version) FROM demo_events GROUP BY stream ORDER BY stream LIMIT 5'
   psql "$url" -c "SELECT stream, version, payload->>'buyer' AS buyer, payload->>'amount' AS amount, payload->>'placed_at' AS placed_at, payload->>'note' AS note FROM demo_events WHERE stream = 'acct-0000' ORDER BY version LIMIT 5"

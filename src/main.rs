@@ -79,6 +79,12 @@ enum Command {
         /// The database is removed when the demo ends: print no hint to look at it.
         #[arg(long)]
         throwaway: bool,
+        /// Keep the in-process Kafka cluster and Schema Registry running
+        /// after the demo (until Ctrl-C), with two empty topics and a
+        /// configuration for each (JSON and Avro) to try `ordo produce` and
+        /// `ordo run` with; prints their addresses and files.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -331,9 +337,10 @@ fn main() -> ExitCode {
         events,
         keys,
         throwaway,
+        keep,
     } = &cli.command
     {
-        return demo(postgres, *events, *keys, *throwaway);
+        return demo(postgres, *events, *keys, *throwaway, *keep);
     }
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
@@ -848,11 +855,11 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn demo(postgres: &str, events: usize, keys: usize, throwaway: bool) -> ExitCode {
+fn demo(postgres: &str, events: usize, keys: usize, throwaway: bool, keep: bool) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(ordo::demo::run(postgres, events, keys)) {
+    match runtime.block_on(ordo::demo::run(postgres, events, keys, keep)) {
         Ok(r) => {
             println!(
                 "produced {} records ({} delivered late, {} duplicates) of {} distinct events",
@@ -881,6 +888,12 @@ fn demo(postgres: &str, events: usize, keys: usize, throwaway: bool) -> ExitCode
                 println!(
                     "          psql {postgres} -c 'SELECT * FROM orders LIMIT 10' -c 'SELECT * FROM customer_totals ORDER BY amount DESC LIMIT 10'"
                 );
+            }
+            if let Some(kept) = r.kept {
+                print!("{}", kept.describe());
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                runtime.block_on(kept.wait());
             }
             ExitCode::SUCCESS
         }

@@ -256,7 +256,7 @@ pub async fn run(
         })?;
     tracing::info!(
         group = settings.group_id(),
-        topics = ?settings.source.topics,
+        topics = crate::telemetry::json::List::strings(&settings.source.topics).field(),
         sink = %pipeline.sink.describe(),
         owner = %pipeline.owner,
         "consuming"

@@ -106,7 +106,10 @@ impl ConsumerContext for OrdoContext {
                 }
             }
             other => {
-                tracing::error!(error = ?other, "rebalance error");
+                tracing::error!(
+                    error = %rdkafka::types::RDKafkaErrorCode::from(other),
+                    "rebalance error"
+                );
                 if !cooperative {
                     let _ = base.unassign();
                 }
@@ -117,18 +120,19 @@ impl ConsumerContext for OrdoContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         if let Err(e) = result {
             // Kafka commits are a copy for lag tools; the sink holds the real offsets.
-            tracing::debug!(error = %e, offsets = %list(offsets), "advisory offset commit failed");
+            tracing::debug!(error = %e, offsets = list(offsets).field(), "advisory offset commit failed");
         }
     }
 }
 
 /// `topic/partition` pairs, for logs.
-fn list(tpl: &TopicPartitionList) -> String {
-    tpl.elements()
-        .iter()
-        .map(|e| format!("{}/{}", e.topic(), e.partition()))
-        .collect::<Vec<_>>()
-        .join(",")
+/// `topic/partition` of each element, as a log field's list.
+fn list(tpl: &TopicPartitionList) -> crate::telemetry::json::List {
+    crate::telemetry::json::List::strings(
+        tpl.elements()
+            .iter()
+            .map(|e| format!("{}/{}", e.topic(), e.partition())),
+    )
 }
 
 /// Commits the sink's offsets to Kafka so lag tools see them.
@@ -299,7 +303,10 @@ impl OrdoContext {
             .map(|e| (e.topic().into(), e.partition()))
             .collect();
         metrics().rebalances.with_label_values(&["revoke"]).inc();
-        tracing::info!(partitions = %list(tpl), "partitions revoked: draining");
+        tracing::info!(
+            partitions = list(tpl).field(),
+            "partitions revoked: draining"
+        );
         let (drained, released) = self
             .block_on(self.ask(|reply| Request::Revoke {
                 partitions: Some(partitions),

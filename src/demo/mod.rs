@@ -9,6 +9,7 @@
 //! what landed.
 
 pub mod data;
+pub mod keep;
 pub mod mock;
 pub mod order_events;
 pub mod orders;
@@ -52,10 +53,20 @@ pub struct Report {
     pub writers: [usize; 3],
     /// The routes example's read models: a few rows of each, as text.
     pub read_models: Vec<(String, Vec<String>)>,
+    /// With `keep`: the Kafka cluster and Schema Registry, still running.
+    pub kept: Option<keep::Kept>,
 }
 
-/// Runs the demo with `events` events over `keys` keys into `postgres_url`.
-pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Report, DemoError> {
+/// Runs the demo with `events` events over `keys` keys into `postgres_url`;
+/// with `keep`, the Kafka cluster and the Schema Registry are handed back
+/// running, with try-out topics and configurations for them
+/// ([`keep::Kept`]).
+pub async fn run(
+    postgres_url: &str,
+    events: usize,
+    keys: usize,
+    keep: bool,
+) -> Result<Report, DemoError> {
     let cluster = mock::MockCluster::start(3).map_err(DemoError::Setup)?;
     cluster
         .create_topic(TOPIC, PARTITIONS)
@@ -101,12 +112,22 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
             .map_err(|e| DemoError::Setup(e.to_string()))?
             .map_err(DemoError::Setup)?
     };
-    tracing::info!(produced, topic = TOPIC, high_watermarks = ?hw, "sample events produced");
+    tracing::info!(
+        produced,
+        topic = TOPIC,
+        high_watermarks = crate::telemetry::json::List::numbers(hw.iter().copied()).field(),
+        "sample events produced"
+    );
 
     run_until_drained(&settings, TOPIC, &hw).await?;
     let read_models = routes_example(&cluster, postgres_url, events, keys).await?;
-    drop(cluster);
-    drop(registry_server);
+    let kept = if keep {
+        Some(keep::Kept::new(cluster, registry_server, postgres_url)?)
+    } else {
+        drop(cluster);
+        drop(registry_server);
+        None
+    };
     Ok(Report {
         produced,
         late: ds.inversions,
@@ -121,6 +142,7 @@ pub async fn run(postgres_url: &str, events: usize, keys: usize) -> Result<Repor
             .unwrap_or_default(),
         writers,
         read_models,
+        kept,
     })
 }
 
@@ -213,7 +235,11 @@ async fn routes_example(
         .map_err(|e| DemoError::Setup(e.to_string()))?
         .map_err(DemoError::Setup)?
     };
-    tracing::info!(topic, high_watermarks = ?hw, "order events of four types produced");
+    tracing::info!(
+        topic,
+        high_watermarks = crate::telemetry::json::List::numbers(hw.iter().copied()).field(),
+        "order events of four types produced"
+    );
     run_until_drained(&settings, topic, &hw).await?;
     let mut out = Vec::new();
     for (name, query) in [

@@ -24,10 +24,8 @@ where
         // key and correlation/causation ids.
         LogFormat::Json => Box::new(
             builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(super::json::JsonLines)
                 .finish(),
         ),
         LogFormat::Text => Box::new(builder.finish()),

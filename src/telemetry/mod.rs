@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod http;
+pub mod json;
 pub mod logging;
 pub mod measure;
 pub mod metrics;
