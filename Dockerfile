@@ -13,6 +13,7 @@ COPY registry ./registry
 COPY benches ./benches
 COPY config ./config
 COPY schemas ./schemas
+COPY examples ./examples
 RUN cargo build --release --locked --bin ordo
 
 FROM debian:bookworm-slim

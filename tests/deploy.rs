@@ -94,6 +94,63 @@ fn mounted_files_exist_and_the_image_builds_from_this_tree() {
             assert!(Path::new(src).exists(), "Dockerfile copies missing {src}");
         }
     }
+    // The image's build sees every file the sources compile in.
+    let copied: Vec<String> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            parts[1..parts.len() - 1]
+                .iter()
+                .map(|p| p.trim_start_matches("./").trim_end_matches('/').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (file, included) in included_files(Path::new("src")) {
+        assert!(
+            copied
+                .iter()
+                .any(|c| included == *c || included.starts_with(&format!("{c}/"))),
+            "{file} compiles in {included}, which the Dockerfile does not copy"
+        );
+    }
+}
+
+/// Each `include_str!`/`include_bytes!` under `dir`: (the including file,
+/// the included path relative to the repository).
+fn included_files(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(included_files(&path));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for macro_name in ["include_str!(\"", "include_bytes!(\""] {
+            for (at, _) in text.match_indices(macro_name) {
+                let rest = &text[at + macro_name.len()..];
+                let Some(end) = rest.find('"') else { continue };
+                let target = path.parent().unwrap().join(&rest[..end]);
+                // Normalise `a/b/../../c` to a path from the repository root.
+                let mut parts: Vec<String> = Vec::new();
+                for c in target.components() {
+                    match c {
+                        std::path::Component::ParentDir => {
+                            parts.pop();
+                        }
+                        std::path::Component::CurDir => {}
+                        other => parts.push(other.as_os_str().to_string_lossy().into_owned()),
+                    }
+                }
+                out.push((path.display().to_string(), parts.join("/")));
+            }
+        }
+    }
+    out
 }
 
 /// Ordo's settings as a replica of the stack loads them: the mounts under the
