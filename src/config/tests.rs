@@ -487,3 +487,121 @@ fn route_errors_name_the_route_and_the_key() {
         assert!(e.contains(expected), "expected {expected:?} in: {e}");
     }
 }
+
+/// The key table of docs/configuration.md.
+const REFERENCE: &str = include_str!("../../docs/configuration.md");
+
+/// The keys the reference's table documents, as dotted paths: each
+/// backticked key of a row's first cell (`.password` after
+/// `schema_registry.username` is `schema_registry.password`;
+/// `[[sink.postgres.routes]]` is `sink.postgres.routes`).
+fn documented_keys() -> Vec<String> {
+    let mut keys = Vec::new();
+    let rows = REFERENCE
+        .lines()
+        .skip_while(|l| !l.starts_with("| key |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    for row in rows {
+        let first = row
+            .trim_start_matches('|')
+            .split(" | ")
+            .next()
+            .unwrap_or_default();
+        let mut parent = String::new();
+        for item in first.split('`').skip(1).step_by(2) {
+            let item = item.trim_start_matches("[[").trim_end_matches("]]");
+            let key = match item.strip_prefix('.') {
+                Some(rest) => format!("{parent}.{rest}"),
+                None => item.to_string(),
+            };
+            parent = key
+                .rsplit_once('.')
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default();
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_key_the_reference_documents_is_one_ordo_knows() {
+    let keys = documented_keys();
+    assert!(keys.len() > 60, "{keys:?}");
+    for key in keys.iter().filter(|k| !k.ends_with(".*")) {
+        let var = format!("ORDO_{}", key.to_uppercase().replace('.', "__"));
+        // A value of the wrong type is refused for its type; a key Ordo does
+        // not know is refused as unknown.
+        if let Err(e) = load(GOOD, &[(&var, "x")]) {
+            let e = e.to_string();
+            assert!(
+                !e.contains("unknown field"),
+                "{key} is documented but unknown: {e}"
+            );
+        }
+    }
+}
+
+/// Dotted paths of every value in `value`, stopping at arrays and at the
+/// pass-through sections.
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) if prefix != "kafka" && prefix != "dead_letter.producer" => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, v, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn every_key_of_the_shipped_configurations_is_documented() {
+    let documented = documented_keys();
+    let covered = |key: &str| {
+        documented.iter().any(|d| {
+            let d = d.trim_end_matches(".*");
+            key == d || key.starts_with(&format!("{d}."))
+        })
+    };
+    for (file, text) in [
+        (
+            "config/ordo.example.toml",
+            include_str!("../../config/ordo.example.toml"),
+        ),
+        ("config/demo.toml", include_str!("../../config/demo.toml")),
+        (
+            "examples/orders/ordo.toml",
+            include_str!("../../examples/orders/ordo.toml"),
+        ),
+        (
+            "deploy/ordo/ordo.toml",
+            include_str!("../../deploy/ordo/ordo.toml"),
+        ),
+        (
+            "deploy/kubernetes/base/ordo.toml",
+            include_str!("../../deploy/kubernetes/base/ordo.toml"),
+        ),
+    ] {
+        let value: serde_json::Value = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mut keys = Vec::new();
+        flatten("", &value, &mut keys);
+        assert!(keys.len() > 5, "{file}: {keys:?}");
+        for key in keys {
+            assert!(
+                covered(&key),
+                "{file}: `{key}` is not in docs/configuration.md"
+            );
+        }
+    }
+}

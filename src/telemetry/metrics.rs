@@ -463,6 +463,39 @@ mod tests {
         m.forget_partition("x", 9);
     }
 
+    /// The metrics table of docs/metrics.md names exactly the metrics this
+    /// file defines (each name is a string literal before the tests).
+    #[test]
+    fn the_metrics_reference_lists_every_metric_and_no_other() {
+        let source = include_str!("metrics.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+        let mut defined: Vec<&str> = code
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| {
+                s.starts_with("ordo_") && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .collect();
+        defined.sort_unstable();
+        defined.dedup();
+        let reference = include_str!("../../docs/metrics.md");
+        let mut documented: Vec<&str> = reference
+            .lines()
+            .filter(|l| l.starts_with("| `ordo_"))
+            .flat_map(|l| {
+                let first = l.split(" | ").next().unwrap_or_default();
+                first.split('`').skip(1).step_by(2).collect::<Vec<_>>()
+            })
+            .collect();
+        documented.sort_unstable();
+        assert!(defined.len() > 20, "{defined:?}");
+        assert_eq!(
+            documented, defined,
+            "docs/metrics.md's table against the metrics defined"
+        );
+    }
+
     #[test]
     fn metrics_register_and_render() {
         let m = super::metrics();
