@@ -188,6 +188,8 @@ pub async fn run(
         decoder = decoder.with_masker(m.clone(), &settings.mask);
     }
     let pipeline = Arc::new(Shared {
+        turns: crate::consume::turns::Turns::new(limits.prefetch_bytes),
+        hand: crate::consume::turns::Turns::new(limits.in_hand_bytes),
         decoder,
         masker,
         dead_letters: if settings.dead_letter.enabled {
@@ -224,6 +226,8 @@ pub async fn run(
     });
     let context = OrdoContext::new(pipeline.clone(), tokio::runtime::Handle::current());
     let mut config = client_config(settings);
+    const FETCH_QUEUE_BACKOFF_MS: u64 = 20;
+    const FETCH_WAIT_MAX_MS: u64 = 100;
     for (key, value) in [
         (
             "queued.max.messages.kbytes",
@@ -235,6 +239,13 @@ pub async fn run(
         ),
         ("max.partition.fetch.bytes", limits.partition_fetch_bytes),
         ("fetch.max.bytes", limits.fetch_max_bytes),
+        // A partition whose queue passed the thresholds is fetched again this
+        // soon after it drained (librdkafka's 1 s idles small queues).
+        ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
+        // A partition resumed for its turn joins the broker's next fetch
+        // request: it waits for the one in flight, which the broker holds
+        // this long when it has nothing new.
+        ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS),
     ] {
         // A value set in [kafka] wins over the budget's.
         if !settings.kafka.contains_key(key) {

@@ -43,6 +43,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// Bytes of its key, payload and headers.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.payload.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>()
+    }
+
     /// The value of the first header with this name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers

@@ -146,6 +146,43 @@ async fn killed_and_restarted_three_times_the_table_is_exact() {
         .await;
 }
 
+/// A memory budget with room for one partition's fetch at a time: the
+/// partitions take turns (each paused while it waits), also across a
+/// rebalance when a second replica joins, and every event lands once, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_room_for_one_fetch_at_a_time_partitions_take_turns_and_land_exactly() {
+    let mut w = world("event_store").await;
+    w.setup.tail = "[memory]\nbudget_mb = 1\n".into();
+    let ds = dataset();
+    // librdkafka's producer defaults: batches of up to 10,000 records.
+    w.kafka.produce(&w.setup.topic, &ds.records);
+    let hw = w.kafka.high_watermarks(&w.setup.topic, PARTITIONS);
+    let config = w.setup.write(w.dir.path(), "ordo.toml");
+    let mut a = Ordo::start(&config, w.dir.path().join("a.log"));
+    let client = w.db.client().await;
+    let deadline = Deadline::new("a third of the events", Duration::from_secs(120));
+    while rows(&w).await < ds.records.len() as i64 / 3 {
+        assert!(a.running(), "{}", a.log_text());
+        deadline.tick().await;
+    }
+    let mut b = Ordo::start(&config, w.dir.path().join("b.log"));
+    let deadline = Deadline::new(format!("stored offsets to reach {hw:?}"), DRAIN_TIMEOUT);
+    loop {
+        assert!(a.running() && b.running(), "{}\n{}", a.log_text(), b.log_text());
+        if data::stored_offsets(&client, &w.setup.group, &w.setup.topic).await == hw {
+            break;
+        }
+        deadline.tick().await;
+    }
+    for o in [&mut a, &mut b] {
+        let status = o.terminate(Duration::from_secs(30));
+        assert!(status.success(), "{status:?}\n{}", o.log_text());
+    }
+    data::assert_event_store_exact(&client, "events", &ds, &w.setup.group, &w.setup.topic, &hw)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_split_partitions_and_one_takes_over() {
     let w = world("event_store").await;

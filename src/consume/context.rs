@@ -33,12 +33,17 @@ use crate::telemetry::metrics::metrics;
 /// (abandoning loses nothing: the next owner resumes from the sink's offset).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Partitions assigned without their lease: paused once assigned, then
-/// leased in the background.
+/// Partitions paused once assigned: those without their lease (`ids`,
+/// leased in the background) and those without a fetch turn yet (their
+/// workers resume them when they get one).
 #[derive(Default)]
 struct Deferred {
     partitions: TopicPartitionList,
     ids: Vec<PartitionId>,
+    /// The others: fetched at once. A pause is the application's until it
+    /// resumes, across assignments (librdkafka keeps it when a partition
+    /// is revoked paused), so they are resumed before they are assigned.
+    fetching: TopicPartitionList,
 }
 
 /// Ordo's consumer context: hands rebalances to the coordinator.
@@ -72,6 +77,15 @@ impl ConsumerContext for OrdoContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let deferred = self.on_assign(tpl);
+                // Paused before they are assigned too, so that not even their
+                // first fetch is materialised (the pause after the assignment
+                // stays: it also drops a fetch begun in between).
+                super::lease::pause(base, &deferred.partitions);
+                if deferred.fetching.count() > 0 {
+                    if let Err(e) = base.resume(&deferred.fetching) {
+                        tracing::warn!(error = %e, "cannot resume partitions being assigned");
+                    }
+                }
                 let result = if cooperative {
                     base.incremental_assign(tpl)
                 } else {
@@ -265,7 +279,16 @@ impl OrdoContext {
             };
             super::lease::announce(&lease, position);
             metrics().assigned_partitions.inc();
-            start.push((lease, queue));
+            let turn = self
+                .pipeline
+                .turns
+                .try_take(super::turns::Estimate::default().bytes());
+            let list = match turn {
+                Some(_) => &mut deferred.fetching,
+                None => &mut deferred.partitions,
+            };
+            list.add_partition(&lease.topic, lease.partition);
+            start.push((lease, queue, turn));
         }
         let mut later = Vec::with_capacity(leased.later.len());
         for (topic, partition) in leased.later {

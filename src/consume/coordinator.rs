@@ -8,7 +8,8 @@
 //! itself: invariant 1); a partition whose lease the sink cannot give now is
 //! assigned paused and held here as *leasing*: its lease is taken in the
 //! background, without holding the group's rebalance up, then the partition
-//! is moved to the lease's offset, resumed, and its worker started. A revoke
+//! is moved to the lease's offset and its worker started (which resumes it
+//! once it holds a fetch turn, [`super::turns`]). A revoke
 //! drains the partitions' workers (bounded) and answers with their stored
 //! offsets; a partition still leasing just lets go.
 
@@ -17,8 +18,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
-use rdkafka::consumer::Consumer;
-use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot};
 
 use super::worker::{Control, Worker};
@@ -49,7 +48,7 @@ pub(super) enum Request {
     /// Start the workers of partitions being assigned, on their queues:
     /// `leased` at once, `later` once assigned (see [`Request::Assigned`]).
     Start {
-        leased: Vec<(Lease, Queue)>,
+        leased: Vec<(Lease, Queue, Option<super::turns::Turn>)>,
         later: Vec<(PartitionId, Queue)>,
     },
     /// These partitions are assigned and paused: their leases may be taken.
@@ -133,8 +132,8 @@ impl Coordinator {
                     let _ = reply.send(self.lease(partitions).await);
                 }
                 Request::Start { leased, later } => {
-                    for (lease, queue) in leased {
-                        self.run_worker(lease, queue);
+                    for (lease, queue, turn) in leased {
+                        self.run_worker(lease, queue, turn);
                     }
                     for (id, queue) in later {
                         self.attempts += 1;
@@ -196,13 +195,15 @@ impl Coordinator {
     }
 
     /// Starts a leased partition's worker on its queue.
-    fn run_worker(&mut self, lease: Lease, queue: Queue) {
+    /// Starts a partition's worker; with a `turn` the partition is being
+    /// fetched, without one it is paused until the worker gets one.
+    fn run_worker(&mut self, lease: Lease, queue: Queue, turn: Option<super::turns::Turn>) {
         let Some(consumer) = self.consumer.upgrade() else {
             return;
         };
         let id: PartitionId = (lease.topic.as_str().into(), lease.partition);
         let (control, rx) = mpsc::channel(1);
-        let worker = Worker::new(self.shared.clone(), consumer, lease);
+        let worker = Worker::new(self.shared.clone(), consumer, lease, turn);
         let task = tokio::spawn(worker.run(queue, rx));
         self.held.insert(id, Held::Running { control, task });
     }
@@ -257,10 +258,9 @@ impl Coordinator {
             Ok(lease) => {
                 let (_, position) = super::lease::start_offset(&lease, self.shared.start_from);
                 super::lease::announce(&lease, position);
-                self.run_worker(lease, queue);
-                if let Some(consumer) = self.consumer.upgrade() {
-                    resume(&consumer, topic, *partition);
-                }
+                // Paused since it was assigned: the worker resumes it once
+                // it has a fetch turn.
+                self.run_worker(lease, queue, None);
             }
             Err(LeaseFailure::Fatal(e)) => {
                 self.shared.fatal.set(e);
@@ -363,12 +363,4 @@ async fn drain(workers: Vec<Running>, within: Duration) -> Vec<(PartitionId, i64
         .into_iter()
         .flatten()
         .collect()
-}
-
-fn resume(consumer: &OrdoConsumer, topic: &str, partition: i32) {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
-    if let Err(e) = consumer.resume(&tpl) {
-        tracing::warn!(topic = %topic, partition, error = %e, "cannot resume partition");
-    }
 }

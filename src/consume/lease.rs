@@ -106,12 +106,12 @@ pub(super) async fn seek(
     }
 }
 
-/// Pauses the given partitions (assigned, lease not yet taken).
+/// Pauses the given partitions (assigned, lease or fetch turn not yet taken).
 pub(super) fn pause<C: Consumer<OrdoContext>>(consumer: &C, partitions: &TopicPartitionList) {
     if partitions.count() == 0 {
         return;
     }
     if let Err(e) = consumer.pause(partitions) {
-        tracing::warn!(error = %e, "cannot pause partitions waiting for their lease");
+        tracing::warn!(error = %e, "cannot pause partitions waiting for their lease or a fetch turn");
     }
 }

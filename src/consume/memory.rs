@@ -64,6 +64,12 @@ pub struct Limits {
     /// Payload bytes held out of order per partition (`ordering.max_buffered_bytes`
     /// if that is lower).
     pub buffered_bytes_per_partition: u64,
+    /// What librdkafka's queues may hold across all partitions: the share
+    /// handed out as fetch turns ([`super::turns`]).
+    pub prefetch_bytes: u64,
+    /// What records on their way to the sink may occupy across all
+    /// partitions ([`super::turns::InHand`]).
+    pub in_hand_bytes: u64,
 }
 
 impl MemoryConfig {
@@ -81,6 +87,8 @@ impl MemoryConfig {
             partition_fetch_bytes: (per_partition_kb * 1024).min(LIBRDKAFKA_PARTITION_FETCH),
             fetch_max_bytes: prefetch.clamp(1 << 20, LIBRDKAFKA_FETCH_MAX),
             buffered_bytes_per_partition: (buffers / partitions).max(64 * 1024),
+            prefetch_bytes: prefetch,
+            in_hand_bytes: budget - prefetch - buffers,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! takes each partition's lease (the callback sets the resume offset in the
 //! assignment itself) and starts a [`worker`] on the partition's own queue
 //! (leasing in the background, [`lease`], when the sink cannot give the lease
-//! at once); on revoke the workers finish their in-flight batch and commit
+//! at once), fetched only while it holds one of the memory budget's
+//! [`turns`]; on revoke the workers finish their in-flight batch and commit
 //! before the revoke returns. A worker is the I/O shell of its partition's
 //! machine ([`partition`]: ordering, batches, progress, with no I/O). The
 //! consumer is assembled from the settings, and run, by the assembly
@@ -20,6 +21,7 @@ pub mod memory;
 pub mod partition;
 mod progress;
 pub mod source;
+pub mod turns;
 mod worker;
 
 use std::sync::Arc;
@@ -95,4 +97,8 @@ pub struct Shared {
     pub correlation_header: String,
     pub causation_header: String,
     pub fatal: crate::process::Fatal,
+    /// Which partitions librdkafka may fetch at once ([`turns`]).
+    pub turns: turns::Turns,
+    /// Which partitions may take records from their queues ([`turns::InHand`]).
+    pub hand: turns::Turns,
 }

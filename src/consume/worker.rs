@@ -41,6 +41,8 @@ const DRAIN_WRITE_BUDGET: Duration = Duration::from_secs(25);
 /// offset (a fenced write makes it look at once).
 pub const MOVE_CHECK: Duration = Duration::from_secs(3);
 
+type Asking = Pin<Box<dyn Future<Output = super::turns::Turn> + Send>>;
+
 type MoveCheck = Pin<
     Box<
         dyn Future<Output = Result<Option<crate::sink::postgres::offsets::TakenMove>, SinkError>>
@@ -91,10 +93,23 @@ pub struct Worker {
     machine: Partition,
     cfg: Arc<Config>,
     report: Reporter,
+    /// Whether librdkafka fetches the partition: its flow and its turn.
+    fetch: super::turns::Fetch,
+    /// Its share of what records on their way to the sink may occupy:
+    /// held from a pull until everything taken is written.
+    hand: Option<super::turns::Turn>,
+    in_hand: super::turns::InHand,
 }
 
 impl Worker {
-    pub fn new(shared: Arc<Shared>, consumer: Arc<OrdoConsumer>, lease: Lease) -> Self {
+    /// The worker of a leased partition, fetched if `turn` is given (see
+    /// [`super::turns`]), else paused until it gets one.
+    pub fn new(
+        shared: Arc<Shared>,
+        consumer: Arc<OrdoConsumer>,
+        lease: Lease,
+        turn: Option<super::turns::Turn>,
+    ) -> Self {
         let cfg = Config {
             buffer: shared.buffer.clone(),
             policy: shared.policy,
@@ -107,6 +122,7 @@ impl Worker {
         };
         let topic: Arc<str> = lease.topic.as_str().into();
         let cfg = Arc::new(cfg);
+        let in_hand = super::turns::InHand::new(shared.batch_max_events);
         Self {
             machine: Partition::new(cfg.clone(), &lease, Instant::now()),
             cfg,
@@ -121,6 +137,9 @@ impl Worker {
             lease: Arc::new(lease),
             shared,
             consumer,
+            fetch: super::turns::Fetch::new(turn, Instant::now()),
+            hand: None,
+            in_hand,
         }
     }
 
@@ -139,6 +158,12 @@ impl Worker {
         let mut drain: Option<(Option<oneshot::Sender<Option<i64>>>, tokio::time::Instant)> = None;
         let mut move_check: Option<MoveCheck> = None;
         let mut next_move_check = tokio::time::Instant::now() + MOVE_CHECK;
+        let mut asking: Option<Asking> = None;
+        let mut asking_hand: Option<Asking> = None;
+        // The first record of a pull, taken before the pull had its share of
+        // what records in hand may occupy: the rest waits for the share.
+        let mut first: Option<Arc<Record>> = None;
+        let mut next_turn_tick = tokio::time::Instant::now() + super::turns::IDLE_TURN;
         loop {
             while let Some(effect) = self.machine.poll_effect() {
                 match effect {
@@ -150,8 +175,14 @@ impl Worker {
                         in_flight = Some(self.write(batch, deadline));
                     }
                     Effect::DeadLetter(letter) => in_flight = Some(self.send(letter)),
-                    Effect::Pause => self.pause(),
-                    Effect::Resume => self.resume(),
+                    Effect::Pause => {
+                        let act = self.fetch.flow(false);
+                        self.act(act);
+                    }
+                    Effect::Resume => {
+                        let act = self.fetch.flow(true);
+                        self.act(act);
+                    }
                     Effect::StoreAdvisory(next) => self.store_advisory(next),
                     Effect::Note(note) => {
                         if matches!(note, super::partition::Note::HandedOver { .. }) {
@@ -174,11 +205,52 @@ impl Worker {
                     self.machine.held_bytes(),
                 );
             }
+            // Records taken are written: their share goes back. A partition
+            // that would read asks for a share first (in order, as turns).
+            if self.hand.is_some() && first.is_none() && self.machine.settled() {
+                self.hand = None;
+            }
+            if first.is_some() && self.hand.is_none() && asking_hand.is_none() {
+                let (hand, bytes) = (self.shared.hand.clone(), self.in_hand.bytes());
+                match (!hand.contended()).then(|| hand.try_take(bytes)).flatten() {
+                    Some(share) => self.hand = Some(share),
+                    None => asking_hand = Some(Box::pin(async move { hand.take(bytes).await })),
+                }
+            }
+            if self.hand.is_some() && self.machine.reading() {
+                if let Some(record) = first.take() {
+                    self.pull(record, &queue);
+                    continue;
+                }
+            }
+            // A partition whose flow allows fetching asks for a turn (once;
+            // the question keeps its place while the loop turns).
+            match self.fetch.wants_turn() {
+                Some(bytes) if asking.is_none() && drain.is_none() => {
+                    // Turns are handed out in order: no taking past a waiter.
+                    let now = (!self.shared.turns.contended())
+                        .then(|| self.shared.turns.try_take(bytes))
+                        .flatten();
+                    match now {
+                        Some(turn) => {
+                            let act = self.fetch.granted(turn, Instant::now());
+                            self.act(act);
+                        }
+                        None => {
+                            let turns = self.shared.turns.clone();
+                            asking = Some(Box::pin(async move { turns.take(bytes).await }));
+                        }
+                    }
+                }
+                None => asking = None,
+                _ => {}
+            }
             let timeout = tokio::time::Instant::from_std(self.machine.poll_timeout());
             let abandon_at = drain.as_ref().map(|d| d.1);
             tokio::select! {
                 biased;
                 c = control.recv(), if drain.is_none() => {
+                    asking = None;
                     let ack = c.map(|Control::Drain(ack)| ack);
                     let deadline = Instant::now() + DRAIN_WRITE_BUDGET;
                     drain = Some((ack, tokio::time::Instant::from_std(deadline)));
@@ -210,6 +282,23 @@ impl Worker {
                         (self.shared.sink.clone(), self.shared.owner.clone(), self.lease.clone());
                     move_check = Some(Box::pin(async move { sink.take_moved(&lease, &owner).await }));
                 }
+                Some(share) = futures::future::OptionFuture::from(asking_hand.as_mut()),
+                    if asking_hand.is_some() => {
+                    asking_hand = None;
+                    self.hand = Some(share);
+                }
+                Some(turn) = futures::future::OptionFuture::from(asking.as_mut()),
+                    if asking.is_some() => {
+                    asking = None;
+                    let act = self.fetch.granted(turn, Instant::now());
+                    self.act(act);
+                    next_turn_tick = tokio::time::Instant::now() + super::turns::IDLE_TURN;
+                }
+                _ = tokio::time::sleep_until(next_turn_tick), if self.fetch.holds_turn() => {
+                    next_turn_tick = tokio::time::Instant::now() + super::turns::IDLE_TURN;
+                    let act = self.fetch.tick(self.shared.turns.contended(), Instant::now());
+                    self.act(act);
+                }
                 Some(checked) = futures::future::OptionFuture::from(move_check.as_mut()),
                     if move_check.is_some() => {
                     move_check = None;
@@ -219,9 +308,11 @@ impl Worker {
                             if drain.is_some() {
                                 continue;
                             }
-                            // What was in flight was fenced by the move's epoch.
+                            // What was in flight was fenced by the move's epoch;
+                            // a record taken before the move is read again.
                             in_flight = None;
                             published = None;
+                            first = None;
                             if !self.take_up(taken).await {
                                 return;
                             }
@@ -236,28 +327,51 @@ impl Worker {
                     self.machine.timeout(now);
                     self.report.held_age(self.machine.oldest_held_since(), now);
                 }
-                msg = queue.recv(), if self.machine.reading() => {
-                    let mut records = Vec::new();
+                msg = queue.recv(), if self.machine.reading() && first.is_none() => {
                     match msg {
-                        Ok(m) => records.push(self.record_of(&m)),
+                        Ok(m) => {
+                            let record = self.record_of(&m);
+                            if self.hand.is_some() {
+                                self.pull(record, &queue);
+                            } else {
+                                first = Some(record);
+                            }
+                        }
                         Err(e) => {
                             let permanent = e
                                 .rdkafka_error_code()
                                 .is_some_and(crate::kafka::fetch_error_is_permanent);
                             self.machine.fetch_error(Instant::now(), permanent, e.to_string());
-                            continue;
                         }
                     }
-                    while records.len() < self.shared.batch_max_events {
-                        match queue.recv().now_or_never() {
-                            Some(Ok(m)) => records.push(self.record_of(&m)),
-                            _ => break,
-                        }
-                    }
-                    self.machine.fetched(Instant::now(), records);
                 }
             }
         }
+    }
+
+    /// Takes what the queue holds after `first`, up to a batch, and hands
+    /// it to the machine.
+    fn pull(&mut self, first: Arc<Record>, queue: &StreamPartitionQueue<OrdoContext>) {
+        let mut records = vec![first];
+        let mut emptied = false;
+        while records.len() < self.shared.batch_max_events {
+            match queue.recv().now_or_never() {
+                Some(Ok(m)) => records.push(self.record_of(&m)),
+                Some(Err(_)) => break,
+                None => {
+                    emptied = true;
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        for r in &records {
+            self.fetch.took(r.size(), now);
+        }
+        self.in_hand.pulled(records.iter().map(|r| r.size()));
+        let act = self.fetch.taken(emptied, self.shared.turns.contended(), now);
+        self.act(act);
+        self.machine.fetched(now, records);
     }
 
     fn record_of(&self, m: &BorrowedMessage<'_>) -> Arc<Record> {
@@ -477,7 +591,9 @@ impl Worker {
         super::lease::announce(&self.lease, position);
         let state = *self.shared.breaker.subscribe().borrow();
         self.machine.breaker(Instant::now(), state);
-        self.resume();
+        self.fetch.paused_for_move();
+        let act = self.fetch.apply();
+        self.act(act);
         true
     }
 
@@ -501,6 +617,15 @@ impl Worker {
         if let Err(e) = stored {
             tracing::debug!(topic = %self.topic, partition = self.lease.partition, error = %e,
                 "cannot store advisory offset");
+        }
+    }
+
+    /// Tells librdkafka what [`super::turns::Fetch`] decided.
+    fn act(&self, action: super::flow::Action) {
+        match action {
+            super::flow::Action::Pause => self.pause(),
+            super::flow::Action::Resume => self.resume(),
+            super::flow::Action::Nothing => {}
         }
     }
 

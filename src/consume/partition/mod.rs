@@ -507,6 +507,19 @@ impl Partition {
         &self.typed
     }
 
+    /// Whether nothing taken from the queue is on its way to the sink:
+    /// every record is decoded, written, dead-lettered or held behind a gap
+    /// (the buffer has its own bound).
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty()
+            && self.ready.is_empty()
+            && self.batch.events.is_empty()
+            && self.parked.is_empty()
+            && self.letters.is_empty()
+            && self.op.is_none()
+            && self.flush.is_none()
+    }
+
     pub fn held_events(&self) -> usize {
         self.buffer.held_events()
     }
