@@ -188,8 +188,8 @@ pub async fn run(
         decoder = decoder.with_masker(m.clone(), &settings.mask);
     }
     let pipeline = Arc::new(Shared {
-        turns: crate::consume::turns::Turns::new(limits.prefetch_bytes),
-        hand: crate::consume::turns::Turns::new(limits.in_hand_bytes),
+        turns: crate::consume::turns::Turns::new(limits.prefetch_bytes, "fetch"),
+        hand: crate::consume::turns::Turns::new(limits.in_hand_bytes, "in_hand"),
         decoder,
         masker,
         dead_letters: if settings.dead_letter.enabled {

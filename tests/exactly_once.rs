@@ -169,7 +169,12 @@ async fn with_room_for_one_fetch_at_a_time_partitions_take_turns_and_land_exactl
     let mut b = Ordo::start(&config, w.dir.path().join("b.log"));
     let deadline = Deadline::new(format!("stored offsets to reach {hw:?}"), DRAIN_TIMEOUT);
     loop {
-        assert!(a.running() && b.running(), "{}\n{}", a.log_text(), b.log_text());
+        assert!(
+            a.running() && b.running(),
+            "{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
         if data::stored_offsets(&client, &w.setup.group, &w.setup.topic).await == hw {
             break;
         }

@@ -488,16 +488,21 @@ fn route_errors_name_the_route_and_the_key() {
     }
 }
 
-/// The key table of docs/configuration.md.
-const REFERENCE: &str = include_str!("../../docs/configuration.md");
+/// A file of the repository, read when the test runs (the image's build
+/// compiles the sources without them).
+fn repo_file(path: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
 
 /// The keys the reference's table documents, as dotted paths: each
 /// backticked key of a row's first cell (`.password` after
 /// `schema_registry.username` is `schema_registry.password`;
 /// `[[sink.postgres.routes]]` is `sink.postgres.routes`).
 fn documented_keys() -> Vec<String> {
+    let reference = repo_file("docs/configuration.md");
     let mut keys = Vec::new();
-    let rows = REFERENCE
+    let rows = reference
         .lines()
         .skip_while(|l| !l.starts_with("| key |"))
         .skip(2)
@@ -570,27 +575,16 @@ fn every_key_of_the_shipped_configurations_is_documented() {
             key == d || key.starts_with(&format!("{d}."))
         })
     };
-    for (file, text) in [
-        (
-            "config/ordo.example.toml",
-            include_str!("../../config/ordo.example.toml"),
-        ),
-        ("config/demo.toml", include_str!("../../config/demo.toml")),
-        (
-            "examples/orders/ordo.toml",
-            include_str!("../../examples/orders/ordo.toml"),
-        ),
-        (
-            "deploy/ordo/ordo.toml",
-            include_str!("../../deploy/ordo/ordo.toml"),
-        ),
-        (
-            "deploy/kubernetes/base/ordo.toml",
-            include_str!("../../deploy/kubernetes/base/ordo.toml"),
-        ),
+    for file in [
+        "config/ordo.example.toml",
+        "config/demo.toml",
+        "examples/orders/ordo.toml",
+        "deploy/ordo/ordo.toml",
+        "deploy/kubernetes/base/ordo.toml",
     ] {
+        let text = repo_file(file);
         let value: serde_json::Value = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .build()
             .and_then(|c| c.try_deserialize())
             .unwrap_or_else(|e| panic!("{file}: {e}"));

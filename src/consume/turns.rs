@@ -38,6 +38,8 @@ pub struct Turns {
     share: Arc<Semaphore>,
     capacity_kb: u32,
     waiting: Arc<AtomicUsize>,
+    /// The share's name in `ordo_memory_waiting_partitions`.
+    name: &'static str,
 }
 
 /// A partition's turn: while held, the partition may be fetched.
@@ -46,13 +48,15 @@ pub struct Turn {
 }
 
 impl Turns {
-    /// Turns out of a share of `bytes`.
-    pub fn new(bytes: u64) -> Turns {
+    /// Turns out of a share of `bytes`, counted as `name` in
+    /// `ordo_memory_waiting_partitions` while partitions wait.
+    pub fn new(bytes: u64, name: &'static str) -> Turns {
         let capacity_kb = (bytes / 1024).clamp(1, u64::from(u32::MAX >> 4)) as u32;
         Turns {
             share: Arc::new(Semaphore::new(capacity_kb as usize)),
             capacity_kb,
             waiting: Arc::new(AtomicUsize::new(0)),
+            name,
         }
     }
 
@@ -74,8 +78,7 @@ impl Turns {
                 return turn;
             }
         }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.waiting);
+        let _waiting = Waiting::new(&self.waiting, self.name);
         let permit = self.share.clone().acquire_many_owned(self.kb(bytes)).await;
         match permit {
             Ok(permit) => Turn { _permit: permit },
@@ -94,12 +97,29 @@ impl Turns {
     }
 }
 
-/// Counts a waiter for as long as it waits (also when its future is dropped).
-struct Waiting<'a>(&'a AtomicUsize);
+/// Counts a waiter for as long as it waits (also when its future is
+/// dropped), in the share and in its metric.
+struct Waiting<'a>(&'a AtomicUsize, &'static str);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize, name: &'static str) -> Waiting<'a> {
+        let now = count.fetch_add(1, Ordering::SeqCst) + 1;
+        Self::publish(name, now);
+        Waiting(count, name)
+    }
+
+    fn publish(name: &str, count: usize) {
+        crate::telemetry::metrics::metrics()
+            .memory_waiting
+            .with_label_values(&[name])
+            .set(count as i64);
+    }
+}
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let now = self.0.fetch_sub(1, Ordering::SeqCst) - 1;
+        Self::publish(self.1, now);
     }
 }
 
@@ -327,11 +347,14 @@ mod tests {
 
     #[test]
     fn a_partition_fetches_only_with_its_flow_and_a_turn() {
-        let turns = Turns::new(8 << 20);
+        let turns = Turns::new(8 << 20, "fetch");
         let t0 = Instant::now();
         let mut f = Fetch::new(None, t0);
         assert!(f.wants_turn().is_some());
-        assert_eq!(f.granted(turns.try_take(1 << 20).unwrap(), t0), Action::Resume);
+        assert_eq!(
+            f.granted(turns.try_take(1 << 20).unwrap(), t0),
+            Action::Resume
+        );
         assert_eq!(f.wants_turn(), None);
         // The breaker holds it: paused, and the turn goes back.
         assert_eq!(f.flow(false), Action::Pause);
@@ -339,27 +362,42 @@ mod tests {
         assert!(turns.try_take(8 << 20).is_some(), "the turn was given back");
         assert_eq!(f.flow(true), Action::Nothing, "no turn yet");
         assert!(f.wants_turn().is_some());
-        assert_eq!(f.granted(turns.try_take(1 << 20).unwrap(), t0), Action::Resume);
+        assert_eq!(
+            f.granted(turns.try_take(1 << 20).unwrap(), t0),
+            Action::Resume
+        );
         // Uncontended, the turn is kept however long.
         f.took(100, t0);
-        assert_eq!(f.taken(true, false, t0 + Duration::from_secs(5)), Action::Nothing);
+        assert_eq!(
+            f.taken(true, false, t0 + Duration::from_secs(5)),
+            Action::Nothing
+        );
         assert_eq!(f.tick(false, t0 + Duration::from_secs(9)), Action::Nothing);
         // Contended: kept while records come (an empty queue for a moment
         // included)...
         let t1 = t0 + Duration::from_secs(10);
-        assert_eq!(f.granted(turns.try_take(1 << 20).unwrap(), t1), Action::Nothing);
+        assert_eq!(
+            f.granted(turns.try_take(1 << 20).unwrap(), t1),
+            Action::Nothing
+        );
         assert_eq!(f.taken(true, true, t1 + IDLE_TURN / 2), Action::Nothing);
         assert_eq!(f.tick(true, t1 + IDLE_TURN), Action::Nothing);
         // ...given back after nothing came for the idle time...
         assert_eq!(f.tick(true, t1 + IDLE_TURN / 2 + IDLE_TURN), Action::Pause);
         assert!(f.wants_turn().is_some());
         // ...or after the longest turn, records or not.
-        assert_eq!(f.granted(turns.try_take(1 << 20).unwrap(), t0), Action::Resume);
+        assert_eq!(
+            f.granted(turns.try_take(1 << 20).unwrap(), t0),
+            Action::Resume
+        );
         assert_eq!(f.taken(false, true, t0 + LONGEST_TURN), Action::Pause);
         // An operator's move paused it: resumed once it has a turn again.
         f.paused_for_move();
         assert_eq!(f.apply(), Action::Nothing);
-        assert_eq!(f.granted(turns.try_take(1 << 20).unwrap(), t0), Action::Resume);
+        assert_eq!(
+            f.granted(turns.try_take(1 << 20).unwrap(), t0),
+            Action::Resume
+        );
         f.paused_for_move();
         assert_eq!(f.apply(), Action::Resume, "it kept its turn");
     }
@@ -381,7 +419,11 @@ mod tests {
         e.emptied(ms(1));
         e.tick(ms(2));
         e.tick(ms(1) + BURST_GAP);
-        assert_eq!(e.bytes(), 10_000 * 612, "the first estimate until the window is full");
+        assert_eq!(
+            e.bytes(),
+            10_000 * 612,
+            "the first estimate until the window is full"
+        );
         for round in 1..WINDOW as u64 {
             for _ in 0..200 {
                 e.took(88, ms(100 * round));
@@ -403,7 +445,11 @@ mod tests {
             e.emptied(ms(30_000 + 100 * round));
         }
         e.tick(ms(40_000));
-        assert_eq!(e.bytes(), 10_001 * 600, "and for the next bursts of the window");
+        assert_eq!(
+            e.bytes(),
+            10_001 * 600,
+            "and for the next bursts of the window"
+        );
         e.took(88, ms(40_001));
         e.emptied(ms(40_001));
         e.tick(ms(50_000));
@@ -422,7 +468,7 @@ mod tests {
 
     #[tokio::test]
     async fn turns_fit_the_share_and_wait_in_order() {
-        let turns = Turns::new(10 << 20);
+        let turns = Turns::new(10 << 20, "fetch");
         let a = turns.try_take(4 << 20).expect("fits");
         let b = turns.try_take(4 << 20).expect("fits");
         assert!(turns.try_take(4 << 20).is_none(), "would pass the share");

@@ -369,7 +369,9 @@ impl Worker {
             self.fetch.took(r.size(), now);
         }
         self.in_hand.pulled(records.iter().map(|r| r.size()));
-        let act = self.fetch.taken(emptied, self.shared.turns.contended(), now);
+        let act = self
+            .fetch
+            .taken(emptied, self.shared.turns.contended(), now);
         self.act(act);
         self.machine.fetched(now, records);
     }
