@@ -4,8 +4,9 @@
 #   scripts/setup.sh build   what building Ordo needs (a C toolchain, librdkafka's
 #                            TLS/SASL/OIDC libraries)
 #   scripts/setup.sh demo    build + PostgreSQL's server binaries (`make demo`)
-#   scripts/setup.sh test    demo + Prometheus and promtool, and the Python
-#                            packages of tests/producers in ./.venv (`make test`)
+#   scripts/setup.sh test    demo + Prometheus and promtool, the Python
+#                            packages of tests/producers in ./.venv, and the
+#                            tansu broker (cargo install) (`make test`)
 #
 # Debian packages are installed with apt-get when run as root; otherwise the
 # script stops with the exact command to run. Python packages go into the
@@ -92,6 +93,18 @@ if [ "$want" = test ]; then
     [ -x .venv/bin/python3 ] || python3 -m venv .venv
     .venv/bin/python3 -m pip install --quiet --disable-pip-version-check -r tests/producers/requirements.txt
     echo "$sum" >"$stamp"
+    did=1
+  fi
+  # tansu, a Kafka-API broker run as a process of its own, for the test of
+  # offsets by timestamp (librdkafka's mock cluster has no time index).
+  # Built from crates.io, once: about 20 minutes on 2 cores.
+  tansu_version=0.6.0
+  tansu_bin=$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")
+  if ! "$tansu_bin" --version 2>/dev/null | grep -q " $tansu_version\b"; then
+    say "installing tansu $tansu_version (cargo install; about 20 minutes on 2 cores)"
+    tansu_build=$(mktemp -d)
+    CARGO_TARGET_DIR="$tansu_build" cargo install tansu --version "$tansu_version" --locked --features dynostore,libsql --quiet
+    rm -rf "$tansu_build"
     did=1
   fi
   for tool in runuser setsid prometheus promtool; do

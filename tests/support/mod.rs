@@ -10,6 +10,7 @@ pub mod ordo;
 pub mod postgres;
 pub mod prometheus;
 pub mod routes;
+pub mod tansu;
 pub mod tls;
 
 use std::time::{Duration, Instant};
