@@ -414,10 +414,12 @@ pub async fn set(settings: &Settings, request: &MoveRequest) -> Result<Vec<Moved
 }
 
 /// Each partition's first offset at or after `ms`, from the broker's time
-/// index; the high watermark where it has no record that recent. That
-/// answer is checked against the partition's last record: a broker that
-/// answers "none" while its last record is that recent cannot look up by
-/// time (a move to the end would skip everything), and the move is refused.
+/// index; the high watermark where it has no record that recent. Each
+/// answer is checked against the records themselves: a broker that answers
+/// "none" while its last record is that recent, or an offset whose record is
+/// older than `ms`, cannot look up by time (a move to the end would skip
+/// everything, one to an earlier offset re-read more than asked), and the
+/// move is refused.
 fn by_time(
     kafka: &Kafka,
     parts: &[(String, i32, i64, i64)],
@@ -450,6 +452,31 @@ fn by_time(
                 return Err(OffsetsError::Kafka(format!(
                     "topic {t} partition {p}: the broker found no record at or after {ms} ms, \
                      and its last record (offset {at}) could not be read to confirm it"
+                )))
+            }
+        }
+    }
+    let answered: Vec<(String, i32, i64)> = parts
+        .iter()
+        .filter_map(|(t, p, _, high)| match found.get(&(t.clone(), *p)) {
+            Some(Some(at)) if at < high => Some((t.clone(), *p, *at)),
+            _ => None,
+        })
+        .collect();
+    let stamps = kafka.timestamps_at(&answered);
+    for (t, p, at) in &answered {
+        match stamps.get(&(t.clone(), *p)) {
+            Some(ts) if *ts >= ms => {}
+            Some(ts) => {
+                return Err(OffsetsError::Kafka(format!(
+                    "topic {t} partition {p}: the broker answered offset {at} as the first record at or after {ms} ms, but that record has timestamp {ts} ms: \
+                     it cannot look offsets up by time; move with --to-offset instead"
+                )))
+            }
+            None => {
+                return Err(OffsetsError::Kafka(format!(
+                    "topic {t} partition {p}: the broker answered offset {at} for {ms} ms, and the record there \
+                     could not be read to confirm it"
                 )))
             }
         }

@@ -150,6 +150,26 @@ async fn to_timestamp_lands_on_the_first_offset_at_or_after_it() {
             (0, 15, "set".to_string())
         ]
     );
+    // A time after every record: Kafka answers "none" (the move goes to
+    // the end); tansu answers offset 0, whose record is older. Checked
+    // against the records, that answer is refused and nothing moves.
+    let (status, stdout, stderr) = run_to_end(&[
+        "offsets",
+        "set",
+        "--to-timestamp",
+        &(base + 60_000).to_string(),
+        "--config",
+        config,
+    ]);
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("cannot look offsets up by time"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(
+        data::stored_offsets(&client, &setup.group, &setup.topic).await,
+        vec![15, 11]
+    );
     // Re-read from there: what was applied is dropped as duplicates, the
     // table is as before.
     run_until_stored(&client, &setup, dir.path(), &hw, "again").await;
