@@ -108,6 +108,23 @@ impl Registry {
     }
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: when a program serving a
+/// registry (`ordo-registry`, `ordo demo --keep`) stops.
+pub async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 /// A registry being served; stops when dropped.
 pub struct Running {
     addr: SocketAddr,

@@ -83,21 +83,7 @@ fn main() -> ExitCode {
             "ordo-registry: serving the Schema Registry API on http://{addr} (in memory; Ctrl-C stops it){}",
             if args.user.is_some() { ", basic auth required" } else { "" }
         );
-        let stop = async {
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
-            }
-        };
-        match registry.serve(listener, stop).await {
+        match registry.serve(listener, ordo_registry::stop_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ordo-registry: {e}");

@@ -31,6 +31,11 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     (child, url)
 }
 
+/// GET `url` as JSON.
+async fn get(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 fn terminate(mut child: Child) -> Option<i32> {
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -56,24 +61,10 @@ async fn it_serves_the_api_where_it_says_and_stops_on_sigterm() {
         .await
         .unwrap();
     let id = registered["id"].as_u64().unwrap();
-    let by_id: Value = client
-        .get(format!("{url}/schemas/ids/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_id = get(&client, format!("{url}/schemas/ids/{id}")).await;
     let schema: Value = serde_json::from_str(by_id["schema"].as_str().unwrap()).unwrap();
     assert_eq!(schema["name"], "Order");
-    let level: Value = client
-        .get(format!("{url}/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let level = get(&client, format!("{url}/config")).await;
     assert_eq!(level["compatibilityLevel"], "FULL");
     assert_eq!(terminate(child), Some(0));
 }

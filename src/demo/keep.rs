@@ -140,18 +140,7 @@ impl Kept {
 
     /// Waits for Ctrl-C (SIGINT) or SIGTERM, then removes the written files.
     pub async fn wait(self) {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
+        ordo_registry::stop_signal().await;
         let _ = std::fs::remove_dir_all(&self.dir);
         drop(self.cluster);
         self.registry.stop();
