@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{mock::MockCluster, orders, DemoError, PARTITIONS};
+use super::{mock::MockCluster, orders, DemoError, BROKERS, PARTITIONS};
 
 /// The kept services and the files written for them.
 pub struct Kept {
@@ -105,7 +105,7 @@ impl Kept {
         let _ = writeln!(out, "kept running (--keep) until Ctrl-C:");
         let _ = writeln!(
             out,
-            "  Kafka (in-process, {PARTITIONS} brokers): {}   topics: demo.orders, orders, try.json, try.avro (each with .dlq)",
+            "  Kafka (in-process, {BROKERS} brokers): {}   topics: demo.orders, orders, try.json, try.avro (each with .dlq)",
             self.cluster.bootstrap_servers()
         );
         let _ = writeln!(

@@ -26,6 +26,8 @@ use crate::config::Settings;
 pub const CONFIG: &str = include_str!("../../config/demo.toml");
 const TOPIC: &str = "demo.orders";
 const PARTITIONS: i32 = 3;
+/// Brokers of the in-process cluster.
+const BROKERS: i32 = 3;
 
 /// A failure of the demo.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +69,7 @@ pub async fn run(
     keys: usize,
     keep: bool,
 ) -> Result<Report, DemoError> {
-    let cluster = mock::MockCluster::start(3).map_err(DemoError::Setup)?;
+    let cluster = mock::MockCluster::start(BROKERS).map_err(DemoError::Setup)?;
     cluster
         .create_topic(TOPIC, PARTITIONS)
         .map_err(DemoError::Setup)?;
