@@ -679,3 +679,149 @@ async fn a_lease_is_held_until_another_worker_takes_it() {
     };
     assert!(!sink.holds(&elsewhere).await.unwrap(), "never leased");
 }
+
+/// A sink of `routes` (TOML of `[[sink.postgres.routes]]`) for `group`.
+async fn routed_sink(db: &TestDb, group: &str, routes: &str) -> PostgresSink {
+    let toml = format!(
+        r#"[kafka]
+"bootstrap.servers" = "127.0.0.1:9"
+"group.id" = "{group}"
+
+[source]
+topics = ["orders"]
+
+[ordering]
+key = "message_key"
+sequence = "field:version"
+
+[sink.postgres]
+url = "{url}"
+pool_size = 2
+
+{routes}
+"#,
+        url = db.url,
+    );
+    let settings = Settings::load_embedded(&toml, &[]).expect("config");
+    let pg = settings.sink.postgres.as_ref().expect("[sink.postgres]");
+    let sink = PostgresSink::connect(pg, group, settings.sink.batch_max_events)
+        .await
+        .expect("connect");
+    sink.migrate().await.expect("migrate");
+    sink
+}
+
+/// SQL route values travel as quoted text (in `EXECUTE` statements of
+/// statements prepared by name): whatever a value holds (quotes,
+/// backslashes, SQL, dollar quotes, line breaks, any Unicode) lands as it
+/// is, a NUL is refused as a record error with nothing written, and a
+/// route with a statement `PREPARE` does not take (`CALL`) runs each event
+/// once, bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_route_values_land_verbatim_and_a_call_runs_bound() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE notes (key text, version bigint, note text, amount numeric, PRIMARY KEY (key, version));
+             CREATE TABLE settled (key text, version bigint, PRIMARY KEY (key, version));
+             CREATE PROCEDURE settle(k text, v bigint) LANGUAGE sql AS $$ INSERT INTO settled VALUES (k, v) $$;",
+        )
+        .await
+        .unwrap();
+    let notes = [
+        Some("it's"),
+        Some(r"back\slash \' \\ E'\x41'"),
+        Some("'); DROP TABLE notes; --"),
+        Some("$$ dollar $$ $x$"),
+        Some("snow ☃ and 𝄞\nsecond line\ttab"),
+        None,
+        Some(""),
+    ];
+    let sink = routed_sink(
+        &db,
+        "verbatim",
+        r#"[[sink.postgres.routes]]
+name = "notes"
+sql = "INSERT INTO notes VALUES (${key}, ${version}::bigint, ${data.note}, ${data.amount}::numeric)"
+"#,
+    )
+    .await;
+    let lease = sink.acquire("orders", 0, "test").await.unwrap();
+    let mut all = events("k'1", 1..=notes.len() as i64, 0);
+    for (e, note) in all.iter_mut().zip(notes) {
+        e.payload = ordo::record::JsonText::from_value(
+            &serde_json::json!({ "data": { "note": note, "amount": 1.5 } }),
+        );
+    }
+    sink.write(&lease, &batch(all, notes.len() as i64))
+        .await
+        .unwrap();
+    let landed: Vec<(String, i64, Option<String>, String)> = client
+        .query(
+            "SELECT key, version, note, amount::text FROM notes ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let expected: Vec<(String, i64, Option<String>, String)> = notes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                "k'1".into(),
+                i as i64 + 1,
+                n.map(String::from),
+                "1.5".into(),
+            )
+        })
+        .collect();
+    assert_eq!(landed, expected);
+
+    let mut nul = events("k2", 1..=2, notes.len() as i64);
+    nul[1].payload =
+        ordo::record::JsonText::from_value(&serde_json::json!({ "data": { "note": "a\u{0}b" } }));
+    let err = sink
+        .write(&lease, &batch(nul, notes.len() as i64 + 2))
+        .await
+        .unwrap_err();
+    assert!(err.is_record_error(), "{err}");
+    assert!(
+        err.to_string().contains("route notes, statement 1"),
+        "{err}"
+    );
+    let k2: i64 = client
+        .query_one("SELECT count(*) FROM notes WHERE key = 'k2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(k2, 0, "the refused batch wrote nothing");
+
+    let bound = routed_sink(
+        &db,
+        "bound",
+        r#"[[sink.postgres.routes]]
+name = "settle"
+sql = "CALL settle(${key}, ${version}::bigint)"
+"#,
+    )
+    .await;
+    let lease = bound.acquire("orders", 0, "test").await.unwrap();
+    bound
+        .write(&lease, &batch(events("it's", 1..=3, 0), 3))
+        .await
+        .unwrap();
+    // Again from the start (a rewind): each (route, key, version) ran once.
+    bound
+        .write(&lease, &batch(events("it's", 1..=4, 0), 4))
+        .await
+        .unwrap();
+    let settled = key_versions(&client, "SELECT key, version FROM settled ORDER BY version").await;
+    assert_eq!(
+        settled,
+        (1..=4).map(|v| ("it's".to_string(), v)).collect::<Vec<_>>()
+    );
+}

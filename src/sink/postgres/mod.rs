@@ -9,6 +9,7 @@ mod migrate;
 pub mod offsets;
 mod routes;
 pub mod sql_route;
+mod sql_send;
 mod write;
 
 pub use config::{base_columns, validate_columns, PostgresConfig, RouteConfig, SinkMode, Target};
@@ -462,7 +463,7 @@ impl PostgresSink {
     }
 
     /// [`Self::prepare_statements`] on a connection in hand (a pool of one
-    /// has no second).
+    /// has no second), as each batch's connection prepares them.
     async fn prepare_on(&self, client: &deadpool_postgres::Object) -> Result<(), PostgresError> {
         for route in &self.routes.sql {
             for (i, statement) in route.statements.iter().enumerate() {
@@ -477,7 +478,14 @@ impl PostgresSink {
                     })?;
             }
         }
-        Ok(())
+        sql_send::prepare(client, &self.routes)
+            .await
+            .map_err(|f| PostgresError::Route {
+                target: self.target.clone(),
+                route: f.route,
+                statement: f.statement,
+                source: f.source,
+            })
     }
 
     /// Opens the pool's connections before the first batch needs them, so

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
-use tokio_postgres::types::ToSql;
 
 use super::columns::Column;
 use super::sql_route::{self, Statement};
+use super::sql_send;
 use super::{PostgresConfig, SinkMode, Tables, Target};
 use crate::consume::source::Unrouted;
 use crate::record::Event;
@@ -41,6 +41,8 @@ pub(crate) struct SqlRoute {
     pub name: String,
     pub filter: Filter,
     pub statements: Vec<Statement>,
+    /// A statement reads a payload path (the payload is parsed for it).
+    pub paths: bool,
 }
 
 /// Every route of the sink, and where the key state is.
@@ -58,6 +60,11 @@ pub(crate) struct Routes {
     /// of its own is written. Without one, `ordo_key_versions` is.
     pub store: Option<usize>,
     pub unrouted: Unrouted,
+    /// Every SQL route statement can be prepared by name, so a batch's
+    /// runs travel as `EXECUTE` texts (see [`sql_send`]).
+    pub by_name: bool,
+    /// The connections they are prepared on.
+    pub named: Arc<sql_send::Named>,
 }
 
 /// The routes could not be built from the configuration (not validated?).
@@ -87,11 +94,18 @@ impl Routes {
                     mode,
                     columns: r.columns.clone().into(),
                 }),
-                Some(Target::Sql(text)) => sql.push(SqlRoute {
-                    name: r.name.clone(),
-                    filter,
-                    statements: sql_route::parse(text).map_err(|why| at("sql", why))?,
-                }),
+                Some(Target::Sql(text)) => {
+                    let statements = sql_route::parse(text).map_err(|why| at("sql", why))?;
+                    sql.push(SqlRoute {
+                        name: r.name.clone(),
+                        filter,
+                        paths: statements
+                            .iter()
+                            .flat_map(|s| &s.params)
+                            .any(|p| matches!(p, sql_route::Param::Path(_))),
+                        statements,
+                    })
+                }
                 None => return Err(at("table", "required, but not set".into())),
             }
         }
@@ -113,11 +127,15 @@ impl Routes {
         };
         Ok(Self {
             tables,
-            sql,
             own,
             single,
             store,
             unrouted,
+            by_name: sql
+                .iter()
+                .all(|r: &SqlRoute| r.statements.iter().all(|s| s.preparable)),
+            named: Default::default(),
+            sql,
         })
     }
 
@@ -308,7 +326,8 @@ pub(super) struct StatementFailed {
 /// Runs the SQL routes for `events` (each with the partition it came from;
 /// in order per partition): for each route, the events it takes whose
 /// version is above the route's last applied version of their key. The
-/// statements of a batch are pipelined: sent together, run in order. The
+/// statements of a batch are sent together and run in order (see
+/// [`sql_send`]). The
 /// number of (event, route) runs.
 ///
 /// Each SQL route runs in one transaction at a time: a lock on the route's
@@ -416,7 +435,7 @@ pub(super) async fn run_sql(
     // What each run binds, decided in order: a (route, key) version at or
     // below the applied one is not run again.
     let mut docs: HashMap<usize, serde_json::Value> = HashMap::new();
-    let mut calls: Vec<(usize, usize, Vec<sql_route::TextParam>)> = Vec::new();
+    let mut calls: Vec<sql_send::Call> = Vec::new();
     let mut moved: HashMap<(&str, &str), i64> = HashMap::new();
     let mut runs_done = 0u64;
     for &(ri, ei) in &runs {
@@ -432,9 +451,13 @@ pub(super) async fn run_sql(
             moved.insert(pair, event.sequence);
         }
         runs_done += 1;
-        let doc = docs.entry(ei).or_insert_with(|| {
-            serde_json::from_str(event.payload.as_str()).unwrap_or(serde_json::Value::Null)
-        });
+        // Parsed once per event, and only for a route that reads a path.
+        let doc = match route.paths {
+            true => &*docs.entry(ei).or_insert_with(|| {
+                serde_json::from_str(event.payload.as_str()).unwrap_or(serde_json::Value::Null)
+            }),
+            false => &serde_json::Value::Null,
+        };
         for (si, statement) in route.statements.iter().enumerate() {
             calls.push((
                 ri,
@@ -443,37 +466,7 @@ pub(super) async fn run_sql(
             ));
         }
     }
-    let mut prepared: HashMap<(usize, usize), tokio_postgres::Statement> = HashMap::new();
-    for &(ri, si, _) in &calls {
-        if let std::collections::hash_map::Entry::Vacant(slot) = prepared.entry((ri, si)) {
-            let statement = tx
-                .prepare_cached(&routes.sql[ri].statements[si].sql)
-                .await
-                .map_err(|source| StatementFailed {
-                    route: routes.sql[ri].name.clone(),
-                    statement: si + 1,
-                    source,
-                })?;
-            slot.insert(statement);
-        }
-    }
-    let params: Vec<Vec<&(dyn ToSql + Sync)>> = calls
-        .iter()
-        .map(|(_, _, values)| values.iter().map(|v| v as &(dyn ToSql + Sync)).collect())
-        .collect();
-    let sent = calls.iter().zip(&params).map(|(&(ri, si, _), p)| {
-        let statement = &prepared[&(ri, si)];
-        async move {
-            tx.execute(statement, p)
-                .await
-                .map_err(|source| StatementFailed {
-                    route: routes.sql[ri].name.clone(),
-                    statement: si + 1,
-                    source,
-                })
-        }
-    });
-    futures::future::try_join_all(sent).await?;
+    sql_send::send(tx, routes, &calls).await?;
     if moved.is_empty() {
         return Ok(runs_done);
     }

@@ -74,6 +74,8 @@ pub struct Statement {
     pub params: Vec<Param>,
     /// The names as written, `$1` first (for errors).
     pub names: Vec<String>,
+    /// Whether PostgreSQL can `PREPARE` it (see [`preparable`]).
+    pub preparable: bool,
 }
 
 /// Splits a route's `sql` into statements and numbers their parameters.
@@ -242,7 +244,39 @@ fn number(text: &str) -> Result<Statement, String> {
         sql.push(c);
         i += 1;
     }
-    Ok(Statement { sql, params, names })
+    let preparable = preparable(&sql);
+    Ok(Statement {
+        sql,
+        params,
+        names,
+        preparable,
+    })
+}
+
+/// Whether `PREPARE` takes the statement: its first word (after comments
+/// and opening parentheses) is `SELECT`, `INSERT`, `UPDATE`, `DELETE`,
+/// `MERGE`, `VALUES`, `TABLE` or `WITH` (a `CALL` or a `DO` it does not).
+fn preparable(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    matches!(
+        word.as_str(),
+        "select" | "insert" | "update" | "delete" | "merge" | "values" | "table" | "with"
+    )
 }
 
 /// A parameter's value as text, sent in PostgreSQL's text format so the
@@ -356,6 +390,20 @@ mod tests {
         assert!(s[1].sql.contains("PERFORM 1; END"));
         assert_eq!(s[2].params, [Param::Version]);
         assert!(s[2].sql.contains("'${not a param}'"));
+    }
+
+    #[test]
+    fn statements_prepare_can_take_are_told_apart() {
+        let kinds =
+            |sql: &str| -> Vec<bool> { parse(sql).unwrap().iter().map(|s| s.preparable).collect() };
+        assert_eq!(
+            kinds(
+                "insert into t values (${key}); -- a note\n UPDATE t SET v = 1; \
+                 /* why */ (SELECT ${key}); WITH x AS (SELECT 1) DELETE FROM t; \
+                 CALL settle(${key}); DO $$ BEGIN PERFORM 1; END $$"
+            ),
+            [true, true, true, true, false, false]
+        );
     }
 
     #[test]

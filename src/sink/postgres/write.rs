@@ -92,6 +92,7 @@ pub async fn batch(
     lease: &Lease,
     batch: &Batch,
 ) -> Result<Written, WriteError> {
+    super::sql_send::prepare(client, routes).await?;
     // Events sent back from the dead-letter topic may be in the table
     // already. Typed columns are cast from text by an INSERT.
     if copies(routes, batch) {
@@ -163,6 +164,7 @@ pub async fn group(
     group: &str,
     members: &[(Lease, Batch)],
 ) -> Result<Vec<Written>, WriteError> {
+    super::sql_send::prepare(client, routes).await?;
     let tx = client.transaction().await?;
     let progress = tx.prepare_cached(&progress_sql(&routes.own)).await?;
     let params: Vec<_> = members
