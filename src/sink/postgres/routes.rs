@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
 use super::columns::Column;
 use super::sql_route::{self, Statement};
@@ -366,6 +367,26 @@ pub(super) async fn run_sql(
     if runs.is_empty() {
         return Ok(0);
     }
+    // What each run binds (per statement), taken before the locks: the
+    // payload parsed once per event, and only for a route that reads a path.
+    let mut docs: HashMap<usize, serde_json::Value> = HashMap::new();
+    let bound: Vec<Vec<Vec<sql_route::TextParam>>> = runs
+        .iter()
+        .map(|&(ri, ei)| {
+            let (route, (lease, event)) = (&routes.sql[ri], &events[ei]);
+            let doc = match route.paths {
+                true => &*docs.entry(ei).or_insert_with(|| {
+                    serde_json::from_str(event.payload.as_str()).unwrap_or(serde_json::Value::Null)
+                }),
+                false => &serde_json::Value::Null,
+            };
+            route
+                .statements
+                .iter()
+                .map(|s| s.values(event, &lease.topic, lease.partition, doc))
+                .collect()
+        })
+        .collect();
     let t = &routes.own;
     let mut running: Vec<&str> = runs
         .iter()
@@ -377,9 +398,6 @@ pub(super) async fn run_sql(
         .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('ordo route ' || $1, 0))")
         .await
         .map_err(db)?;
-    for name in running {
-        tx.query(&serialize, &[&name]).await.map_err(db)?;
-    }
     let mut pairs: Vec<(&str, &str)> = runs
         .iter()
         .map(|&(ri, ei)| (routes.sql[ri].name.as_str(), events[ei].1.key.as_str()))
@@ -397,7 +415,14 @@ pub(super) async fn run_sql(
         ))
         .await
         .map_err(db)?;
-    let rows = tx.query(&read, &[&names, &keys]).await.map_err(db)?;
+    // Sent together: the locks, in name order, then the read, which
+    // PostgreSQL runs once they are held (one round trip under the locks).
+    let lock_params: Vec<[&(dyn ToSql + Sync); 1]> =
+        running.iter().map(|name| [name as _]).collect();
+    let locks = futures::future::try_join_all(lock_params.iter().map(|p| tx.query(&serialize, p)));
+    let (_, rows) = futures::future::try_join(locks, tx.query(&read, &[&names, &keys]))
+        .await
+        .map_err(db)?;
     let mut applied: HashMap<(&str, &str), Option<i64>> = HashMap::with_capacity(rows.len());
     for row in &rows {
         let (route, key): (&str, &str) = (row.get(0), row.get(1));
@@ -432,14 +457,13 @@ pub(super) async fn run_sql(
             .map_err(db)?;
         refused = taken.iter().map(|r| (r.get(0), r.get(1))).collect();
     }
-    // What each run binds, decided in order: a (route, key) version at or
-    // below the applied one is not run again.
-    let mut docs: HashMap<usize, serde_json::Value> = HashMap::new();
+    // Which runs go, decided in order: a (route, key) version at or below
+    // the applied one is not run again.
     let mut calls: Vec<sql_send::Call> = Vec::new();
     let mut moved: HashMap<(&str, &str), i64> = HashMap::new();
     let mut runs_done = 0u64;
-    for &(ri, ei) in &runs {
-        let (route, (lease, event)) = (&routes.sql[ri], &events[ei]);
+    for (&(ri, ei), values) in runs.iter().zip(bound) {
+        let (route, (_, event)) = (&routes.sql[ri], &events[ei]);
         let pair = (route.name.as_str(), event.key.as_str());
         let slot = applied.entry(pair).or_insert(None);
         if slot.is_some_and(|v| event.sequence <= v) {
@@ -451,23 +475,15 @@ pub(super) async fn run_sql(
             moved.insert(pair, event.sequence);
         }
         runs_done += 1;
-        // Parsed once per event, and only for a route that reads a path.
-        let doc = match route.paths {
-            true => &*docs.entry(ei).or_insert_with(|| {
-                serde_json::from_str(event.payload.as_str()).unwrap_or(serde_json::Value::Null)
-            }),
-            false => &serde_json::Value::Null,
-        };
-        for (si, statement) in route.statements.iter().enumerate() {
-            calls.push((
-                ri,
-                si,
-                statement.values(event, &lease.topic, lease.partition, doc),
-            ));
-        }
+        calls.extend(
+            values
+                .into_iter()
+                .enumerate()
+                .map(|(si, values)| (ri, si, values)),
+        );
     }
-    sql_send::send(tx, routes, &calls).await?;
     if moved.is_empty() {
+        sql_send::send(tx, routes, &calls).await?;
         return Ok(runs_done);
     }
     let mut done: Vec<((&str, &str), i64)> = moved.into_iter().collect();
@@ -484,8 +500,14 @@ pub(super) async fn run_sql(
         ))
         .await
         .map_err(db)?;
-    tx.execute(&record, &[&names, &keys, &versions])
-        .await
-        .map_err(db)?;
+    // The guard rows move in the same round trip as the runs: one
+    // transaction, so a run that fails leaves neither.
+    let (sent, recorded) = futures::future::join(
+        sql_send::send(tx, routes, &calls),
+        tx.execute(&record, &[&names, &keys, &versions]),
+    )
+    .await;
+    sent?;
+    recorded.map_err(db)?;
     Ok(runs_done)
 }
