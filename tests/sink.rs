@@ -18,10 +18,31 @@ async fn sink(db: &TestDb, mode: &str, table: &str) -> PostgresSink {
 }
 
 async fn sink_with(db: &TestDb, mode: &str, table: &str, extra: &str) -> PostgresSink {
+    let pool = if extra.contains("pool_size") {
+        ""
+    } else {
+        "pool_size = 2"
+    };
+    connected(
+        db,
+        "sink-test",
+        &format!("mode = \"{mode}\"\ntable = \"{table}\"\n{pool}\n{extra}"),
+    )
+    .await
+}
+
+/// A sink of `routes` (TOML of `[[sink.postgres.routes]]`) for `group`.
+async fn routed_sink(db: &TestDb, group: &str, routes: &str) -> PostgresSink {
+    connected(db, group, &format!("pool_size = 2\n\n{routes}")).await
+}
+
+/// A migrated sink for `group` whose `[sink.postgres]` section (after its
+/// `url`) is `postgres`.
+async fn connected(db: &TestDb, group: &str, postgres: &str) -> PostgresSink {
     let toml = format!(
         r#"[kafka]
 "bootstrap.servers" = "127.0.0.1:9"
-"group.id" = "sink-test"
+"group.id" = "{group}"
 
 [source]
 topics = ["orders"]
@@ -31,22 +52,14 @@ key = "message_key"
 sequence = "field:version"
 
 [sink.postgres]
-mode = "{mode}"
-table = "{table}"
 url = "{url}"
-{pool}
-{extra}
+{postgres}
 "#,
         url = db.url,
-        pool = if extra.contains("pool_size") {
-            ""
-        } else {
-            "pool_size = 2"
-        }
     );
     let settings = Settings::load_embedded(&toml, &[]).expect("config");
     let pg = settings.sink.postgres.as_ref().expect("[sink.postgres]");
-    let sink = PostgresSink::connect(pg, "sink-test", settings.sink.batch_max_events)
+    let sink = PostgresSink::connect(pg, group, settings.sink.batch_max_events)
         .await
         .expect("connect");
     sink.migrate().await.expect("migrate");
@@ -678,37 +691,6 @@ async fn a_lease_is_held_until_another_worker_takes_it() {
         ..second.clone()
     };
     assert!(!sink.holds(&elsewhere).await.unwrap(), "never leased");
-}
-
-/// A sink of `routes` (TOML of `[[sink.postgres.routes]]`) for `group`.
-async fn routed_sink(db: &TestDb, group: &str, routes: &str) -> PostgresSink {
-    let toml = format!(
-        r#"[kafka]
-"bootstrap.servers" = "127.0.0.1:9"
-"group.id" = "{group}"
-
-[source]
-topics = ["orders"]
-
-[ordering]
-key = "message_key"
-sequence = "field:version"
-
-[sink.postgres]
-url = "{url}"
-pool_size = 2
-
-{routes}
-"#,
-        url = db.url,
-    );
-    let settings = Settings::load_embedded(&toml, &[]).expect("config");
-    let pg = settings.sink.postgres.as_ref().expect("[sink.postgres]");
-    let sink = PostgresSink::connect(pg, group, settings.sink.batch_max_events)
-        .await
-        .expect("connect");
-    sink.migrate().await.expect("migrate");
-    sink
 }
 
 /// SQL route values travel as quoted text (in `EXECUTE` statements of
