@@ -463,9 +463,15 @@ impl PostgresSink {
     }
 
     /// [`Self::prepare_statements`] on a connection in hand (a pool of one
-    /// has no second), as each batch's connection prepares them.
+    /// has no second), as each batch's connection prepares them: by name
+    /// when the runs travel as `EXECUTE` texts, else as bound statements.
     async fn prepare_on(&self, client: &deadpool_postgres::Object) -> Result<(), PostgresError> {
-        for route in &self.routes.sql {
+        let bound = if self.routes.by_name {
+            &[][..]
+        } else {
+            &self.routes.sql[..]
+        };
+        for route in bound {
             for (i, statement) in route.statements.iter().enumerate() {
                 client
                     .prepare(&statement.sql)
